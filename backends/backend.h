@@ -1,0 +1,169 @@
+/* The backend seam: one table of function pointers per backend, filled once.
+ * The public API (backends/api_*.c) validates every argument, resolves
+ * defaults (scale), then calls an entry with a problem struct. A NULL entry
+ * makes the API answer DITATTN_ERR_UNSUPPORTED. Entries may assume valid
+ * arguments; they report only allocation, device and internal failures. */
+#ifndef DITATTN_BACKEND_H
+#define DITATTN_BACKEND_H
+
+#include "ditattn/ditattn.h"
+
+#include <stdarg.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Validated problems. Scales are resolved (> 0). */
+typedef struct dt_dense_fwd {
+  const ditattn_tensor *q, *k, *v;
+  ditattn_tensor *out;
+  float *lse; /* may be NULL */
+  float scale;
+} dt_dense_fwd;
+
+typedef struct dt_dense_bwd {
+  const ditattn_tensor *q, *k, *v, *out, *dout;
+  const float *lse;
+  ditattn_tensor *dq, *dk, *dv;
+  float scale;
+} dt_dense_bwd;
+
+typedef struct dt_lse_merge {
+  ditattn_tensor *out_acc;
+  float *lse_acc;
+  const ditattn_tensor *out_part;
+  const float *lse_part;
+} dt_lse_merge;
+
+typedef struct dt_pool {
+  const ditattn_tensor *x;
+  ditattn_tensor *y;
+  int64_t block;
+} dt_pool;
+
+typedef struct dt_llsa_fwd {
+  ditattn_llsa_params params; /* scale resolved */
+  const ditattn_tensor *q, *k, *v;
+  ditattn_tensor *out;
+  float *lse;                              /* may be NULL */
+  const ditattn_llsa_selection *selection; /* may be NULL; entries may be NULL */
+} dt_llsa_fwd;
+
+typedef struct dt_llsa_bwd {
+  ditattn_llsa_params params; /* scale resolved */
+  const ditattn_tensor *q, *k, *v, *out, *dout;
+  const float *lse;
+  ditattn_tensor *dq, *dk, *dv;
+} dt_llsa_bwd;
+
+typedef struct dt_rope {
+  ditattn_rope_params params;
+  const int32_t *pos; /* N triples, host, never NULL here (API builds raster positions) */
+  ditattn_direction direction;
+  const ditattn_tensor *x;
+  ditattn_tensor *y;
+} dt_rope;
+
+typedef struct dt_order {
+  const int64_t *seq_to_raster; /* host, N entries */
+  ditattn_direction direction;
+  const ditattn_tensor *x;
+  ditattn_tensor *y;
+} dt_order;
+
+typedef struct dt_ropeslr_fwd {
+  ditattn_ropeslr_params params; /* scale resolved */
+  int64_t topk;                  /* K resolved from the policy */
+  const ditattn_ropeslr_weights *weights;
+  const int32_t *pos; /* N triples, host, never NULL here */
+  const ditattn_tensor *q, *k, *v;
+  ditattn_tensor *out;
+  float *lse_sparse; /* may be NULL */
+  int32_t *sel;      /* may be NULL */
+} dt_ropeslr_fwd;
+
+typedef struct dt_ropeslr_bwd {
+  ditattn_ropeslr_params params;
+  int64_t topk;
+  const ditattn_ropeslr_weights *weights;
+  const int32_t *pos;
+  const ditattn_tensor *q, *k, *v, *dout;
+  ditattn_tensor *dq, *dk, *dv;
+  ditattn_ropeslr_weights *dweights;
+} dt_ropeslr_bwd;
+
+typedef struct dt_backend_ops {
+  const char *name;
+  /* Bit (1u << dtype) set for each dtype the attention entries accept
+   * (all tensors of one call share it; lse is always f32). */
+  unsigned dtypes;
+  /* Lifetime: init may fail with BACKEND_UNAVAILABLE (no device). */
+  ditattn_status (*init)(ditattn_context *ctx);
+  void (*fini)(ditattn_context *ctx);
+  ditattn_status (*set_num_threads)(ditattn_context *ctx, int num_threads);
+  ditattn_status (*set_stream)(ditattn_context *ctx, void *stream);
+  ditattn_status (*synchronize)(ditattn_context *ctx);
+  /* Memory where tensors live. */
+  ditattn_status (*mem_alloc)(ditattn_context *ctx, size_t bytes, void **ptr);
+  ditattn_status (*mem_free)(ditattn_context *ctx, void *ptr);
+  ditattn_status (*copy_to_backend)(ditattn_context *ctx, void *dst, const void *src, size_t n);
+  ditattn_status (*copy_to_host)(ditattn_context *ctx, void *dst, const void *src, size_t n);
+  /* Operations, indexed like ditattn_op. */
+  ditattn_status (*dense_forward)(ditattn_context *ctx, const dt_dense_fwd *p);
+  ditattn_status (*dense_backward)(ditattn_context *ctx, const dt_dense_bwd *p);
+  ditattn_status (*llsa_forward)(ditattn_context *ctx, const dt_llsa_fwd *p);
+  ditattn_status (*llsa_backward)(ditattn_context *ctx, const dt_llsa_bwd *p);
+  ditattn_status (*rope)(ditattn_context *ctx, const dt_rope *p);
+  ditattn_status (*order)(ditattn_context *ctx, const dt_order *p);
+  ditattn_status (*pool)(ditattn_context *ctx, const dt_pool *p);
+  ditattn_status (*lse_merge)(ditattn_context *ctx, const dt_lse_merge *p);
+  ditattn_status (*ropeslr_forward)(ditattn_context *ctx, const dt_ropeslr_fwd *p);
+  ditattn_status (*ropeslr_backward)(ditattn_context *ctx, const dt_ropeslr_bwd *p);
+} dt_backend_ops;
+
+/* The context: opaque to users. */
+struct ditattn_context {
+  ditattn_backend backend;
+  const dt_backend_ops *ops;
+  int num_threads;
+  void *stream;
+  void *backend_state; /* owned by the backend (init/fini) */
+  char last_error[512];
+};
+
+/* Tables, one per compiled backend (NULL when not compiled). */
+const dt_backend_ops *dt_ref_ops(void);
+const dt_backend_ops *dt_cpu_ops(void);
+const dt_backend_ops *dt_cuda_ops(void);
+const dt_backend_ops *dt_hip_ops(void);
+const dt_backend_ops *dt_backend_table(ditattn_backend backend);
+
+/* Records a formatted message in ctx (if any) and returns status. Never prints. */
+ditattn_status dt_fail(ditattn_context *ctx, ditattn_status status, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+void dt_clear_error(ditattn_context *ctx);
+
+/* Library allocations go through these so faults can be injected (verify/). */
+void *dt_malloc(size_t bytes);
+void *dt_calloc(size_t count, size_t size);
+void dt_free(void *ptr);
+/* Fault injection for tests: the k-th next dt_malloc/dt_calloc (1-based)
+ * fails; 0 disables. Returns how many allocations happened since the last call. */
+int64_t dt_debug_fail_alloc_at(int64_t k);
+
+/* Host memory entries shared by the REF and CPU tables. */
+ditattn_status dt_host_mem_alloc(ditattn_context *ctx, size_t bytes, void **ptr);
+ditattn_status dt_host_mem_free(ditattn_context *ctx, void *ptr);
+ditattn_status dt_host_copy(ditattn_context *ctx, void *dst, const void *src, size_t bytes);
+
+/* Size helpers: return 0 on overflow, else store a*b (or a*b*c...) in *out. */
+int dt_mul_size(size_t a, size_t b, size_t *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DITATTN_BACKEND_H */
