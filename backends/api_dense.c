@@ -1,8 +1,16 @@
 /* Public entry points: dense attention, log-sum-exp merge, pooling. */
 #include "validate.h"
 
-static size_t lse_bytes(const ditattn_tensor *t) {
-  return (size_t)t->shape[0] * (size_t)t->shape[1] * (size_t)t->shape[2] * sizeof(float);
+/* Bytes of a [B][H][N] f32 lse buffer for t's shape; OVERFLOW names `name`. */
+static ditattn_status lse_bytes(ditattn_context *ctx, const char *name, const ditattn_tensor *t,
+                                size_t *bytes) {
+  size_t rows;
+  if (!dt_mul_size((size_t)t->shape[0], (size_t)t->shape[1], &rows) ||
+      !dt_mul_size(rows, (size_t)t->shape[2], &rows) || !dt_mul_size(rows, sizeof(float), bytes))
+    return dt_fail(ctx, DITATTN_ERR_OVERFLOW,
+                   "%s: byte size of %lld x %lld x %lld floats overflows", name,
+                   (long long)t->shape[0], (long long)t->shape[1], (long long)t->shape[2]);
+  return DITATTN_OK;
 }
 
 ditattn_status ditattn_dense_forward(ditattn_context *ctx, const ditattn_tensor *q,
@@ -25,7 +33,14 @@ ditattn_status ditattn_dense_forward(ditattn_context *ctx, const ditattn_tensor 
   TRY(dt_check_disjoint(ctx, "out", out, "q", q));
   TRY(dt_check_disjoint(ctx, "out", out, "k", k));
   TRY(dt_check_disjoint(ctx, "out", out, "v", v));
-  TRY(dt_check_buffer_disjoint(ctx, "lse", lse, lse_bytes(q), "out", out));
+  if (lse) {
+    size_t lse_size;
+    TRY(lse_bytes(ctx, "lse", q, &lse_size));
+    TRY(dt_check_buffer_disjoint(ctx, "lse", lse, lse_size, "out", out));
+    TRY(dt_check_buffer_disjoint(ctx, "lse", lse, lse_size, "q", q));
+    TRY(dt_check_buffer_disjoint(ctx, "lse", lse, lse_size, "k", k));
+    TRY(dt_check_buffer_disjoint(ctx, "lse", lse, lse_size, "v", v));
+  }
   dt_dense_fwd p = {q, k, v, out, lse, 0.0f};
   TRY(dt_resolve_scale(ctx, scale, D, &p.scale));
   UNSUPPORTED_IF_NULL(ctx, dense_forward, "dense_forward");
@@ -68,6 +83,10 @@ ditattn_status ditattn_dense_backward(ditattn_context *ctx, const ditattn_tensor
     for (int j = i + 1; j < 3; j++)
       TRY(dt_check_disjoint(ctx, out_names[i], outs[i], out_names[j], outs[j]));
   }
+  size_t lse_size;
+  TRY(lse_bytes(ctx, "lse", q, &lse_size));
+  for (int i = 0; i < 3; i++)
+    TRY(dt_check_buffer_disjoint(ctx, "lse", lse, lse_size, out_names[i], outs[i]));
   dt_dense_bwd p = {q, k, v, out, dout, lse, dq, dk, dv, 0.0f};
   TRY(dt_resolve_scale(ctx, scale, D, &p.scale));
   UNSUPPORTED_IF_NULL(ctx, dense_backward, "dense_backward");
@@ -86,6 +105,12 @@ ditattn_status ditattn_lse_merge(ditattn_context *ctx, ditattn_tensor *out_acc, 
   TRY(dt_check_dtype(ctx, "out_acc", out_acc, out_acc->dtype));
   TRY(dt_check_dtype(ctx, "out_part", out_part, out_acc->dtype));
   TRY(dt_check_disjoint(ctx, "out_acc", out_acc, "out_part", out_part));
+  size_t lse_size;
+  TRY(lse_bytes(ctx, "lse_acc", out_acc, &lse_size));
+  TRY(dt_check_buffer_disjoint(ctx, "lse_acc", lse_acc, lse_size, "out_acc", out_acc));
+  TRY(dt_check_buffer_disjoint(ctx, "lse_acc", lse_acc, lse_size, "out_part", out_part));
+  TRY(dt_check_buffer_disjoint(ctx, "lse_part", lse_part, lse_size, "out_acc", out_acc));
+  TRY(dt_check_buffers_disjoint(ctx, "lse_acc", lse_acc, lse_size, "lse_part", lse_part, lse_size));
   dt_lse_merge p = {out_acc, lse_acc, out_part, lse_part};
   UNSUPPORTED_IF_NULL(ctx, lse_merge, "lse_merge");
   return ctx->ops->lse_merge(ctx, &p);

@@ -15,7 +15,10 @@ static ditattn_status check_grid(ditattn_context *ctx, const char *what, const i
       return dt_fail(ctx, DITATTN_ERR_INVALID_ARGUMENT, "%s grid %s = %lld, must be in [1, 2^21]",
                      what, axis[a], (long long)grid[a]);
   }
-  /* Each extent <= 2^21, so the product fits in int64. */
+  /* T·H fits (each extent <= 2^21), but T·H·W may reach 2^63. */
+  if (grid[0] * grid[1] > INT64_MAX / grid[2])
+    return dt_fail(ctx, DITATTN_ERR_OVERFLOW, "%s grid %lld x %lld x %lld has too many tokens",
+                   what, (long long)grid[0], (long long)grid[1], (long long)grid[2]);
   *count = grid[0] * grid[1] * grid[2];
   return DITATTN_OK;
 }
@@ -115,7 +118,14 @@ ditattn_status ditattn_rope_apply(ditattn_context *ctx, const ditattn_rope_param
     return dt_fail(ctx, DITATTN_ERR_SHAPE_MISMATCH,
                    "x has N = %lld tokens but the raster grid has %lld (pass positions)",
                    (long long)N, (long long)grid_count);
-  if (pos) TRY(dt_check_positions(ctx, params->grid, pos, N));
+  if (pos) {
+    size_t pos_bytes;
+    if (!dt_mul_size((size_t)N, 3 * sizeof(int32_t), &pos_bytes))
+      return dt_fail(ctx, DITATTN_ERR_OVERFLOW, "pos: byte size of %lld triples overflows",
+                     (long long)N);
+    TRY(dt_check_buffer_disjoint(ctx, "pos", pos, pos_bytes, "y", y));
+    TRY(dt_check_positions(ctx, params->grid, pos, N));
+  }
   UNSUPPORTED_IF_NULL(ctx, rope, "rope");
   int32_t *raster = NULL;
   if (!pos) {

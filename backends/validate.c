@@ -119,6 +119,14 @@ ditattn_status dt_check_buffer_disjoint(ditattn_context *ctx, const char *name, 
   return DITATTN_OK;
 }
 
+ditattn_status dt_check_buffers_disjoint(ditattn_context *ctx, const char *name_a, const void *a,
+                                         size_t bytes_a, const char *name_b, const void *b,
+                                         size_t bytes_b) {
+  if (a && b && spans_overlap(a, bytes_a, b, bytes_b))
+    return dt_fail(ctx, DITATTN_ERR_INVALID_ARGUMENT, "%s overlaps %s in memory", name_a, name_b);
+  return DITATTN_OK;
+}
+
 ditattn_status dt_resolve_scale(ditattn_context *ctx, float scale, int64_t D, float *out) {
   if (!isfinite(scale)) return dt_fail(ctx, DITATTN_ERR_INVALID_ARGUMENT, "scale is not finite");
   *out = scale > 0.0f ? scale : (float)(1.0 / sqrt((double)D));

@@ -25,6 +25,10 @@ ditattn_status dt_check_disjoint(ditattn_context *ctx, const char *name_a, const
 /* A float buffer of n entries named `name` does not overlap tensor t. */
 ditattn_status dt_check_buffer_disjoint(ditattn_context *ctx, const char *name, const void *buf,
                                         size_t bytes, const char *tname, const ditattn_tensor *t);
+/* Two raw buffers (either may be NULL = absent) do not overlap. */
+ditattn_status dt_check_buffers_disjoint(ditattn_context *ctx, const char *name_a, const void *a,
+                                         size_t bytes_a, const char *name_b, const void *b,
+                                         size_t bytes_b);
 /* Bytes from t->data to one past its last element (0 on overflow). */
 size_t dt_tensor_span_bytes(const ditattn_tensor *t);
 /* Entry point preamble: ctx non-NULL and error cleared. */

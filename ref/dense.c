@@ -15,7 +15,8 @@ ditattn_status dt_ref_dense_forward(ditattn_context *ctx, const dt_dense_fwd *p)
   const int64_t B = q->shape[0], H = q->shape[1], Nq = q->shape[2], D = q->shape[3];
   const int64_t Nk = k->shape[2];
   const double scale = p->scale;
-  double *score = dt_malloc((size_t)Nk * sizeof(double)); /* one query row */
+  size_t bytes; /* one query row of scores */
+  double *score = dt_mul_size((size_t)Nk, sizeof(double), &bytes) ? dt_malloc(bytes) : NULL;
   if (!score)
     return dt_fail(ctx, DITATTN_ERR_OUT_OF_MEMORY, "dense forward: %lld scores", (long long)Nk);
   for (int64_t b = 0; b < B; b++)
@@ -58,9 +59,12 @@ ditattn_status dt_ref_dense_backward(ditattn_context *ctx, const dt_dense_bwd *p
   const int64_t B = p->q->shape[0], H = p->q->shape[1], Nq = p->q->shape[2], D = p->q->shape[3];
   const int64_t Nk = p->k->shape[2];
   const double scale = p->scale;
-  double *delta = dt_malloc((size_t)Nq * sizeof(double));
-  double *acc_a = dt_malloc((size_t)D * sizeof(double));
-  double *acc_b = dt_malloc((size_t)D * sizeof(double));
+  size_t delta_bytes, acc_bytes;
+  const int sizes_ok = dt_mul_size((size_t)Nq, sizeof(double), &delta_bytes) &&
+                       dt_mul_size((size_t)D, sizeof(double), &acc_bytes);
+  double *delta = sizes_ok ? dt_malloc(delta_bytes) : NULL;
+  double *acc_a = sizes_ok ? dt_malloc(acc_bytes) : NULL;
+  double *acc_b = sizes_ok ? dt_malloc(acc_bytes) : NULL;
   if (!delta || !acc_a || !acc_b) {
     dt_free(delta);
     dt_free(acc_a);

@@ -10,7 +10,8 @@ ditattn_status dt_ref_pool(ditattn_context *ctx, const dt_pool *p) {
     for (int64_t h = 0; h < H; h++)
       for (int64_t c = 0; c < blocks; c++) {
         const int64_t begin = c * p->block;
-        const int64_t end = begin + p->block < N ? begin + p->block : N;
+        /* Written so that begin + block cannot overflow (x may be a huge stride-0 view). */
+        const int64_t end = N - begin > p->block ? begin + p->block : N;
         for (int64_t d = 0; d < D; d++) {
           double sum = 0.0;
           for (int64_t n = begin; n < end; n++) sum += (double)*dt_f32_at(x, b, h, n, d);
