@@ -2,6 +2,7 @@
 #include "validate.h"
 
 #include <stdint.h>
+#include <stdio.h>
 
 ditattn_llsa_params ditattn_llsa_params_default(void) {
   ditattn_llsa_params p = {16, 2, {8, 8}, 0.0f};
@@ -75,6 +76,59 @@ static ditattn_status check_qkv(ditattn_context *ctx, const ditattn_tensor *q,
   return DITATTN_OK;
 }
 
+/* Bytes of a [B][H][N] float lse buffer for q's shape (0 on overflow). */
+static size_t lse_bytes_of(const ditattn_tensor *q) {
+  size_t n;
+  if (!dt_mul_size((size_t)q->shape[0], (size_t)q->shape[1], &n) ||
+      !dt_mul_size(n, (size_t)q->shape[2], &n) || !dt_mul_size(n, sizeof(float), &n))
+    return 0;
+  return n;
+}
+
+/* A host buffer (lse or selection) must not overlap any listed tensor. */
+static ditattn_status check_buffer_vs(ditattn_context *ctx, const char *name, const void *buf,
+                                      size_t bytes, const ditattn_tensor *const *ts,
+                                      const char *const *names, int n) {
+  for (int i = 0; i < n; i++) TRY(dt_check_buffer_disjoint(ctx, name, buf, bytes, names[i], ts[i]));
+  return DITATTN_OK;
+}
+
+static int buffers_overlap(const void *a, size_t na, const void *b, size_t nb) {
+  uintptr_t a0 = (uintptr_t)a, b0 = (uintptr_t)b;
+  return a && b && a0 < b0 + nb && b0 < a0 + na;
+}
+
+/* The optional selection arrays: indices must fit int32, sizes must be
+ * representable, and no array may overlap a tensor, lse or another level. */
+static ditattn_status check_selection(ditattn_context *ctx, const ditattn_llsa_params *params,
+                                      const ditattn_llsa_selection *selection,
+                                      const ditattn_tensor *const *ts, const char *const *names,
+                                      int n, const float *lse, size_t lse_bytes) {
+  const ditattn_tensor *q = ts[0];
+  const int64_t B = q->shape[0], H = q->shape[1], N = q->shape[2];
+  size_t bytes[DITATTN_LLSA_MAX_LEVELS] = {0};
+  for (int l = 0; l < params->levels; l++) {
+    const int32_t *sel = selection->sel[l];
+    if (!sel) continue;
+    char name[32];
+    snprintf(name, sizeof name, "selection->sel[%d]", l);
+    if (dt_ceil_div_pow(N, params->block, l + 1) > (int64_t)INT32_MAX + 1)
+      return dt_fail(ctx, DITATTN_ERR_OVERFLOW, "%s: block indices of N = %lld exceed int32", name,
+                     (long long)N);
+    const int64_t count = ditattn_llsa_selection_count(params, B, H, N, l + 1);
+    if (count == 0 || !dt_mul_size((size_t)count, sizeof(int32_t), &bytes[l]))
+      return dt_fail(ctx, DITATTN_ERR_OVERFLOW, "%s: size of B*H*n_l*K_l entries overflows", name);
+    TRY(check_buffer_vs(ctx, name, sel, bytes[l], ts, names, n));
+    if (buffers_overlap(sel, bytes[l], lse, lse_bytes))
+      return dt_fail(ctx, DITATTN_ERR_INVALID_ARGUMENT, "%s overlaps lse in memory", name);
+    for (int m = 0; m < l; m++)
+      if (buffers_overlap(sel, bytes[l], selection->sel[m], bytes[m]))
+        return dt_fail(ctx, DITATTN_ERR_INVALID_ARGUMENT,
+                       "%s overlaps selection->sel[%d] in memory", name, m);
+  }
+  return DITATTN_OK;
+}
+
 ditattn_status ditattn_llsa_forward(ditattn_context *ctx, const ditattn_llsa_params *params,
                                     const ditattn_tensor *q, const ditattn_tensor *k,
                                     const ditattn_tensor *v, ditattn_tensor *out, float *lse,
@@ -84,8 +138,13 @@ ditattn_status ditattn_llsa_forward(ditattn_context *ctx, const ditattn_llsa_par
   ditattn_tensor *outs[] = {out};
   const char *out_names[] = {"out"};
   TRY(check_qkv(ctx, q, k, v, NULL, NULL, 0, outs, out_names, 1));
-  size_t lse_bytes = (size_t)q->shape[0] * (size_t)q->shape[1] * (size_t)q->shape[2] * 4u;
-  TRY(dt_check_buffer_disjoint(ctx, "lse", lse, lse_bytes, "out", out));
+  const size_t lse_bytes = lse_bytes_of(q);
+  if (lse_bytes == 0)
+    return dt_fail(ctx, DITATTN_ERR_OVERFLOW, "lse: size of B*H*N floats overflows");
+  const ditattn_tensor *all[] = {q, k, v, out};
+  const char *all_names[] = {"q", "k", "v", "out"};
+  TRY(check_buffer_vs(ctx, "lse", lse, lse_bytes, all, all_names, 4));
+  if (selection) TRY(check_selection(ctx, params, selection, all, all_names, 4, lse, lse_bytes));
   dt_llsa_fwd p = {*params, q, k, v, out, lse, selection};
   TRY(dt_resolve_scale(ctx, params->scale, q->shape[3], &p.params.scale));
   UNSUPPORTED_IF_NULL(ctx, llsa_forward, "llsa_forward");
@@ -105,6 +164,11 @@ ditattn_status ditattn_llsa_backward(ditattn_context *ctx, const ditattn_llsa_pa
   ditattn_tensor *outs[] = {dq, dk, dv};
   const char *out_names[] = {"dq", "dk", "dv"};
   TRY(check_qkv(ctx, q, k, v, ins, in_names, 2, outs, out_names, 3));
+  const size_t lse_bytes = lse_bytes_of(q);
+  if (lse_bytes == 0)
+    return dt_fail(ctx, DITATTN_ERR_OVERFLOW, "lse: size of B*H*N floats overflows");
+  const ditattn_tensor *grads[] = {dq, dk, dv};
+  TRY(check_buffer_vs(ctx, "lse", lse, lse_bytes, grads, out_names, 3));
   dt_llsa_bwd p = {*params, q, k, v, out, dout, lse, dq, dk, dv};
   TRY(dt_resolve_scale(ctx, params->scale, q->shape[3], &p.params.scale));
   UNSUPPORTED_IF_NULL(ctx, llsa_backward, "llsa_backward");
