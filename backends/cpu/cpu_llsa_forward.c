@@ -1,0 +1,148 @@
+/* LLSA forward (§3) on the CPU: each query tile (whole level-1 blocks)
+ * attends, through the one tile kernel, to (1) every level-L pooled token,
+ * (2) for l = 1 .. L−1 the pooled candidates shared by its level-(l+1)
+ * block, gathered into contiguous tiles, (3) per level-1 block the fine
+ * tokens of the selected blocks, gathered. One thread per tile. */
+#include "cpu_llsa.h"
+
+#include <string.h>
+
+enum { KC = DT_CPU_KEY_CHUNK };
+
+/* Query tile: whole level-1 blocks, about DT_CPU_QUERY_TILE rows. */
+static int64_t tile_blocks(const dt_llsa_geom *g) {
+  const int64_t per = DT_CPU_QUERY_TILE / g->span[1];
+  return per > 1 ? per : 1;
+}
+
+/* Attends rows [r0, r0 + rows) of the tile to n gathered keys, KC at a time. */
+static void attend_chunked(int64_t r0, int64_t rows, int64_t n, int64_t D, const float *qt,
+                           const float *k, const float *v, const float *lnw, float *s,
+                           const dt_cpu_softmax_state *st) {
+  const dt_cpu_softmax_state sub = {st->row_max + r0, st->row_sum + r0, st->acc + r0 * D};
+  for (int64_t j0 = 0; j0 < n; j0 += KC) {
+    const int64_t m = n - j0 < KC ? n - j0 : KC;
+    dt_cpu_attend_tile(rows, m, D, qt + r0 * D, k + j0 * D, D, v + j0 * D, D, lnw ? lnw + j0 : NULL,
+                       s, &sub);
+  }
+}
+
+/* Copies pooled candidates cand_l (children of the parent's selection
+ * row) into gk, gv, gw; returns their count. */
+static int64_t gather_pooled(const dt_cpu_llsa_head *h, int l, int64_t gl, float *gk, float *gv,
+                             float *gw) {
+  const dt_llsa_geom *g = &h->g;
+  const int64_t D = g->D, nl = g->n[l];
+  const int64_t *parent = h->sel[l + 1] + (gl / g->b) * g->width[l + 1];
+  int64_t n = 0;
+  for (int64_t r = 0; r < g->width[l + 1] && parent[r] >= 0; r++) {
+    const int64_t c0 = parent[r] * g->b, cnt = c0 + g->b <= nl ? g->b : nl - c0;
+    memcpy(gk + n * D, h->pk[l] + c0 * D, (size_t)(cnt * D) * sizeof(float));
+    memcpy(gv + n * D, h->pv[l] + c0 * D, (size_t)(cnt * D) * sizeof(float));
+    memcpy(gw + n, h->lnw[l] + c0, (size_t)cnt * sizeof(float));
+    n += cnt;
+  }
+  return n;
+}
+
+/* Copies the fine tokens of the blocks in sel_1[g1] into gk, gv. */
+static int64_t gather_fine(const dt_cpu_llsa_head *h, const ditattn_tensor *k,
+                           const ditattn_tensor *v, int64_t b, int64_t hi, int64_t g1, float *gk,
+                           float *gv) {
+  const dt_llsa_geom *g = &h->g;
+  const int64_t D = g->D;
+  const int64_t *row = h->sel[1] + g1 * g->width[1];
+  int64_t n = 0;
+  for (int64_t r = 0; r < g->width[1] && row[r] >= 0; r++) {
+    const int64_t start = dt_llsa_block_start(g, 1, row[r]);
+    const int64_t cnt = dt_llsa_block_count(g, 1, row[r]);
+    dt_cpu_load_rows(k, b, hi, start, cnt, 1.0f, gk + n * D);
+    dt_cpu_load_rows(v, b, hi, start, cnt, 1.0f, gv + n * D);
+    n += cnt;
+  }
+  return n;
+}
+
+static void write_selection(const dt_cpu_llsa_head *h, const ditattn_llsa_selection *out,
+                            int64_t bh) {
+  const dt_llsa_geom *g = &h->g;
+  for (int l = 1; l <= g->L; l++) {
+    int32_t *dst = out->sel[l - 1];
+    if (!dst) continue;
+    for (int64_t gq = 0; gq < g->n[l]; gq++) {
+      int32_t *row = dst + (bh * g->n[l] + gq) * g->topk[l];
+      const int64_t *src = h->sel[l] + gq * g->width[l];
+      for (int64_t r = 0; r < g->topk[l]; r++) row[r] = r < g->width[l] ? (int32_t)src[r] : -1;
+    }
+  }
+}
+
+ditattn_status dt_cpu_llsa_forward(ditattn_context *ctx, const dt_llsa_fwd *p) {
+  const int64_t B = p->q->shape[0], H = p->q->shape[1], N = p->q->shape[2], D = p->q->shape[3];
+  const int dt_nt = dt_cpu_num_threads(ctx);
+  dt_cpu_llsa_head h;
+  TRY_CPU(dt_cpu_llsa_head_alloc(ctx, &p->params, N, D, dt_nt, &h));
+  const dt_llsa_geom *g = &h.g;
+  const int64_t tb = tile_blocks(g), T = tb * g->span[1],
+                ntiles = g->n[1] / tb + (g->n[1] % tb != 0);
+  const int64_t gmax = g->max_keys;
+  /* Per thread: q tile, acc (T×D), max, sum (T), scores (T×KC), gathered k, v (gmax×D), w (gmax).
+   */
+  const size_t per_thread = (size_t)T * (size_t)D * 2 + 2 * (size_t)T + (size_t)T * KC +
+                            (size_t)gmax * (size_t)D * 2 + (size_t)gmax;
+  float *work = dt_llsa_alloc(dt_nt, (int64_t)per_thread, sizeof(float));
+  if (!work) {
+    dt_cpu_llsa_head_free(&h);
+    return dt_fail(ctx, DITATTN_ERR_OUT_OF_MEMORY, "llsa forward (cpu): %d thread buffers", dt_nt);
+  }
+  const int blas = dt_cpu_blas_enter();
+  const int L = g->L;
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t hi = 0; hi < H; hi++) {
+      const int64_t bh = b * H + hi;
+      dt_cpu_llsa_head_prepare(&h, p->q, p->k, p->v, b, hi);
+      if (p->selection) write_selection(&h, p->selection, bh);
+      DT_OMP_PARALLEL_FOR
+      for (int64_t t = 0; t < ntiles; t++) {
+        float *w = work + (size_t)dt_cpu_thread_id() * per_thread;
+        float *qt = w, *acc = qt + T * D, *mx = acc + T * D, *sum = mx + T, *s = sum + T;
+        float *gk = s + T * KC, *gv = gk + gmax * D, *gw = gv + gmax * D;
+        const dt_cpu_softmax_state st = {mx, sum, acc};
+        const int64_t g1_0 = t * tb, g1_1 = g1_0 + tb < g->n[1] ? g1_0 + tb : g->n[1];
+        const int64_t q0 = dt_llsa_block_start(g, 1, g1_0);
+        const int64_t rows = (q0 + T < N ? q0 + T : N) - q0;
+        dt_cpu_load_rows(p->q, b, hi, q0, rows, p->params.scale, qt);
+        dt_cpu_state_reset(&st, rows, D);
+        /* (1) every pooled token of the coarsest level. */
+        attend_chunked(0, rows, g->n[L], D, qt, h.pk[L], h.pv[L], h.lnw[L], s, &st);
+        /* (2) pooled candidates of levels 1 .. L−1, shared per parent block. */
+        for (int l = 1; l < L; l++) {
+          int64_t div = 1; /* g_l = g1 / b^(l−1), as ref/'s key list walks it */
+          for (int m = 1; m < l; m++) div *= g->b;
+          for (int64_t a = g1_0; a < g1_1;) {
+            const int64_t parent = a / div / g->b;
+            int64_t e = a + 1;
+            while (e < g1_1 && e / div / g->b == parent) e++;
+            const int64_t n = gather_pooled(&h, l, a / div, gk, gv, gw);
+            const int64_t r0 = dt_llsa_block_start(g, 1, a) - q0;
+            const int64_t r1 =
+                dt_llsa_block_start(g, 1, e - 1) + dt_llsa_block_count(g, 1, e - 1) - q0;
+            attend_chunked(r0, r1 - r0, n, D, qt, gk, gv, gw, s, &st);
+            a = e;
+          }
+        }
+        /* (3) fine tokens of each level-1 block's selection. */
+        for (int64_t g1 = g1_0; g1 < g1_1; g1++) {
+          const int64_t n = gather_fine(&h, p->k, p->v, b, hi, g1, gk, gv);
+          const int64_t r0 = dt_llsa_block_start(g, 1, g1) - q0;
+          attend_chunked(r0, dt_llsa_block_count(g, 1, g1), n, D, qt, gk, gv, NULL, s, &st);
+        }
+        dt_cpu_state_finish(&st, rows, D, dt_f32_at(p->out, b, hi, q0, 0), p->out->stride[2],
+                            p->lse ? p->lse + bh * N + q0 : NULL);
+      }
+    }
+  dt_cpu_blas_leave(blas);
+  dt_free(work);
+  dt_cpu_llsa_head_free(&h);
+  return DITATTN_OK;
+}
