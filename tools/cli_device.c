@@ -6,6 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+const char *cli_lib_error(const ditattn_context *ctx, ditattn_status st) {
+  const char *msg = ctx ? ditattn_last_error(ctx) : "";
+  return msg[0] ? msg : ditattn_strerror(st);
+}
+
 ditattn_backend cli_default_backend(void) {
   return ditattn_backend_compiled(DITATTN_BACKEND_CPU) ? DITATTN_BACKEND_CPU : DITATTN_BACKEND_REF;
 }
@@ -22,7 +27,7 @@ ditattn_status cli_open_context(ditattn_backend backend, int threads, ditattn_co
   if (threads > 0) {
     st = ditattn_context_set_num_threads(*ctx, threads);
     if (st != DITATTN_OK) {
-      fprintf(stderr, "ditattn: error: --threads %d: %s\n", threads, ditattn_last_error(*ctx));
+      fprintf(stderr, "ditattn: error: --threads %d: %s\n", threads, cli_lib_error(*ctx, st));
       ditattn_context_destroy(*ctx);
       *ctx = NULL;
     }
@@ -31,9 +36,7 @@ ditattn_status cli_open_context(ditattn_backend backend, int threads, ditattn_co
 }
 
 static ditattn_status report(ditattn_context *ctx, ditattn_status st, const char *what) {
-  if (st != DITATTN_OK)
-    fprintf(stderr, "ditattn: error: %s: %s (%s)\n", what, ditattn_last_error(ctx),
-            ditattn_strerror(st));
+  if (st != DITATTN_OK) fprintf(stderr, "ditattn: error: %s: %s\n", what, cli_lib_error(ctx, st));
   return st;
 }
 

@@ -9,6 +9,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The library's message for a failed call on ctx: ditattn_last_error, or the
+ * status name when the message is empty. */
+const char *cli_lib_error(const ditattn_context *ctx, ditattn_status st);
+
 /* cpu when compiled in, else ref. */
 ditattn_backend cli_default_backend(void);
 

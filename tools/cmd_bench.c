@@ -214,7 +214,7 @@ static void time_algo(const bench_options *o, const dt_algo_problem *p, ditattn_
             rep < 0 ? 1 : rep + 1, rep < 0 ? 1 : o->repeat, elapsed);
   }
   if (st != DITATTN_OK) {
-    snprintf(r->error, sizeof r->error, "%s (%s)", ditattn_last_error(ctx), ditattn_strerror(st));
+    snprintf(r->error, sizeof r->error, "%s", cli_lib_error(ctx, st));
   } else if (cli_tensors_download(&t, out_host, NULL) != DITATTN_OK) {
     snprintf(r->error, sizeof r->error, "download failed");
   } else {
@@ -243,7 +243,7 @@ static void print_json_string(const char *s) {
 
 static void print_json_number(double x) {
   if (isfinite(x))
-    printf("%.6g", x);
+    printf("%.12g", x);
   else
     printf("null");
 }

@@ -201,9 +201,8 @@ static int run_main(int argc, char **argv, run_resources *r) {
                    &r->tensors.v, &r->tensors.out, r->tensors.lse_mem};
   ditattn_status st = r->algo->run(r->algo_state, &p, &io);
   if (st != DITATTN_OK)
-    return cli_runtime_error("%s forward on backend %s failed: %s (%s)", r->algo->name,
-                             ditattn_backend_name(o.backend), ditattn_last_error(r->ctx),
-                             ditattn_strerror(st));
+    return cli_runtime_error("%s forward on backend %s failed: %s", r->algo->name,
+                             ditattn_backend_name(o.backend), cli_lib_error(r->ctx, st));
   r->out = malloc(r->tensors.q_bytes);
   r->lse = o.lse ? malloc(r->tensors.lse_bytes) : NULL;
   if (!r->out || (o.lse && !r->lse)) return cli_runtime_error("out of memory");

@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""`ditattn bench` (JSON and table output) and `ditattn info`."""
+import json
+import math
+
+from cli_util import Checker
+
+c = Checker("test_cli_bench")
+backends = c.backends()
+
+TOP_KEYS = {"tool", "version", "backend", "threads", "grid", "batch", "heads", "tokens", "dim",
+            "repeat", "seed", "inputs", "results"}
+RESULT_KEYS = {"algo", "params", "ok", "ms", "ms_min", "flops", "gflops", "speedup", "rel_err",
+               "error"}
+
+for be in backends:
+    args = ["bench", "--grid", "2x8x8", "--json", "--backend", be, "--repeat", 2,
+            "--seed", c.seed % 1000]
+    ok, out, err = c.run_ok(*args, what=f"bench --json on {be}")
+    if not ok:
+        continue
+    try:
+        doc = json.loads(out)
+    except json.JSONDecodeError as e:
+        c.check(False, f"bench --json on {be}: stdout is not JSON ({e}): {out[:200]!r}")
+        continue
+    c.check(TOP_KEYS <= doc.keys(), f"{be}: missing keys {TOP_KEYS - doc.keys()}")
+    c.check(doc.get("backend") == be, f"{be}: backend field {doc.get('backend')}")
+    c.check(doc.get("grid") == [2, 8, 8] and doc.get("tokens") == 128,
+            f"{be}: grid {doc.get('grid')} tokens {doc.get('tokens')}")
+    c.check(doc.get("heads") == 2 and doc.get("dim") == 64 and doc.get("batch") == 1,
+            f"{be}: default heads/dim/batch {doc.get('heads')}/{doc.get('dim')}/{doc.get('batch')}")
+    c.check("Morton" in doc.get("inputs", "") and "RoPE" in doc.get("inputs", ""),
+            f"{be}: inputs description {doc.get('inputs')!r}")
+    res = {r.get("algo"): r for r in doc.get("results", [])}
+    c.check(list(res) == ["dense", "llsa"], f"{be}: algos {list(res)}")
+    for name, r in res.items():
+        c.check(RESULT_KEYS <= r.keys(), f"{be} {name}: missing keys {RESULT_KEYS - r.keys()}")
+        c.check(r.get("ok") is True, f"{be} {name}: not ok: {r.get('error')}")
+        if r.get("ok"):
+            c.check(r["ms"] > 0 and r["ms_min"] <= r["ms"], f"{be} {name}: ms {r['ms']}")
+            c.check(r["flops"] > 0 and math.isclose(r["gflops"], r["flops"] / (r["ms"] * 1e6),
+                                                    rel_tol=1e-3),
+                    f"{be} {name}: gflops {r['gflops']} vs flops {r['flops']} / ms {r['ms']}")
+    if "dense" in res and res["dense"].get("ok"):
+        d = res["dense"]
+        c.check(d["rel_err"] == 0 and d["speedup"] == 1, f"{be}: dense rel_err/speedup {d}")
+        # Spec llsa.md §6: dense = 4·N²·D per head.
+        c.check(math.isclose(d["flops"], 4 * 128 * 128 * 64 * 2, rel_tol=1e-9),
+                f"{be}: dense flops {d['flops']}")
+    if "llsa" in res and res["llsa"].get("ok"):
+        l = res["llsa"]
+        c.check(l["params"] == "b=16 L=2 K=8,8", f"{be}: llsa params {l['params']!r}")
+        c.check(l["rel_err"] is not None and 0 <= l["rel_err"] < 0.5,
+                f"{be}: llsa rel_err {l['rel_err']} (expected finite, < 0.5 on local inputs)")
+        c.check(l["flops"] < res["dense"]["flops"] * 2, f"{be}: llsa flops {l['flops']}")
+    c.check("bench:" in err, f"{be}: no progress lines on stderr")
+
+# Same seed, same inputs: the LLSA error is reproducible.
+a = c.run("bench", "--grid", "2x8x8", "--json", "--backend", "ref", "--repeat", 1, "--seed", 7)
+b = c.run("bench", "--grid", "2x8x8", "--json", "--backend", "ref", "--repeat", 1, "--seed", 7)
+if c.check(a[0] == 0 and b[0] == 0, "bench --seed 7 twice"):
+    ea = [r["rel_err"] for r in json.loads(a[1])["results"]]
+    eb = [r["rel_err"] for r in json.loads(b[1])["results"]]
+    c.check(ea == eb, f"same seed, different errors: {ea} vs {eb}")
+
+# Table output, options passed to LLSA, one algorithm only.
+ok, out, _ = c.run_ok("bench", "--grid", "1x8x16", "--heads", 1, "--dim", 16, "--repeat", 1,
+                      "--backend", "ref", "--algo", "llsa", "--block", 4, "--topk", "2,2")
+if ok:
+    c.check("b=4 L=2 K=2,2" in out and "inputs:" in out and "ms" in out,
+            f"bench table: {out[:400]!r}")
+ok, out, _ = c.run_ok("bench", "--grid", "1x8x8", "--repeat", 1, "--backend", "ref")
+if ok:
+    c.check("dense" in out and "llsa" in out and "speedup" in out, f"bench table: {out[:400]!r}")
+
+# info
+ok, out, _ = c.run_ok("info")
+if ok:
+    c.check(out.startswith("ditattn "), f"info first line: {out.splitlines()[:1]}")
+    c.check("backend ref" in out and "dense_forward" in out and "f32" in out,
+            f"info output: {out[:400]!r}")
+    for name in ("ref", "cpu", "cuda", "hip"):
+        c.check(f"backend {name}" in out, f"info lists no backend {name}")
+
+c.finish()
