@@ -1,0 +1,56 @@
+/* Local argument checks of the dist entries (before the collective
+ * agreement): the same checks as the single-process API, on the slice. */
+#include "dist_internal.h"
+
+#include <string.h>
+
+static ditattn_status check_slice(ditattn_context *ctx, const ditattn_dist_slice *slice) {
+  if (!slice) return dt_fail(ctx, DITATTN_ERR_NULL_POINTER, "slice is NULL");
+  if (slice->n_global < 1 || slice->offset < 0 || slice->length < 1 ||
+      slice->offset > slice->n_global - slice->length)
+    return dt_fail(ctx, DITATTN_ERR_INVALID_ARGUMENT,
+                   "slice [%lld, %lld + %lld) is not a non-empty part of [0, %lld)",
+                   (long long)slice->offset, (long long)slice->offset, (long long)slice->length,
+                   (long long)slice->n_global);
+  return DITATTN_OK;
+}
+
+ditattn_status dt_dist_check_local(ditattn_context *ctx, const ditattn_dist_slice *slice,
+                                   const ditattn_tensor *q, const ditattn_tensor *k,
+                                   const ditattn_tensor *v, const ditattn_tensor *out,
+                                   const float *lse, int64_t params[DT_DP_COUNT]) {
+  TRY(dt_begin(ctx));
+  TRY(check_slice(ctx, slice));
+  if (ctx->backend != DITATTN_BACKEND_REF && ctx->backend != DITATTN_BACKEND_CPU)
+    return dt_fail(ctx, DITATTN_ERR_UNSUPPORTED,
+                   "dist supports host backends (ref, cpu) only for now; backend %s is not",
+                   ditattn_backend_name(ctx->backend));
+  TRY(dt_check_tensor(ctx, "q", q));
+  TRY(dt_check_tensor(ctx, "k", k));
+  TRY(dt_check_tensor(ctx, "v", v));
+  TRY(dt_check_output(ctx, "out", out));
+  const int64_t B = q->shape[0], H = q->shape[1], D = q->shape[3];
+  TRY(dt_check_shape(ctx, "q", q, B, H, slice->length, D));
+  TRY(dt_check_shape(ctx, "k", k, B, H, slice->length, D));
+  TRY(dt_check_shape(ctx, "v", v, B, H, slice->length, D));
+  TRY(dt_check_shape(ctx, "out", out, B, H, slice->length, D));
+  TRY(dt_check_dtype(ctx, "q", q, DITATTN_F32));
+  TRY(dt_check_dtype(ctx, "k", k, DITATTN_F32));
+  TRY(dt_check_dtype(ctx, "v", v, DITATTN_F32));
+  TRY(dt_check_dtype(ctx, "out", out, DITATTN_F32));
+  TRY(dt_check_disjoint(ctx, "out", out, "q", q));
+  TRY(dt_check_disjoint(ctx, "out", out, "k", k));
+  TRY(dt_check_disjoint(ctx, "out", out, "v", v));
+  size_t lse_bytes = 0;
+  if (!dt_mul_size((size_t)B * (size_t)H, (size_t)slice->length, &lse_bytes) ||
+      !dt_mul_size(lse_bytes, sizeof(float), &lse_bytes))
+    return dt_fail(ctx, DITATTN_ERR_OVERFLOW, "lse size overflows");
+  TRY(dt_check_buffer_disjoint(ctx, "lse", lse, lse_bytes, "out", out));
+  params[DT_DP_N_GLOBAL] = slice->n_global;
+  params[DT_DP_B] = B;
+  params[DT_DP_H] = H;
+  params[DT_DP_D] = D;
+  params[DT_DP_DTYPE] = (int64_t)q->dtype;
+  params[DT_DP_BACKEND] = (int64_t)ctx->backend;
+  return DITATTN_OK;
+}

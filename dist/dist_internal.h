@@ -1,0 +1,68 @@
+/* Internals shared by the dist/ sources: the per-call job (duplicated
+ * communicator, agreed slice table, statistics) and the collective
+ * agreement that turns any rank's failure into the same status on all. */
+#ifndef DITATTN_DIST_INTERNAL_H
+#define DITATTN_DIST_INTERNAL_H
+
+#include "ditattn/ditattn_dist.h"
+
+#include "backends/backend.h"
+#include "backends/validate.h"
+
+/* Parameters every rank must agree on, compared one by one so the message
+ * can name the first that differs. */
+typedef enum dt_dist_param {
+  DT_DP_OP = 0,
+  DT_DP_N_GLOBAL,
+  DT_DP_B,
+  DT_DP_H,
+  DT_DP_D,
+  DT_DP_DTYPE,
+  DT_DP_BACKEND,
+  DT_DP_SCALE_BITS,
+  DT_DP_BLOCK,
+  DT_DP_LEVELS,
+  DT_DP_TOPK0,
+  DT_DP_COUNT = DT_DP_TOPK0 + DITATTN_LLSA_MAX_LEVELS
+} dt_dist_param;
+
+/* Operation codes for DT_DP_OP. */
+enum { DT_DIST_OP_DENSE_FWD = 1, DT_DIST_OP_LLSA_FWD = 2 };
+
+typedef struct dt_dist_job {
+  ditattn_context *ctx;
+  MPI_Comm comm; /* duplicate of the caller's, errors return */
+  int rank, size;
+  int64_t *offset, *length; /* per rank, valid after dt_dist_begin succeeded */
+  int64_t max_length;
+  double t_start;
+  ditattn_dist_stats stats;
+} dt_dist_job;
+
+/* Starts a collective call: duplicates comm, all-gathers every rank's local
+ * validation status (message taken from ctx), slice and parameters, and
+ * agrees: the first failing rank's status and message, else a parameter
+ * mismatch (DITATTN_ERR_MPI), else slices that do not tile [0, N)
+ * (DITATTN_ERR_INVALID_ARGUMENT). On failure the job is already ended. */
+ditattn_status dt_dist_begin(dt_dist_job *job, ditattn_context *ctx, MPI_Comm comm,
+                             const ditattn_dist_slice *slice, ditattn_status local,
+                             const int64_t params[DT_DP_COUNT]);
+/* Every rank returns the status (and message) of the lowest failing rank,
+ * or DITATTN_OK when none failed. */
+ditattn_status dt_dist_agree(dt_dist_job *job, ditattn_status local);
+/* Frees the job and publishes its statistics. Returns status unchanged. */
+ditattn_status dt_dist_end(dt_dist_job *job, ditattn_status status);
+/* Maps an MPI error code to DITATTN_ERR_MPI with its text recorded in ctx. */
+ditattn_status dt_dist_mpi_fail(ditattn_context *ctx, int mpi_err, const char *what);
+/* Adds the time since *t0 to *acc and resets *t0. */
+void dt_dist_tick(double *t0, double *acc);
+
+/* Local checks shared by the entries: slice sane, q/k/v/out shapes
+ * (B, H, length, D), outputs disjoint from inputs, lse disjoint from out.
+ * Fills B/H/D/dtype/backend/n_global params when the inputs allow it. */
+ditattn_status dt_dist_check_local(ditattn_context *ctx, const ditattn_dist_slice *slice,
+                                   const ditattn_tensor *q, const ditattn_tensor *k,
+                                   const ditattn_tensor *v, const ditattn_tensor *out,
+                                   const float *lse, int64_t params[DT_DP_COUNT]);
+
+#endif

@@ -1,0 +1,53 @@
+/* Helpers for the MPI tests of dist/ (plain C: CMocka and MPI mix poorly).
+ * Every rank regenerates the full inputs from one broadcast seed, so each
+ * can compute the single-process result itself and compare its slice. */
+#ifndef DITATTN_DIST_TEST_UTIL_H
+#define DITATTN_DIST_TEST_UTIL_H
+
+#include <stdint.h>
+
+#include "ditattn/ditattn_dist.h"
+
+/* Seed from DITATTN_TEST_SEED or the clock on rank 0, broadcast, printed. */
+uint64_t dtu_seed(MPI_Comm comm);
+/* A small deterministic generator (splitmix64), same stream on every rank. */
+typedef struct dtu_rng {
+  uint64_t state;
+} dtu_rng;
+uint64_t dtu_next(dtu_rng *rng);
+double dtu_uniform(dtu_rng *rng, double lo, double hi);
+int64_t dtu_int(dtu_rng *rng, int64_t lo, int64_t hi); /* [lo, hi] */
+
+/* A host f32 tensor owning its buffer: pad extra floats per row, optional
+ * DiT layout; filled with NaN (poison). */
+typedef struct dtu_tensor {
+  ditattn_tensor t;
+  float *buf;
+  size_t count;
+} dtu_tensor;
+dtu_tensor dtu_tensor_new(int64_t B, int64_t H, int64_t N, int64_t D, int64_t pad, int bnhd);
+void dtu_tensor_free(dtu_tensor *t);
+void dtu_fill_uniform(dtu_tensor *t, dtu_rng *rng);
+/* dst (N = length) = tokens [offset, offset + length) of src. */
+void dtu_copy_slice(dtu_tensor *dst, const dtu_tensor *src, int64_t offset);
+/* ‖a − b[offset:]‖ / ‖b[offset:]‖ over a's tokens; +inf on NaN/Inf. */
+double dtu_rel_err_slice(const ditattn_tensor *a, const ditattn_tensor *b, int64_t offset);
+/* Same for lse arrays: a is [B][H][len], b is [B][H][n_global]. */
+double dtu_rel_err_lse(const float *a, const float *b, int64_t BH, int64_t len, int64_t n_global,
+                       int64_t offset);
+
+/* Uneven random partition of N tokens over P ranks (each >= 1), the same on
+ * every rank given the same rng state. lengths has P entries. */
+void dtu_partition(dtu_rng *rng, int64_t N, int P, int64_t *lengths);
+
+/* Counts one check; prints a one-line description when it fails. */
+void dtu_check(int ok, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+/* Sums passes/failures over comm, prints "N passed, N failed" on rank 0 and
+ * returns the process exit code (0 when nothing failed anywhere). */
+int dtu_finish(MPI_Comm comm, const char *test_name);
+
+#endif

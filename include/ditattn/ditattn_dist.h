@@ -1,0 +1,76 @@
+/* ditattn_dist — sequence parallelism over MPI (library ditattn_dist).
+ *
+ * Every rank of a communicator holds one contiguous slice of the token
+ * sequence of q, k and v (slices may be uneven). A dist call computes this
+ * rank's slice of the output (and LSE) exactly as the single-process
+ * operation of ditattn.h would on the whole sequence.
+ *
+ * All calls are collective over `comm`: every rank must make the same call
+ * with the same parameters. They first agree on the arguments (one small
+ * all-gather), so a mismatch between ranks, or an invalid argument on any
+ * one rank, returns the SAME status and message on every rank instead of
+ * hanging. Failures during the computation are agreed on the same way
+ * before returning. The caller's communicator is duplicated for the call,
+ * so dist traffic never mixes with the caller's messages.
+ *
+ * Backends: host memory (DITATTN_BACKEND_REF, DITATTN_BACKEND_CPU). GPU
+ * backends answer DITATTN_ERR_UNSUPPORTED for now (see docs/dist.md). */
+#ifndef DITATTN_DITATTN_DIST_H
+#define DITATTN_DITATTN_DIST_H
+
+#include <mpi.h>
+
+#include "ditattn/ditattn.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* This rank's part of a sequence of n_global tokens: tokens
+ * [offset, offset + length). Over all ranks the slices must tile
+ * [0, n_global) exactly (any rank order); length >= 1. The local tensors'
+ * N dimension equals length. */
+typedef struct ditattn_dist_slice {
+  int64_t n_global;
+  int64_t offset;
+  int64_t length;
+} ditattn_dist_slice;
+
+/* Dense self-attention by ring attention: K/V slices travel around the
+ * ring (double-buffered, overlapping the next transfer with the current
+ * block's compute); partials are computed with ditattn_dense_forward on
+ * ctx's backend and merged with ditattn_lse_merge.
+ * q, k, v, out: (B, H, slice->length, D). lse: optional, [B][H][length]. */
+ditattn_status ditattn_dist_dense_forward(ditattn_context *ctx, MPI_Comm comm,
+                                          const ditattn_dist_slice *slice, const ditattn_tensor *q,
+                                          const ditattn_tensor *k, const ditattn_tensor *v,
+                                          float scale, ditattn_tensor *out, float *lse);
+
+/* LLSA forward (spec/llsa.md §1-3) on a sliced sequence. Pooled tokens of
+ * every level are all-gathered so each rank selects GLOBALLY exactly as
+ * the single-process operation (same tie rule; blocks may straddle slice
+ * boundaries); the fine K/V slices then travel the ring and each rank
+ * attends to the parts of its selected blocks as they pass. f32 only.
+ * q, k, v, out: (B, H, slice->length, D). lse: optional, [B][H][length]. */
+ditattn_status ditattn_dist_llsa_forward(ditattn_context *ctx, MPI_Comm comm,
+                                         const ditattn_dist_slice *slice,
+                                         const ditattn_llsa_params *params, const ditattn_tensor *q,
+                                         const ditattn_tensor *k, const ditattn_tensor *v,
+                                         ditattn_tensor *out, float *lse);
+
+/* Timings of the last dist call made by this process (for profiling and
+ * the benchmark; not thread-safe). comm_wait_s: time blocked waiting for
+ * transfers or collectives after the local work that could overlap them
+ * was done. */
+typedef struct ditattn_dist_stats {
+  double wall_s;
+  double comm_wait_s;
+  double compute_s;
+  int64_t bytes_sent; /* by this rank */
+} ditattn_dist_stats;
+void ditattn_dist_last_stats(ditattn_dist_stats *stats);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DITATTN_DITATTN_DIST_H */
