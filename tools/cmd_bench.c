@@ -339,14 +339,15 @@ static int bench_dist(int argc, char **argv) {
 }
 
 int cmd_bench(int argc, char **argv) {
+  /* --dist first: `bench --dist --help` is the dist bench's help. */
+  for (int i = 1; i < argc; i++)
+    if (strcmp(argv[i], "--dist") == 0) return bench_dist(argc, argv);
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
       bench_help();
       return 0;
     }
   }
-  for (int i = 1; i < argc; i++)
-    if (strcmp(argv[i], "--dist") == 0) return bench_dist(argc, argv);
 
   bench_options o = {
       .shape = {.B = 1, .H = 2, .D = 64}, .backend = cli_default_backend(), .repeat = 0, .seed = 1};
