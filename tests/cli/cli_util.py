@@ -39,6 +39,9 @@ class Checker:
     def run(self, *args, timeout=120):
         cmd = [self.binary] + [str(a) for a in args]
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        # Under ASan/UBSan a leak or UB on an error path must fail too.
+        self.check("Sanitizer" not in p.stderr and "runtime error:" not in p.stderr,
+                   f"{' '.join(cmd)}: sanitizer report: {p.stderr[-2000:]}")
         return p.returncode, p.stdout, p.stderr
 
     def check(self, cond, what):
