@@ -5,6 +5,7 @@
 #include "cli_args.h"
 #include "cli_device.h"
 #include "commands.h"
+#include "npy.h"
 
 #ifdef DITATTN_HAVE_DIST
 #include "dist/dist_bench.h"
@@ -44,6 +45,7 @@ static void bench_help(void) {
          "  --threads T         CPU backend threads (default: OpenMP's)\n"
          "  --seed S            input seed (default 1)\n"
          "  --json              machine-readable results on stdout instead of the table\n"
+         "  --save-inputs P     also write the inputs to Pq.npy, Pk.npy, Pv.npy [B,H,N,D]\n"
          "  --dist ...          distributed (MPI) benchmark: the rest goes to the dist bench\n",
          ditattn_backend_name(cli_default_backend()), dt_algo_names());
   for (int i = 0; dt_algos[i]; i++) {
@@ -68,6 +70,7 @@ typedef struct bench_options {
   int grid_given;
   ditattn_backend backend;
   int repeat, threads, json;
+  const char *save_inputs; /* prefix, or NULL */
   uint64_t seed;
 } bench_options;
 
@@ -155,6 +158,8 @@ static int parse_bench_options(int argc, char **argv, bench_options *o, algo_res
     } else if (OPTION("--backend")) {
       if (got > 0 && ditattn_backend_parse(value, &o->backend) != DITATTN_OK)
         return cli_usage_error("--backend '%s': expected ref, cpu, cuda or hip", value), 0;
+    } else if (OPTION("--save-inputs")) {
+      o->save_inputs = value;
     } else if (strcmp(argv[i], "--json") == 0) {
       o->json = 1;
       got = 1;
@@ -318,6 +323,20 @@ static void report_table(const bench_options *o, const dt_algo_problem *p, const
          "algorithm's GFLOP/s is lower than dense's at the same speed; speedup is time-based.\n");
 }
 
+static int save_inputs(const bench_options *o, const float *q, const float *k, const float *v) {
+  const float *data[3] = {q, k, v};
+  const int64_t shape[4] = {o->shape.B, o->shape.H,
+                            o->shape.grid[0] * o->shape.grid[1] * o->shape.grid[2], o->shape.D};
+  for (int i = 0; i < 3; i++) {
+    char path[4096], err[512];
+    snprintf(path, sizeof path, "%s%c.npy", o->save_inputs, "qkv"[i]);
+    if (dt_npy_write_f32(path, 4, shape, data[i], err, sizeof err) != DITATTN_OK)
+      return cli_runtime_error("--save-inputs: %s", err);
+    fprintf(stderr, "bench: wrote %s\n", path);
+  }
+  return 0;
+}
+
 static int bench_dist(int argc, char **argv) {
 #ifdef DITATTN_HAVE_DIST
   /* The dist bench gets the bench arguments without --dist. */
@@ -391,6 +410,10 @@ int cmd_bench(int argc, char **argv) {
           (long long)o.shape.grid[1], (long long)o.shape.grid[2], (long long)o.shape.D);
   if (bench_make_inputs(&o.shape, o.seed, q, k, v, note, sizeof note) != DITATTN_OK) {
     rc = cli_runtime_error("generating inputs: %s", note);
+    goto done;
+  }
+  if (o.save_inputs && save_inputs(&o, q, k, v) != 0) {
+    rc = 1;
     goto done;
   }
   if (cli_open_context(o.backend, o.threads, &ctx) != DITATTN_OK) {
