@@ -40,17 +40,20 @@ ditattn_status dt_cpu_lse_merge(ditattn_context *ctx, const dt_lse_merge *p) {
     const double la = p->lse_acc[it], lp = p->lse_part[it];
     float *a = dt_f32_at(oa, b, h, n, 0);
     const float *x = dt_f32_at(op, b, h, n, 0);
-    if (lp == -INFINITY) continue; /* empty part: nothing to add */
-    if (la == -INFINITY) {         /* empty accumulator: take the part */
+    if (lp == -INFINITY) { /* empty part adds nothing; two empty sides give 0 (as ref/) */
+      if (la == -INFINITY) memset(a, 0, (size_t)D * sizeof(float));
+      continue;
+    }
+    if (la == -INFINITY) { /* empty accumulator: take the part */
       memcpy(a, x, (size_t)D * sizeof(float));
       p->lse_acc[it] = (float)lp;
       continue;
     }
     const double m = la > lp ? la : lp;
-    const double ea = exp(la - m), ep = exp(lp - m), tot = ea + ep;
-    const double wa = ea / tot, wp = ep / tot;
+    const double lse = m + log(exp(la - m) + exp(lp - m));
+    const double wa = exp(la - lse), wp = exp(lp - lse);
     for (int64_t d = 0; d < D; d++) a[d] = (float)(wa * a[d] + wp * x[d]);
-    p->lse_acc[it] = (float)(m + log(tot));
+    p->lse_acc[it] = (float)lse;
   }
   (void)ctx;
   return DITATTN_OK;
