@@ -74,6 +74,24 @@ ok, out, _ = c.run_ok("bench", "--grid", "1x8x8", "--repeat", 1, "--backend", "r
 if ok:
     c.check("dense" in out and "llsa" in out and "speedup" in out, f"bench table: {out[:400]!r}")
 
+# --save-inputs: the reported LLSA error is reproduced by `run` on the saved inputs.
+pre = c.path("in_")
+ok, out, _ = c.run_ok("bench", "--grid", "2x8x8", "--heads", 1, "--dim", 16, "--repeat", 1,
+                      "--backend", "ref", "--json", "--save-inputs", pre, "--block", 4)
+if ok:
+    import numpy as np
+    from cli_util import rel_err
+    reported = {r["algo"]: r for r in json.loads(out)["results"]}
+    q = np.load(pre + "q.npy")
+    c.check(q.shape == (1, 1, 128, 16) and q.dtype == np.float32, f"saved q {q.shape} {q.dtype}")
+    files = ["--q", pre + "q.npy", "--k", pre + "k.npy", "--v", pre + "v.npy", "--backend", "ref"]
+    ok_d, _, _ = c.run_ok("run", "--algo", "dense", *files, "-o", c.path("bd.npy"))
+    ok_l, _, _ = c.run_ok("run", "--algo", "llsa", "--block", 4, *files, "-o", c.path("bl.npy"))
+    if ok_d and ok_l and reported["llsa"]["ok"]:
+        e = rel_err(np.load(c.path("bl.npy")), np.load(c.path("bd.npy")))
+        c.check(math.isclose(e, reported["llsa"]["rel_err"], rel_tol=1e-4),
+                f"bench rel_err {reported['llsa']['rel_err']} but run gives {e}")
+
 # info
 ok, out, _ = c.run_ok("info")
 if ok:
