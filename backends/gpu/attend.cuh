@@ -1,0 +1,202 @@
+/* The fp32-arithmetic attention kernel shared by dense attention and LLSA:
+ * a block of 16 queries walks a list of key positions with online softmax.
+ * What a key position means (an original token, or a pooled token with an
+ * ln-weight, or nothing) is the job of a Keys policy:
+ *   begin(bh, g)  once per block (g = the block's query group),
+ *   count()       number of key positions,
+ *   resolve(p)    KeyRef of position p (level -1 = masked out),
+ *   pooled_k/v(level, bh, row)  f32 rows of pooled tokens (level >= 1).
+ * Each tile's key rows are resolved once into shared row pointers.
+ * Inputs of any dtype are converted to fp32 on load. */
+#ifndef DITATTN_GPU_ATTEND_CUH
+#define DITATTN_GPU_ATTEND_CUH
+
+#include "gpu_common.cuh"
+
+namespace DT_GPU_NS {
+
+struct KeyRef {
+  int level;     /* -1: masked, 0: original token, l >= 1: pooled level l */
+  long long row; /* token index in that level */
+  float lnw;     /* ln of the key's weight */
+};
+
+static const int kAttendThreads = 128;
+static const int kAttendQT = 16; /* queries per block: one LLSA block at b = 16 */
+
+/* Key tile per head-dimension class, so that static shared memory stays
+ * under 48 KiB: floats = QT·DMAX + KT·(DMAX+1) + QT·KT. */
+template <int DMAX> struct AttendTile {
+  static const int KT = DMAX <= 64 ? 64 : (DMAX <= 128 ? 32 : 16);
+};
+
+struct AttendArgs {
+  long long Nq;
+  long long group_size;      /* queries sharing one key list */
+  long long tiles_per_group; /* ceil(group_size / QT) */
+  long long bh0;             /* first (b·H + h) of this launch */
+  int D;
+  float scale;
+  float *lse; /* [B·H][Nq] or NULL */
+};
+
+template <typename T, int DMAX, typename Keys>
+__global__ void __launch_bounds__(kAttendThreads)
+    attend_kernel(View<const T> q, View<const T> k, View<const T> v, View<T> out, AttendArgs a,
+                  Keys keys) {
+  const int QT = kAttendQT, KT = AttendTile<DMAX>::KT, NT = kAttendThreads;
+  const int OPT = QT * DMAX / NT; /* output elements per thread */
+  __shared__ float Qs[QT][DMAX];
+  __shared__ float KVs[KT][DMAX + 1]; /* +1: the S loop reads columns of it */
+  __shared__ float Ps[QT][KT];
+  __shared__ float row_m[QT], row_l[QT], row_alpha[QT];
+  __shared__ int key_level[KT];
+  __shared__ const void *key_k[KT], *key_v[KT]; /* row pointers: T (level 0) or f32 */
+  __shared__ float key_lnw[KT];
+
+  const long long bh = a.bh0 + blockIdx.y;
+  const long long g = blockIdx.x / a.tiles_per_group, sub = blockIdx.x % a.tiles_per_group;
+  const long long q_begin = g * a.group_size + sub * QT;
+  long long q_end = (g + 1) * a.group_size < a.Nq ? (g + 1) * a.group_size : a.Nq;
+  if (q_begin + QT < q_end) q_end = q_begin + QT;
+  if (q_begin >= q_end) return; /* uniform over the block */
+  const int nrows = (int)(q_end - q_begin);
+  const int D = a.D, tid = threadIdx.x, lane = tid % DT_WARP, warp = tid / DT_WARP;
+  const int nwarps = NT / DT_WARP;
+  keys.begin(bh, g);
+
+  for (int e = tid; e < QT * DMAX; e += NT) {
+    int r = e / DMAX, d = e % DMAX;
+    Qs[r][d] = (r < nrows && d < D) ? to_f32(q.row(bh, q_begin + r)[d]) : 0.0f;
+  }
+  if (tid < QT) {
+    row_m[tid] = -INFINITY;
+    row_l[tid] = 0.0f;
+  }
+  float o[OPT];
+#pragma unroll
+  for (int j = 0; j < OPT; j++) o[j] = 0.0f;
+
+  const long long M = keys.count();
+  for (long long kt0 = 0; kt0 < M; kt0 += KT) {
+    if (tid < KT) {
+      KeyRef kr = {-1, 0, 0.0f};
+      if (kt0 + tid < M) kr = keys.resolve(kt0 + tid);
+      const void *kp = nullptr, *vp = nullptr;
+      if (kr.level == 0) kp = k.row(bh, kr.row), vp = v.row(bh, kr.row);
+      if (kr.level > 0)
+        kp = keys.pooled_k(kr.level, bh, kr.row), vp = keys.pooled_v(kr.level, bh, kr.row);
+      key_level[tid] = kr.level;
+      key_k[tid] = kp;
+      key_v[tid] = vp;
+      key_lnw[tid] = kr.lnw;
+    }
+    __syncthreads(); /* also: the previous tile's P·V reads of KVs are done */
+    for (int e = tid; e < KT * DMAX; e += NT) {
+      int c = e / DMAX, d = e % DMAX, lvl = key_level[c];
+      float val = 0.0f;
+      if (d < D && lvl == 0) val = to_f32(((const T *)key_k[c])[d]);
+      if (d < D && lvl > 0) val = ((const float *)key_k[c])[d];
+      KVs[c][d] = val;
+    }
+    __syncthreads();
+    for (int e = tid; e < QT * KT; e += NT) {
+      int r = e / KT, c = e % KT;
+      float z = -INFINITY;
+      if (key_level[c] >= 0) {
+        float s = 0.0f;
+        for (int d = 0; d < D; d++) s = fmaf(Qs[r][d], KVs[c][d], s);
+        z = s * a.scale + key_lnw[c];
+      }
+      Ps[r][c] = z;
+    }
+    __syncthreads();
+    for (int r = warp; r < QT; r += nwarps) {
+      const float m_old = row_m[r];
+      float tmax = -INFINITY;
+      for (int c = lane; c < KT; c += DT_WARP) tmax = dt_wa_max(tmax, Ps[r][c]);
+      const float m_new = dt_wa_max(m_old, warp_max(tmax));
+      float sum = 0.0f;
+      for (int c = lane; c < KT; c += DT_WARP) {
+        float p = dt_wa_prob(Ps[r][c], m_new);
+        Ps[r][c] = p;
+        sum += p;
+      }
+      sum = warp_sum(sum); /* every lane has read row_m[r] before this point */
+      if (lane == 0) {
+        float alpha = dt_wa_rescale(m_old, m_new);
+        row_alpha[r] = alpha;
+        row_l[r] = row_l[r] * alpha + sum;
+        row_m[r] = m_new;
+      }
+    }
+    __syncthreads(); /* K no longer read: V may replace it */
+    for (int e = tid; e < KT * DMAX; e += NT) {
+      int c = e / DMAX, d = e % DMAX, lvl = key_level[c];
+      float val = 0.0f;
+      if (d < D && lvl == 0) val = to_f32(((const T *)key_v[c])[d]);
+      if (d < D && lvl > 0) val = ((const float *)key_v[c])[d];
+      KVs[c][d] = val;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int j = 0; j < OPT; j++) {
+      const int e = tid + j * NT, r = e / DMAX, d = e % DMAX;
+      float acc = o[j] * row_alpha[r];
+      for (int c = 0; c < KT; c++) acc = fmaf(Ps[r][c], KVs[c][d], acc);
+      o[j] = acc;
+    }
+    __syncthreads(); /* before the next tile rewrites key_* and KVs */
+  }
+
+#pragma unroll
+  for (int j = 0; j < OPT; j++) {
+    const int e = tid + j * NT, r = e / DMAX, d = e % DMAX;
+    if (r < nrows && d < D) out.row(bh, q_begin + r)[d] = from_f32<T>(o[j] / row_l[r]);
+  }
+  if (a.lse && tid < nrows) a.lse[bh * a.Nq + q_begin + tid] = row_m[tid] + logf(row_l[tid]);
+}
+
+/* Launches attend_kernel over all (b, h) for `groups` query groups. */
+template <typename T, int DMAX, typename Keys>
+static int attend_launch(const ditattn_tensor *q, const ditattn_tensor *k, const ditattn_tensor *v,
+                         const ditattn_tensor *out, AttendArgs a, long long groups, Keys keys,
+                         gpuStream_t s) {
+  const long long BH = q->shape[0] * q->shape[1];
+  for (long long bh0 = 0; bh0 < BH; bh0 += kMaxGridY) {
+    long long nbh = BH - bh0 < kMaxGridY ? BH - bh0 : kMaxGridY;
+    a.bh0 = bh0;
+    dim3 grid((unsigned)(groups * a.tiles_per_group), (unsigned)nbh);
+    attend_kernel<T, DMAX, Keys>
+        <<<grid, kAttendThreads, 0, s>>>(make_view<const T>(q), make_view<const T>(k),
+                                         make_view<const T>(v), make_view<T>(out), a, keys);
+    int st = launch_status();
+    if (st) return st;
+  }
+  return 0;
+}
+
+/* Picks the head-dimension class and element type. */
+template <typename Keys>
+static int attend_dispatch(const ditattn_tensor *q, const ditattn_tensor *k,
+                           const ditattn_tensor *v, const ditattn_tensor *out, AttendArgs a,
+                           long long groups, Keys keys, gpuStream_t s) {
+#define DT_ATTEND_D(T)                                                                             \
+  do {                                                                                             \
+    if (a.D <= 64) return attend_launch<T, 64>(q, k, v, out, a, groups, keys, s);                  \
+    if (a.D <= 128) return attend_launch<T, 128>(q, k, v, out, a, groups, keys, s);                \
+    if (a.D <= 256) return attend_launch<T, 256>(q, k, v, out, a, groups, keys, s);                \
+    return DT_GPU_NOT_IMPLEMENTED;                                                                 \
+  } while (0)
+  switch (q->dtype) {
+  case DITATTN_F32: DT_ATTEND_D(float);
+  case DITATTN_BF16: DT_ATTEND_D(bf16_t);
+  case DITATTN_F16: DT_ATTEND_D(f16_t);
+  }
+#undef DT_ATTEND_D
+  return DT_GPU_NOT_IMPLEMENTED;
+}
+
+} // namespace DT_GPU_NS
+
+#endif /* DITATTN_GPU_ATTEND_CUH */

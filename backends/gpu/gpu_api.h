@@ -1,0 +1,95 @@
+/* The C seam between the host side of a GPU backend (gpu_ops_impl.h, plain C)
+ * and the shared kernels (*.cu, compiled by nvcc or hipcc). Every function is
+ * extern "C", named through DT_GPU_FN (dt_cuda_* or dt_hip_*), and returns 0
+ * or the runtime's error code (see DT_GPU_FN(error_string)). Streams are
+ * passed as void * (cudaStream_t / hipStream_t). All pointers here are device
+ * pointers unless named host_*. */
+#ifndef DITATTN_GPU_API_H
+#define DITATTN_GPU_API_H
+
+#include "ditattn/ditattn.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifndef DT_GPU_FN
+#error "define DT_GPU_FN (the backend's symbol prefix) before including gpu_api.h"
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Returned by launchers for a configuration they do not implement (e.g. the
+ * tensor-core path on a platform without it); never a runtime error code. */
+#define DT_GPU_NOT_IMPLEMENTED (-1)
+
+/* ------------------------------------------------------------ runtime */
+const char *DT_GPU_FN(error_string)(int err);
+int DT_GPU_FN(device_count)(int *count);
+int DT_GPU_FN(malloc)(void **ptr, size_t bytes);
+int DT_GPU_FN(free)(void *ptr);
+int DT_GPU_FN(copy_h2d)(void *dst, const void *host_src, size_t bytes, void *stream);
+int DT_GPU_FN(copy_d2h)(void *host_dst, const void *src, size_t bytes, void *stream);
+int DT_GPU_FN(stream_sync)(void *stream);
+
+/* ------------------------------------------------------------ small ops */
+/* y[c] = mean of x over tokens [c·block, min((c+1)·block, N)); x and y may
+ * have different dtypes (LLSA pools bf16 inputs into f32). */
+int DT_GPU_FN(launch_pool)(const ditattn_tensor *x, const ditattn_tensor *y, int64_t block,
+                           void *stream);
+/* pos: device, N triples (t, y, x). */
+int DT_GPU_FN(launch_rope)(const ditattn_tensor *x, const ditattn_tensor *y, const int32_t *pos,
+                           const int64_t dims[3], double theta, int half_split, int inverse,
+                           void *stream);
+/* seq_to_raster: device, N entries. */
+int DT_GPU_FN(launch_order)(const ditattn_tensor *x, const ditattn_tensor *y,
+                            const int64_t *seq_to_raster, int inverse, void *stream);
+int DT_GPU_FN(launch_lse_merge)(const ditattn_tensor *out_acc, float *lse_acc,
+                                const ditattn_tensor *out_part, const float *lse_part,
+                                void *stream);
+
+/* ------------------------------------------------------------ dense */
+/* Tensor-core path (bf16/f16, D in {64, 128}, 16-byte aligned rows); returns
+ * DT_GPU_NOT_IMPLEMENTED when the problem or platform does not fit it. */
+int DT_GPU_FN(launch_dense_mma)(const ditattn_tensor *q, const ditattn_tensor *k,
+                                const ditattn_tensor *v, const ditattn_tensor *out, float *lse,
+                                float scale, void *stream);
+/* fp32-arithmetic path: any dtype, any D <= DT_GPU_MAX_D, any strides. */
+#define DT_GPU_MAX_D 256
+int DT_GPU_FN(launch_dense_f32)(const ditattn_tensor *q, const ditattn_tensor *k,
+                                const ditattn_tensor *v, const ditattn_tensor *out, float *lse,
+                                float scale, void *stream);
+
+/* ------------------------------------------------------------ LLSA */
+/* Device-side description of one LLSA forward (spec §1-3). Index l below is
+ * the level (1..L); arrays are indexed [l - 1] for levels, [l] for n/span. */
+typedef struct dt_gpu_llsa {
+  int64_t B, H, N, D, b;
+  int L;
+  float scale;
+  int64_t n[DITATTN_LLSA_MAX_LEVELS + 1];    /* n[l] = ceil(N / b^l), n[0] = N */
+  int64_t span[DITATTN_LLSA_MAX_LEVELS + 1]; /* min(b^l, N): tokens of a full level-l block */
+  int64_t keff[DITATTN_LLSA_MAX_LEVELS];     /* min(K_l, n_l): selection width kept on device */
+  float *pq[DITATTN_LLSA_MAX_LEVELS];        /* [B·H][n_l][D] f32 pooled means */
+  float *pk[DITATTN_LLSA_MAX_LEVELS];
+  float *pv[DITATTN_LLSA_MAX_LEVELS];
+  int32_t *sel[DITATTN_LLSA_MAX_LEVELS]; /* [B·H][n_l][keff_l], -1 padded */
+} dt_gpu_llsa;
+
+/* Candidates per query block of `level`: n_L at the coarsest level,
+ * keff_{l+1}·b below it. */
+int64_t DT_GPU_FN(llsa_candidates)(const dt_gpu_llsa *p, int level);
+/* Scores and top-K for query-block rows [row0, row0 + rows) of `level`
+ * (rows enumerate (b·h, g) pairs). scores/idx: scratch of rows × candidates. */
+int DT_GPU_FN(launch_llsa_select)(const dt_gpu_llsa *p, int level, int64_t row0, int64_t rows,
+                                  float *scores, int32_t *idx, void *stream);
+/* The fused sparse + enrichment attention (spec §3), every query. */
+int DT_GPU_FN(launch_llsa_attend)(const dt_gpu_llsa *p, const ditattn_tensor *q,
+                                  const ditattn_tensor *k, const ditattn_tensor *v,
+                                  const ditattn_tensor *out, float *lse, void *stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DITATTN_GPU_API_H */

@@ -1,0 +1,65 @@
+/* Helpers shared by the GPU kernel files: tensor views, warp reductions,
+ * launch checks. Platform names come from gpu_port.h only. */
+#ifndef DITATTN_GPU_COMMON_CUH
+#define DITATTN_GPU_COMMON_CUH
+
+#include "gpu_port.h"
+
+#include "gpu_api.h"
+#include "warp_algos.h"
+
+#include <stdint.h>
+
+namespace DT_GPU_NS {
+
+/* A (B,H,N,D) view in kernel form: element strides, D contiguous. */
+template <typename T> struct View {
+  T *data;
+  long long sb, sh, sn;
+  int H;
+  DT_DEV T *row(long long bh, long long n) const {
+    return data + (bh / H) * sb + (bh % H) * sh + n * sn;
+  }
+};
+
+template <typename T> static inline View<T> make_view(const ditattn_tensor *t) {
+  View<T> v;
+  v.data = (T *)t->data;
+  v.sb = t->stride[0];
+  v.sh = t->stride[1];
+  v.sn = t->stride[2];
+  v.H = (int)t->shape[1];
+  return v;
+}
+
+/* Butterfly all-reduce over the warp (see warp_algos.h). */
+DT_DEV float warp_max(float v) {
+  for (int off = DT_WARP / 2; off > 0; off >>= 1) v = dt_wa_max(v, shfl_xor(v, off));
+  return v;
+}
+DT_DEV float warp_sum(float v) {
+  for (int off = DT_WARP / 2; off > 0; off >>= 1) v += shfl_xor(v, off);
+  return v;
+}
+DT_DEV void warp_best(float *s, int *i) {
+  for (int off = DT_WARP / 2; off > 0; off >>= 1) {
+    float so = shfl_xor(*s, off);
+    int io = shfl_xor(*i, off);
+    dt_wa_best_of(s, i, so, io);
+  }
+}
+
+/* The last launch's status (0 = fine). */
+static inline int launch_status(void) { return (int)gpuGetLastError(); }
+
+/* Grid dimension y/z limit: B·H beyond it is processed in slices. */
+static const long long kMaxGridY = 65535;
+
+static inline unsigned blocks_for(long long work, int threads) {
+  long long b = (work + threads - 1) / threads;
+  return (unsigned)(b < 1 ? 1 : b);
+}
+
+} // namespace DT_GPU_NS
+
+#endif /* DITATTN_GPU_COMMON_CUH */

@@ -1,0 +1,350 @@
+/* Host side of a GPU backend, plain C, written once for CUDA and HIP:
+ * backends/cuda/cuda_ops.c and backends/hip/hip_ops.c define
+ *   DT_GPU_FN(name)  the kernels' symbol prefix (dt_cuda_##name, dt_hip_##name)
+ *   DT_GPU_NAME      the backend's name ("cuda", "hip")
+ *   DT_GPU_TABLE     the table getter's name (dt_cuda_ops, dt_hip_ops)
+ * and include this file once. It turns validated problems into launches of
+ * gpu_api.h, owns a grow-only device workspace, and maps runtime errors to
+ * statuses. Tensors, lse and workspace are device memory; positions,
+ * permutations and selections are host memory (ditattn.h). */
+#ifndef DT_GPU_FN
+#error "define DT_GPU_FN, DT_GPU_NAME and DT_GPU_TABLE before including gpu_ops_impl.h"
+#endif
+
+#include "../backend.h"
+#include "../validate.h"
+#include "gpu_api.h"
+
+#include <string.h>
+
+typedef struct gpu_state {
+  void *ws; /* device workspace, grown on demand */
+  size_t ws_bytes;
+  void *stream; /* stream the workspace was last used on */
+} gpu_state;
+
+static ditattn_status gpu_check(ditattn_context *ctx, int err, const char *what) {
+  if (err == 0) return DITATTN_OK;
+  if (err == DT_GPU_NOT_IMPLEMENTED)
+    return dt_fail(ctx, DITATTN_ERR_UNSUPPORTED, "%s %s: configuration not implemented",
+                   DT_GPU_NAME, what);
+  return dt_fail(ctx, DITATTN_ERR_DEVICE, "%s %s: %s", DT_GPU_NAME, what,
+                 DT_GPU_FN(error_string)(err));
+}
+
+#define GPU_TRY(ctx, call, what)                                                                   \
+  do {                                                                                             \
+    ditattn_status gpu_try_st_ = gpu_check((ctx), (call), (what));                                 \
+    if (gpu_try_st_ != DITATTN_OK) return gpu_try_st_;                                             \
+  } while (0)
+
+static gpu_state *gpu_st(ditattn_context *ctx) { return (gpu_state *)ctx->backend_state; }
+
+/* A workspace of at least `bytes`; earlier contents are not kept. Work queued
+ * on the stream may still read the old buffer, so it is drained first. */
+static ditattn_status gpu_workspace(ditattn_context *ctx, size_t bytes, void **ws) {
+  gpu_state *st = gpu_st(ctx);
+  if (st->ws_bytes < bytes) {
+    GPU_TRY(ctx, DT_GPU_FN(stream_sync)(st->stream), "synchronize before workspace growth");
+    GPU_TRY(ctx, DT_GPU_FN(free)(st->ws), "free workspace");
+    st->ws = NULL;
+    st->ws_bytes = 0;
+    GPU_TRY(ctx, DT_GPU_FN(malloc)(&st->ws, bytes), "allocate workspace");
+    st->ws_bytes = bytes;
+  }
+  *ws = st->ws;
+  return DITATTN_OK;
+}
+
+/* ------------------------------------------------------------ lifetime */
+static ditattn_status gpu_init(ditattn_context *ctx) {
+  int count = 0;
+  int err = DT_GPU_FN(device_count)(&count);
+  if (err || count < 1)
+    return dt_fail(ctx, DITATTN_ERR_BACKEND_UNAVAILABLE, "%s: no device (%s)", DT_GPU_NAME,
+                   err ? DT_GPU_FN(error_string)(err) : "0 devices");
+  gpu_state *st = dt_calloc(1, sizeof *st);
+  if (!st) return dt_fail(ctx, DITATTN_ERR_OUT_OF_MEMORY, "%s backend state", DT_GPU_NAME);
+  ctx->backend_state = st;
+  return DITATTN_OK;
+}
+
+static void gpu_fini(ditattn_context *ctx) {
+  gpu_state *st = gpu_st(ctx);
+  if (!st) return;
+  if (st->ws) {
+    (void)DT_GPU_FN(stream_sync)(st->stream);
+    (void)DT_GPU_FN(free)(st->ws);
+  }
+  dt_free(st);
+  ctx->backend_state = NULL;
+}
+
+static ditattn_status gpu_set_stream(ditattn_context *ctx, void *stream) {
+  gpu_state *st = gpu_st(ctx);
+  /* Work on the old stream may still use the workspace. */
+  GPU_TRY(ctx, DT_GPU_FN(stream_sync)(st->stream), "synchronize previous stream");
+  st->stream = stream;
+  return DITATTN_OK;
+}
+
+static ditattn_status gpu_synchronize(ditattn_context *ctx) {
+  GPU_TRY(ctx, DT_GPU_FN(stream_sync)(ctx->stream), "synchronize");
+  return DITATTN_OK;
+}
+
+/* ------------------------------------------------------------ memory */
+static ditattn_status gpu_mem_alloc(ditattn_context *ctx, size_t bytes, void **ptr) {
+  int err = DT_GPU_FN(malloc)(ptr, bytes);
+  if (err) {
+    *ptr = NULL;
+    return dt_fail(ctx, DITATTN_ERR_OUT_OF_MEMORY, "%s: allocating %zu bytes: %s", DT_GPU_NAME,
+                   bytes, DT_GPU_FN(error_string)(err));
+  }
+  return DITATTN_OK;
+}
+
+static ditattn_status gpu_mem_free(ditattn_context *ctx, void *ptr) {
+  GPU_TRY(ctx, DT_GPU_FN(free)(ptr), "free");
+  return DITATTN_OK;
+}
+
+static ditattn_status gpu_copy_to_backend(ditattn_context *ctx, void *dst, const void *src,
+                                          size_t n) {
+  GPU_TRY(ctx, DT_GPU_FN(copy_h2d)(dst, src, n, ctx->stream), "copy to device");
+  return DITATTN_OK;
+}
+
+static ditattn_status gpu_copy_to_host(ditattn_context *ctx, void *dst, const void *src, size_t n) {
+  GPU_TRY(ctx, DT_GPU_FN(copy_d2h)(dst, src, n, ctx->stream), "copy to host");
+  return DITATTN_OK;
+}
+
+/* ------------------------------------------------------------ small ops */
+static ditattn_status gpu_pool(ditattn_context *ctx, const dt_pool *p) {
+  GPU_TRY(ctx, DT_GPU_FN(launch_pool)(p->x, p->y, p->block, ctx->stream), "pool");
+  return DITATTN_OK;
+}
+
+static ditattn_status gpu_rope(ditattn_context *ctx, const dt_rope *p) {
+  const int64_t N = p->x->shape[2];
+  size_t bytes;
+  if (!dt_mul_size((size_t)N, 3 * sizeof(int32_t), &bytes))
+    return dt_fail(ctx, DITATTN_ERR_OVERFLOW, "rope positions for N = %lld", (long long)N);
+  void *pos;
+  TRY(gpu_workspace(ctx, bytes, &pos));
+  GPU_TRY(ctx, DT_GPU_FN(copy_h2d)(pos, p->pos, bytes, ctx->stream), "rope positions");
+  GPU_TRY(ctx,
+          DT_GPU_FN(launch_rope)(p->x, p->y, (const int32_t *)pos, p->params.dims, p->params.theta,
+                                 p->params.pairing == DITATTN_ROPE_HALF_SPLIT,
+                                 p->direction == DITATTN_INVERSE, ctx->stream),
+          "rope");
+  return DITATTN_OK;
+}
+
+static ditattn_status gpu_order(ditattn_context *ctx, const dt_order *p) {
+  const int64_t N = p->x->shape[2];
+  size_t bytes;
+  if (!dt_mul_size((size_t)N, sizeof(int64_t), &bytes))
+    return dt_fail(ctx, DITATTN_ERR_OVERFLOW, "order permutation for N = %lld", (long long)N);
+  void *perm;
+  TRY(gpu_workspace(ctx, bytes, &perm));
+  GPU_TRY(ctx, DT_GPU_FN(copy_h2d)(perm, p->seq_to_raster, bytes, ctx->stream),
+          "order permutation");
+  GPU_TRY(ctx,
+          DT_GPU_FN(launch_order)(p->x, p->y, (const int64_t *)perm,
+                                  p->direction == DITATTN_INVERSE, ctx->stream),
+          "order");
+  return DITATTN_OK;
+}
+
+static ditattn_status gpu_lse_merge(ditattn_context *ctx, const dt_lse_merge *p) {
+  GPU_TRY(
+      ctx,
+      DT_GPU_FN(launch_lse_merge)(p->out_acc, p->lse_acc, p->out_part, p->lse_part, ctx->stream),
+      "lse_merge");
+  return DITATTN_OK;
+}
+
+/* ------------------------------------------------------------ dense */
+static ditattn_status gpu_dense_forward(ditattn_context *ctx, const dt_dense_fwd *p) {
+  if (p->q->shape[3] > DT_GPU_MAX_D)
+    return dt_fail(ctx, DITATTN_ERR_UNSUPPORTED, "%s dense_forward: D = %lld > %d", DT_GPU_NAME,
+                   (long long)p->q->shape[3], DT_GPU_MAX_D);
+  int err = DT_GPU_FN(launch_dense_mma)(p->q, p->k, p->v, p->out, p->lse, p->scale, ctx->stream);
+  if (err == DT_GPU_NOT_IMPLEMENTED)
+    err = DT_GPU_FN(launch_dense_f32)(p->q, p->k, p->v, p->out, p->lse, p->scale, ctx->stream);
+  GPU_TRY(ctx, err, "dense_forward");
+  return DITATTN_OK;
+}
+
+/* ------------------------------------------------------------ LLSA */
+/* Carves aligned pieces out of one workspace; sizes are counted first (base
+ * NULL), then the same sequence runs on the real buffer. */
+typedef struct gpu_carver {
+  char *base;
+  size_t used;
+  int overflow;
+} gpu_carver;
+
+static void *gpu_carve(gpu_carver *c, size_t count, size_t elem) {
+  size_t bytes;
+  if (!dt_mul_size(count, elem, &bytes) || bytes > SIZE_MAX - 512 - c->used) {
+    c->overflow = 1;
+    return NULL;
+  }
+  void *p = c->base ? c->base + c->used : NULL;
+  c->used += (bytes + 255) & ~(size_t)255;
+  return p;
+}
+
+/* Selection scratch (scores + indices) is processed in row chunks of at most this. */
+#define GPU_SELECT_SCRATCH_BYTES ((size_t)256 << 20)
+
+static size_t gpu_llsa_layout(gpu_carver *c, dt_gpu_llsa *g, int64_t *scratch_rows) {
+  const size_t BH = (size_t)(g->B * g->H);
+  int64_t max_cand = 1;
+  for (int l = 1; l <= g->L; l++) {
+    size_t rows = BH * (size_t)g->n[l];
+    g->pq[l - 1] = gpu_carve(c, rows, (size_t)g->D * sizeof(float));
+    g->pk[l - 1] = gpu_carve(c, rows, (size_t)g->D * sizeof(float));
+    g->pv[l - 1] = gpu_carve(c, rows, (size_t)g->D * sizeof(float));
+    g->sel[l - 1] = gpu_carve(c, rows, (size_t)g->keff[l - 1] * sizeof(int32_t));
+    int64_t nc = DT_GPU_FN(llsa_candidates)(g, l);
+    if (nc > max_cand) max_cand = nc;
+  }
+  int64_t max_rows = 0;
+  for (int l = 1; l <= g->L; l++)
+    if ((int64_t)BH * g->n[l] > max_rows) max_rows = (int64_t)BH * g->n[l];
+  int64_t fit = (int64_t)(GPU_SELECT_SCRATCH_BYTES / ((size_t)max_cand * 8u));
+  *scratch_rows = fit < 1 ? 1 : (fit < max_rows ? fit : max_rows);
+  return (size_t)max_cand;
+}
+
+static ditattn_status gpu_llsa_describe(ditattn_context *ctx, const dt_llsa_fwd *p,
+                                        dt_gpu_llsa *g) {
+  memset(g, 0, sizeof *g);
+  g->B = p->q->shape[0];
+  g->H = p->q->shape[1];
+  g->N = p->q->shape[2];
+  g->D = p->q->shape[3];
+  g->b = p->params.block;
+  g->L = p->params.levels;
+  g->scale = p->params.scale;
+  g->n[0] = g->N;
+  g->span[0] = 1;
+  for (int l = 1; l <= g->L; l++) {
+    g->n[l] = dt_ceil_div_pow(g->N, g->b, l);
+    int64_t pw = dt_pow_sat(g->b, l);
+    g->span[l] = pw < g->N ? pw : g->N;
+    int64_t K = p->params.topk[l - 1];
+    g->keff[l - 1] = K < g->n[l] ? K : g->n[l];
+    if (g->n[l] > INT32_MAX)
+      return dt_fail(ctx, DITATTN_ERR_UNSUPPORTED, "%s llsa: %lld level-%d blocks exceed int32",
+                     DT_GPU_NAME, (long long)g->n[l], l);
+  }
+  if (g->D > DT_GPU_MAX_D)
+    return dt_fail(ctx, DITATTN_ERR_UNSUPPORTED, "%s llsa_forward: D = %lld > %d", DT_GPU_NAME,
+                   (long long)g->D, DT_GPU_MAX_D);
+  return DITATTN_OK;
+}
+
+/* Device selection of level l (keff columns) → the caller's host array
+ * (topk columns, -1 padded). */
+static ditattn_status gpu_llsa_export(ditattn_context *ctx, const dt_gpu_llsa *g, int l, int64_t K,
+                                      int32_t *host_sel) {
+  const size_t rows = (size_t)(g->B * g->H * g->n[l]), keff = (size_t)g->keff[l - 1];
+  if ((int64_t)keff == K) {
+    GPU_TRY(
+        ctx,
+        DT_GPU_FN(copy_d2h)(host_sel, g->sel[l - 1], rows * keff * sizeof(int32_t), ctx->stream),
+        "llsa selection to host");
+    return DITATTN_OK;
+  }
+  int32_t *tmp = dt_malloc(rows * keff * sizeof(int32_t));
+  if (!tmp) return dt_fail(ctx, DITATTN_ERR_OUT_OF_MEMORY, "llsa selection staging");
+  int err = DT_GPU_FN(copy_d2h)(tmp, g->sel[l - 1], rows * keff * sizeof(int32_t), ctx->stream);
+  if (!err) {
+    for (size_t r = 0; r < rows; r++) {
+      int32_t *dst = host_sel + r * (size_t)K;
+      memcpy(dst, tmp + r * keff, keff * sizeof(int32_t));
+      for (size_t j = keff; j < (size_t)K; j++) dst[j] = -1;
+    }
+  }
+  dt_free(tmp);
+  GPU_TRY(ctx, err, "llsa selection to host");
+  return DITATTN_OK;
+}
+
+static ditattn_tensor gpu_f32_view(float *data, const dt_gpu_llsa *g, int64_t n) {
+  return ditattn_tensor_bhnd(data, DITATTN_F32, g->B, g->H, n, g->D);
+}
+
+static ditattn_status gpu_llsa_forward(ditattn_context *ctx, const dt_llsa_fwd *p) {
+  dt_gpu_llsa g;
+  TRY(gpu_llsa_describe(ctx, p, &g));
+  gpu_carver sizing = {NULL, 0, 0};
+  int64_t chunk_rows;
+  size_t ncand_max = gpu_llsa_layout(&sizing, &g, &chunk_rows);
+  float *scores = gpu_carve(&sizing, (size_t)chunk_rows, ncand_max * sizeof(float));
+  (void)gpu_carve(&sizing, (size_t)chunk_rows, ncand_max * sizeof(int32_t));
+  if (sizing.overflow)
+    return dt_fail(ctx, DITATTN_ERR_OVERFLOW, "%s llsa workspace size", DT_GPU_NAME);
+  void *ws;
+  TRY(gpu_workspace(ctx, sizing.used, &ws));
+  gpu_carver carver = {(char *)ws, 0, 0};
+  (void)gpu_llsa_layout(&carver, &g, &chunk_rows);
+  scores = gpu_carve(&carver, (size_t)chunk_rows, ncand_max * sizeof(float));
+  int32_t *idx = gpu_carve(&carver, (size_t)chunk_rows, ncand_max * sizeof(int32_t));
+
+  /* §1: exact means over the original tokens, every level. */
+  for (int l = 1; l <= g.L; l++) {
+    ditattn_tensor pq = gpu_f32_view(g.pq[l - 1], &g, g.n[l]);
+    ditattn_tensor pk = gpu_f32_view(g.pk[l - 1], &g, g.n[l]);
+    ditattn_tensor pv = gpu_f32_view(g.pv[l - 1], &g, g.n[l]);
+    const int64_t block = g.span[l]; /* min(b^l, N) */
+    GPU_TRY(ctx, DT_GPU_FN(launch_pool)(p->q, &pq, block, ctx->stream), "llsa pool q");
+    GPU_TRY(ctx, DT_GPU_FN(launch_pool)(p->k, &pk, block, ctx->stream), "llsa pool k");
+    GPU_TRY(ctx, DT_GPU_FN(launch_pool)(p->v, &pv, block, ctx->stream), "llsa pool v");
+  }
+  /* §2: coarsest level first, then each finer level from its parent's picks. */
+  for (int l = g.L; l >= 1; l--) {
+    const int64_t rows = g.B * g.H * g.n[l];
+    for (int64_t r0 = 0; r0 < rows; r0 += chunk_rows) {
+      int64_t nr = rows - r0 < chunk_rows ? rows - r0 : chunk_rows;
+      GPU_TRY(ctx, DT_GPU_FN(launch_llsa_select)(&g, l, r0, nr, scores, idx, ctx->stream),
+              "llsa select");
+    }
+  }
+  /* §3 */
+  GPU_TRY(ctx, DT_GPU_FN(launch_llsa_attend)(&g, p->q, p->k, p->v, p->out, p->lse, ctx->stream),
+          "llsa attend");
+  if (p->selection) {
+    for (int l = 1; l <= g.L; l++)
+      if (p->selection->sel[l - 1])
+        TRY(gpu_llsa_export(ctx, &g, l, p->params.topk[l - 1], p->selection->sel[l - 1]));
+  }
+  return DITATTN_OK;
+}
+
+/* ------------------------------------------------------------ the table */
+static const dt_backend_ops gpu_ops_table = {
+    .name = DT_GPU_NAME,
+    .dtypes = (1u << DITATTN_F32) | (1u << DITATTN_BF16) | (1u << DITATTN_F16),
+    .init = gpu_init,
+    .fini = gpu_fini,
+    .set_stream = gpu_set_stream,
+    .synchronize = gpu_synchronize,
+    .mem_alloc = gpu_mem_alloc,
+    .mem_free = gpu_mem_free,
+    .copy_to_backend = gpu_copy_to_backend,
+    .copy_to_host = gpu_copy_to_host,
+    .dense_forward = gpu_dense_forward,
+    .llsa_forward = gpu_llsa_forward,
+    .rope = gpu_rope,
+    .order = gpu_order,
+    .pool = gpu_pool,
+    .lse_merge = gpu_lse_merge,
+};
+
+const dt_backend_ops *DT_GPU_TABLE(void) { return &gpu_ops_table; }

@@ -1,0 +1,28 @@
+# The shared GPU kernel sources and headers, for backends/cuda and backends/hip.
+set(DITATTN_GPU_DIR ${CMAKE_CURRENT_LIST_DIR})
+set(DITATTN_GPU_KERNELS
+  ${DITATTN_GPU_DIR}/runtime.cu
+  ${DITATTN_GPU_DIR}/small_ops.cu
+  ${DITATTN_GPU_DIR}/dense.cu
+  ${DITATTN_GPU_DIR}/llsa.cu)
+file(GLOB DITATTN_GPU_HEADERS CONFIGURE_DEPENDS ${DITATTN_GPU_DIR}/*.h ${DITATTN_GPU_DIR}/*.cuh
+     ${PROJECT_SOURCE_DIR}/include/ditattn/ditattn.h)
+
+# One standalone GPU-vs-ref checker (bench/gpu_check.c) for whichever GPU
+# backends are compiled; runs on the GPU machine without CMocka.
+macro(ditattn_add_gpu_check)
+  if(NOT TARGET ditattn_gpu_check)
+    add_executable(ditattn_gpu_check ${PROJECT_SOURCE_DIR}/bench/gpu_check.c)
+    target_link_libraries(ditattn_gpu_check PRIVATE ditattn)
+    target_compile_options(ditattn_gpu_check PRIVATE ${DITATTN_C_WARNINGS})
+    set_target_properties(ditattn_gpu_check PROPERTIES LINKER_LANGUAGE C)
+  endif()
+endmacro()
+
+# The kernels' host code is C++ (nvcc's and hipcc's stubs use the C++
+# runtime); users of the C library link with the C linker, so name it.
+macro(ditattn_link_cxx_runtime)
+  if(UNIX AND NOT APPLE)
+    target_link_libraries(ditattn PUBLIC stdc++)
+  endif()
+endmacro()

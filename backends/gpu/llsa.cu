@@ -1,0 +1,166 @@
+/* LLSA forward on the GPU (spec §2-3): hierarchical top-K selection and the
+ * fused sparse + enrichment attention. Pooling is launch_pool (small_ops.cu). */
+#include "attend.cuh"
+
+#include <limits.h>
+
+namespace DT_GPU_NS {
+
+/* ln(cnt_l[c]): the number of original tokens pooled token c of level l covers. */
+DT_DEV float ln_count(const dt_gpu_llsa &p, int level, long long c) {
+  const long long span = p.span[level], rest = p.N - c * span;
+  return logf((float)(rest < span ? rest : span));
+}
+
+/* The key list of one level-1 query block g1, as fixed-capacity segments of
+ * b positions (unused positions are masked):
+ *   keff_1 segments: the tokens of each selected level-1 block   (w = 1)
+ *   for l = 1 .. L-1, keff_{l+1} segments: the level-l children of each block
+ *     selected at level l+1 for this query's level-(l+1) block     (w = cnt_l)
+ *   then the n_L coarsest pooled tokens                            (w = cnt_L) */
+struct LlsaKeys {
+  dt_gpu_llsa p;
+  const int32_t *sel_row[DITATTN_LLSA_MAX_LEVELS];
+
+  DT_DEV void begin(long long bh, long long g1) {
+    long long g = g1;
+    for (int l = 1; l <= p.L; l++) { /* g = this query's block at level l */
+      sel_row[l - 1] = p.sel[l - 1] + (bh * p.n[l] + g) * p.keff[l - 1];
+      g /= p.b;
+    }
+  }
+  DT_DEV long long count() const {
+    long long m = p.n[p.L];
+    for (int l = 1; l <= p.L; l++) m += p.b * p.keff[l - 1];
+    return m;
+  }
+  DT_DEV KeyRef resolve(long long pos) const {
+    KeyRef r = {-1, 0, 0.0f};
+    long long len = p.b * p.keff[0];
+    if (pos < len) {
+      const long long blk = sel_row[0][pos / p.b], tok = blk * p.b + pos % p.b;
+      if (blk >= 0 && tok < p.N) r.level = 0, r.row = tok;
+      return r;
+    }
+    pos -= len;
+    for (int l = 1; l < p.L; l++) {
+      len = p.b * p.keff[l];
+      if (pos < len) {
+        const long long par = sel_row[l][pos / p.b], c = par * p.b + pos % p.b;
+        if (par >= 0 && c < p.n[l]) r.level = l, r.row = c, r.lnw = ln_count(p, l, c);
+        return r;
+      }
+      pos -= len;
+    }
+    r.level = p.L;
+    r.row = pos;
+    r.lnw = ln_count(p, p.L, pos);
+    return r;
+  }
+  DT_DEV const float *pooled_k(int level, long long bh, long long row) const {
+    return p.pk[level - 1] + (bh * p.n[level] + row) * p.D;
+  }
+  DT_DEV const float *pooled_v(int level, long long bh, long long row) const {
+    return p.pv[level - 1] + (bh * p.n[level] + row) * p.D;
+  }
+};
+
+/* ---------------------------------------------------------------- selection */
+static const int kSelectThreads = 128;
+
+/* One warp per query-block row. Each lane scores candidates j = lane,
+ * lane + DT_WARP, ... (fp32, fmaf over d = 0 .. D-1 in order, so every
+ * platform and run gives the same scores) into its own scratch entries, then
+ * keff passes each pick the best candidate ranked after the previous pick
+ * (dt_wa_lane_scan + butterfly). A lane only reads scratch it wrote itself. */
+__global__ void __launch_bounds__(kSelectThreads)
+    select_kernel(dt_gpu_llsa p, int level, long long row0, long long rows, long long ncand,
+                  float *scores, int *idx) {
+  const int lane = threadIdx.x % DT_WARP;
+  const long long w = blockIdx.x * (long long)(kSelectThreads / DT_WARP) + threadIdx.x / DT_WARP;
+  if (w >= rows) return; /* uniform over the warp */
+  const long long row = row0 + w, nl = p.n[level], bh = row / nl, g = row % nl;
+  const int D = (int)p.D;
+  const float *qrow = p.pq[level - 1] + row * p.D;
+  const float *kbase = p.pk[level - 1] + bh * nl * p.D;
+  float *sc = scores + w * ncand;
+  int *ix = idx + w * ncand;
+  const int32_t *parents = nullptr;
+  if (level < p.L) parents = p.sel[level] + (bh * p.n[level + 1] + g / p.b) * p.keff[level];
+
+  for (long long j = lane; j < ncand; j += DT_WARP) {
+    long long c = j;
+    if (parents) {
+      const long long par = parents[j / p.b];
+      c = par < 0 ? nl : par * p.b + j % p.b;
+    }
+    if (c >= nl) {
+      sc[j] = -INFINITY;
+      ix[j] = DT_WA_NO_INDEX;
+      continue;
+    }
+    const float *krow = kbase + c * p.D;
+    float s = 0.0f;
+    for (int d = 0; d < D; d++) s = fmaf(qrow[d], krow[d], s);
+    sc[j] = s;
+    ix[j] = (int)c;
+  }
+
+  const long long keff = p.keff[level - 1];
+  int32_t *out = p.sel[level - 1] + row * keff;
+  float prev_s = 0.0f;
+  int prev_i = -1;
+  for (long long r = 0; r < keff; r++) {
+    float bs;
+    int bi;
+    dt_wa_lane_scan(sc, ix, (int)ncand, lane, DT_WARP, prev_s, prev_i, &bs, &bi);
+    warp_best(&bs, &bi);
+    if (lane == 0) out[r] = bi == DT_WA_NO_INDEX ? -1 : bi;
+    if (bi == DT_WA_NO_INDEX) {
+      for (long long rr = r + 1 + lane; rr < keff; rr += DT_WARP) out[rr] = -1;
+      break;
+    }
+    prev_s = bs;
+    prev_i = bi;
+  }
+}
+
+} // namespace DT_GPU_NS
+
+using namespace DT_GPU_NS;
+
+extern "C" {
+
+int64_t DT_GPU_FN(llsa_candidates)(const dt_gpu_llsa *p, int level) {
+  return level == p->L ? p->n[level] : p->keff[level] * p->b;
+}
+
+int DT_GPU_FN(launch_llsa_select)(const dt_gpu_llsa *p, int level, int64_t row0, int64_t rows,
+                                  float *scores, int32_t *idx, void *stream) {
+  const long long ncand = DT_GPU_FN(llsa_candidates)(p, level);
+  if (ncand > INT_MAX || p->n[level] > INT_MAX) return DT_GPU_NOT_IMPLEMENTED;
+  const int warps = kSelectThreads / DT_WARP;
+  select_kernel<<<blocks_for(rows, warps), kSelectThreads, 0, (gpuStream_t)stream>>>(
+      *p, level, row0, rows, ncand, scores, idx);
+  return launch_status();
+}
+
+int DT_GPU_FN(launch_llsa_attend)(const dt_gpu_llsa *p, const ditattn_tensor *q,
+                                  const ditattn_tensor *k, const ditattn_tensor *v,
+                                  const ditattn_tensor *out, float *lse, void *stream) {
+  AttendArgs a;
+  a.Nq = p->N;
+  a.group_size = p->b;
+  a.tiles_per_group = (p->b + kAttendQT - 1) / kAttendQT;
+  a.bh0 = 0;
+  a.D = (int)p->D;
+  a.scale = p->scale;
+  a.lse = lse;
+  LlsaKeys keys;
+  keys.p = *p;
+  for (int l = 0; l < DITATTN_LLSA_MAX_LEVELS; l++) keys.sel_row[l] = nullptr;
+  if (p->n[1] * a.tiles_per_group > INT_MAX) return DT_GPU_NOT_IMPLEMENTED;
+  return attend_dispatch(q, k, v, out, a, p->n[1], keys, (gpuStream_t)stream);
+}
+
+} // extern "C"

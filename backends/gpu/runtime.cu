@@ -1,0 +1,41 @@
+/* Runtime wrappers behind gpu_api.h: the only place the host C code reaches
+ * the CUDA/HIP runtime. */
+#include "gpu_common.cuh"
+
+extern "C" {
+
+const char *DT_GPU_FN(error_string)(int err) {
+  if (err == DT_GPU_NOT_IMPLEMENTED) return "configuration not implemented by this kernel";
+  return gpuGetErrorString((gpuError_t)err);
+}
+
+int DT_GPU_FN(device_count)(int *count) {
+  int n = 0;
+  gpuError_t e = gpuGetDeviceCount(&n);
+  *count = e == gpuSuccess ? n : 0;
+  return (int)e;
+}
+
+int DT_GPU_FN(malloc)(void **ptr, size_t bytes) {
+  *ptr = NULL;
+  return (int)gpuMalloc(ptr, bytes ? bytes : 1);
+}
+
+int DT_GPU_FN(free)(void *ptr) { return ptr ? (int)gpuFree(ptr) : 0; }
+
+int DT_GPU_FN(copy_h2d)(void *dst, const void *host_src, size_t bytes, void *stream) {
+  gpuError_t e = gpuMemcpyAsync(dst, host_src, bytes, gpuMemcpyHostToDevice, (gpuStream_t)stream);
+  /* The host buffer may be freed right after we return. */
+  if (e == gpuSuccess) e = gpuStreamSynchronize((gpuStream_t)stream);
+  return (int)e;
+}
+
+int DT_GPU_FN(copy_d2h)(void *host_dst, const void *src, size_t bytes, void *stream) {
+  gpuError_t e = gpuMemcpyAsync(host_dst, src, bytes, gpuMemcpyDeviceToHost, (gpuStream_t)stream);
+  if (e == gpuSuccess) e = gpuStreamSynchronize((gpuStream_t)stream);
+  return (int)e;
+}
+
+int DT_GPU_FN(stream_sync)(void *stream) { return (int)gpuStreamSynchronize((gpuStream_t)stream); }
+
+} // extern "C"

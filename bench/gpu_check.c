@@ -1,0 +1,3 @@
+/* placeholder */
+#include "ditattn/ditattn.h"
+int main(void) { return 0; }
