@@ -58,6 +58,12 @@ for shape, scale in cases:
         o, l = np.load(out), np.load(lse)
         c.check(o.shape == shape, f"dense {tag} {be}: out shape {o.shape}")
         c.check(l.shape == shape[:-1], f"dense {tag} {be}: lse shape {l.shape}")
+        # Our writer's header is byte-identical to NumPy's (same padding to 64 bytes).
+        np.save(c.path("np_same.npy"), o)
+        with open(out, "rb") as f1, open(c.path("np_same.npy"), "rb") as f2:
+            h1, h2 = f1.read(), f2.read()
+        c.check(h1 == h2, f"dense {tag} {be}: written file differs from np.save's: "
+                          f"{h1[:80]!r} vs {h2[:80]!r}")
         e_o, e_l = rel_err(o, o_ref), rel_err(l, lse_ref)
         c.check(e_o <= 1e-5, f"dense {tag} {be}: rel err of o {e_o:.3g} > 1e-5")
         c.check(e_l <= 1e-5, f"dense {tag} {be}: rel err of lse {e_l:.3g} > 1e-5")
