@@ -245,7 +245,7 @@ static int cmd_all(int quick, const char *csv_path, int threads) {
          "llsa GF/s");
   FILE *csv = csv_path ? fopen(csv_path, "w") : NULL;
   if (csv) fprintf(csv, "N,dense_s,dense_kind,llsa_s\n");
-  const int64_t dense_max = quick ? 16384 : 65536;
+  const int64_t dense_max = quick ? 16384 : 131072;
   double last_dense = 0.0;
   int64_t last_n = 0;
   for (int64_t N = 4096; N <= 262144; N *= 2) {

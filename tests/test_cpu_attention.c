@@ -245,7 +245,7 @@ static void llsa_forward_matches_ref(void **state) {
     problem p = random_llsa(trial < 10 ? 60 : 600);
     check_problem(&p, 0);
   }
-  problem big = {1, 1, 3000, 3000, 64, 0, 0, 0.0f, ditattn_llsa_params_default()};
+  problem big = {1, 1, 2000, 2000, 64, 0, 0, 0.0f, ditattn_llsa_params_default()};
   check_problem(&big, 0);
 }
 
