@@ -70,7 +70,7 @@ static ditattn_status check_qkv(ditattn_context *ctx, const ditattn_tensor *q,
     TRY(dt_check_disjoint(ctx, out_names[i], outs[i], "v", v));
     for (int j = 0; j < n_extra_in; j++)
       TRY(dt_check_disjoint(ctx, out_names[i], outs[i], extra_in_names[j], extra_in[j]));
-    for (int j = i + 1; j < n_out; j++)
+    for (int j = 0; j < i; j++) /* earlier outputs only: later ones are not checked yet */
       TRY(dt_check_disjoint(ctx, out_names[i], outs[i], out_names[j], outs[j]));
   }
   return DITATTN_OK;
