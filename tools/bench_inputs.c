@@ -72,13 +72,56 @@ static void fill_raster(const bench_shape *s, uint64_t seed, float *q, float *k,
   }
 }
 
+static void raster_positions(const int64_t grid[3], int32_t *pos) {
+  const int64_t N = grid[0] * grid[1] * grid[2];
+  for (int64_t n = 0; n < N; n++) {
+    pos[3 * n + 0] = (int32_t)(n / (grid[1] * grid[2]));
+    pos[3 * n + 1] = (int32_t)(n / grid[2] % grid[1]);
+    pos[3 * n + 2] = (int32_t)(n % grid[2]);
+  }
+}
+
+/* RoPE on q and k with the raster positions (the data is still raster). */
+static ditattn_status apply_rope(ditattn_context *ctx, const bench_shape *s, float *q, float *k) {
+  const int64_t N = s->grid[0] * s->grid[1] * s->grid[2];
+  ditattn_rope_params rope;
+  ditattn_status st = ditattn_rope_params_preset(DITATTN_ROPE_PRESET_WAN21, s->D, s->grid[0],
+                                                 s->grid[1], s->grid[2], &rope);
+  float *qk[2] = {q, k};
+  for (int i = 0; i < 2 && st == DITATTN_OK; i++) {
+    ditattn_tensor x = ditattn_tensor_bhnd(qk[i], DITATTN_F32, s->B, s->H, N, s->D);
+    st = ditattn_rope_apply(ctx, &rope, NULL, DITATTN_FORWARD, &x, &x);
+  }
+  return st;
+}
+
+/* Raster → Morton order for q, k, v (through tmp); *permuted counts the
+ * tensors done, so a failure part-way can be detected. */
+static ditattn_status apply_morton(ditattn_context *ctx, const bench_shape *s,
+                                   const ditattn_order_params *order, float *q, float *k, float *v,
+                                   float *tmp, size_t count, int *permuted) {
+  const int64_t N = s->grid[0] * s->grid[1] * s->grid[2];
+  float *qkv[3] = {q, k, v};
+  *permuted = 0;
+  for (int i = 0; i < 3; i++) {
+    ditattn_tensor x = ditattn_tensor_bhnd(qkv[i], DITATTN_F32, s->B, s->H, N, s->D);
+    ditattn_tensor y = ditattn_tensor_bhnd(tmp, DITATTN_F32, s->B, s->H, N, s->D);
+    ditattn_status st = ditattn_order_apply(ctx, order, DITATTN_FORWARD, &x, &y);
+    if (st != DITATTN_OK) return st;
+    memcpy(qkv[i], tmp, count * sizeof *tmp);
+    ++*permuted;
+  }
+  return DITATTN_OK;
+}
+
 ditattn_status bench_make_inputs(const bench_shape *s, uint64_t seed, float *q, float *k, float *v,
-                                 char *note, size_t note_size) {
+                                 int32_t *pos, char *note, size_t note_size) {
   const int64_t N = s->grid[0] * s->grid[1] * s->grid[2];
   const size_t count = (size_t)(s->B * s->H * N * s->D);
   wave *wf = malloc((size_t)s->D * WAVES * sizeof *wf);
   wave *wg = malloc((size_t)s->D * WAVES * sizeof *wg);
   float *tmp = malloc(count * sizeof *tmp);
+  ditattn_context *ctx = NULL;
   if (!wf || !wg || !tmp) {
     free(wf);
     free(wg);
@@ -87,58 +130,39 @@ ditattn_status bench_make_inputs(const bench_shape *s, uint64_t seed, float *q, 
     return DITATTN_ERR_OUT_OF_MEMORY;
   }
   fill_raster(s, seed, q, k, v, wf, wg);
-  free(wf);
-  free(wg);
+  raster_positions(s->grid, pos);
 
   char rope_note[200] = "3D RoPE (Wan2.1 preset) on q, k";
   char order_note[200] = "tokens in Morton order";
-  ditattn_context *ctx = NULL;
   ditattn_status st = ditattn_context_create(DITATTN_BACKEND_REF, &ctx);
   if (st != DITATTN_OK) {
     snprintf(rope_note, sizeof rope_note, "RoPE skipped (no ref context)");
     snprintf(order_note, sizeof order_note, "raster order (no ref context)");
-  } else {
-    ditattn_rope_params rope;
-    st = ditattn_rope_params_preset(DITATTN_ROPE_PRESET_WAN21, s->D, s->grid[0], s->grid[1],
-                                    s->grid[2], &rope);
-    float *qk[2] = {q, k};
-    for (int i = 0; i < 2 && st == DITATTN_OK; i++) {
-      ditattn_tensor x = ditattn_tensor_bhnd(qk[i], DITATTN_F32, s->B, s->H, N, s->D);
-      st = ditattn_rope_apply(ctx, &rope, NULL, DITATTN_FORWARD, &x, &x);
-    }
-    if (st != DITATTN_OK)
-      snprintf(rope_note, sizeof rope_note, "RoPE skipped (%s: %s)", ditattn_strerror(st),
-               ditattn_last_error(ctx));
-
-    ditattn_order_params order = {
-        DITATTN_ORDER_MORTON, {s->grid[0], s->grid[1], s->grid[2]}, {1, 1, 1}};
-    float *qkv[3] = {q, k, v};
-    int permuted = 0;
-    st = DITATTN_OK;
-    for (int i = 0; i < 3 && st == DITATTN_OK; i++) {
-      ditattn_tensor x = ditattn_tensor_bhnd(qkv[i], DITATTN_F32, s->B, s->H, N, s->D);
-      ditattn_tensor y = ditattn_tensor_bhnd(tmp, DITATTN_F32, s->B, s->H, N, s->D);
-      st = ditattn_order_apply(ctx, &order, DITATTN_FORWARD, &x, &y);
-      if (st == DITATTN_OK) {
-        memcpy(qkv[i], tmp, count * sizeof *tmp);
-        permuted++;
-      }
-    }
-    if (st != DITATTN_OK) {
-      snprintf(order_note, sizeof order_note, "raster order (Morton skipped: %s: %s)",
-               ditattn_strerror(st), ditattn_last_error(ctx));
-      /* Some tensors permuted, some not: start again from consistent raster data. */
-      if (permuted > 0) {
-        wave *a = malloc((size_t)s->D * WAVES * sizeof *a);
-        wave *b = malloc((size_t)s->D * WAVES * sizeof *b);
-        if (a && b) fill_raster(s, seed, q, k, v, a, b);
-        free(a);
-        free(b);
-        snprintf(rope_note, sizeof rope_note, "RoPE not applied");
-      }
-    }
-    ditattn_context_destroy(ctx);
+    goto done;
   }
+  st = apply_rope(ctx, s, q, k);
+  if (st != DITATTN_OK) {
+    snprintf(rope_note, sizeof rope_note, "RoPE skipped (%s)", ditattn_last_error(ctx));
+    fill_raster(s, seed, q, k, v, wf, wg); /* undo a partial rotation */
+  }
+  const ditattn_order_params order = {
+      DITATTN_ORDER_MORTON, {s->grid[0], s->grid[1], s->grid[2]}, {1, 1, 1}};
+  int permuted = 0;
+  st = apply_morton(ctx, s, &order, q, k, v, tmp, count, &permuted);
+  if (st == DITATTN_OK) st = ditattn_order_positions(&order, pos);
+  if (st != DITATTN_OK) {
+    snprintf(order_note, sizeof order_note, "raster order (Morton skipped: %s)",
+             ditattn_last_error(ctx));
+    raster_positions(s->grid, pos);
+    if (permuted > 0) { /* some tensors permuted, some not: back to consistent raster data */
+      fill_raster(s, seed, q, k, v, wf, wg);
+      snprintf(rope_note, sizeof rope_note, "RoPE not applied");
+    }
+  }
+done:
+  ditattn_context_destroy(ctx);
+  free(wf);
+  free(wg);
   free(tmp);
   snprintf(note, note_size,
            "video-like synthetic: q,k = shared smooth field of (t,y,x) + 0.3 noise, v = own "

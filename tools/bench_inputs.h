@@ -15,11 +15,13 @@ typedef struct bench_shape {
   int64_t grid[3]; /* T, H, W: N = T·H·W */
 } bench_shape;
 
-/* Fills q, k, v (contiguous [B,H,N,D], host) deterministically from seed.
+/* Fills q, k, v (contiguous [B,H,N,D], host) deterministically from seed,
+ * and pos (3·N int32: the (t, y, x) of each sequence position, so Morton
+ * positions when the reordering ran, raster otherwise).
  * RoPE and the Morton order run on a ref context; if one of them fails
  * (e.g. not implemented yet) the step is skipped and `note` says so.
  * `note` always describes the inputs in one line. Fails only on memory. */
 ditattn_status bench_make_inputs(const bench_shape *shape, uint64_t seed, float *q, float *k,
-                                 float *v, char *note, size_t note_size);
+                                 float *v, int32_t *pos, char *note, size_t note_size);
 
 #endif

@@ -375,6 +375,7 @@ int cmd_bench(int argc, char **argv) {
   int nres = 0, rc = 0;
   ditattn_context *ctx = NULL;
   float *q = NULL, *k = NULL, *v = NULL, *out = NULL, *dense_out = NULL;
+  int32_t *pos = NULL;
   if (!parse_bench_options(argc, argv, &o, res, &nres)) {
     rc = 2;
     goto done;
@@ -400,7 +401,8 @@ int cmd_bench(int argc, char **argv) {
   v = malloc(count * sizeof *v);
   out = malloc(count * sizeof *out);
   dense_out = malloc(count * sizeof *dense_out);
-  if (!q || !k || !v || !out || !dense_out) {
+  pos = malloc((size_t)N * 3 * sizeof *pos);
+  if (!q || !k || !v || !out || !dense_out || !pos) {
     rc = cli_runtime_error("out of memory for %zu floats per tensor", count);
     goto done;
   }
@@ -408,7 +410,7 @@ int cmd_bench(int argc, char **argv) {
   fprintf(stderr, "bench: generating inputs B=%lld H=%lld grid %lldx%lldx%lld D=%lld...\n",
           (long long)o.shape.B, (long long)o.shape.H, (long long)o.shape.grid[0],
           (long long)o.shape.grid[1], (long long)o.shape.grid[2], (long long)o.shape.D);
-  if (bench_make_inputs(&o.shape, o.seed, q, k, v, note, sizeof note) != DITATTN_OK) {
+  if (bench_make_inputs(&o.shape, o.seed, q, k, v, pos, note, sizeof note) != DITATTN_OK) {
     rc = cli_runtime_error("generating inputs: %s", note);
     goto done;
   }
@@ -425,6 +427,7 @@ int cmd_bench(int argc, char **argv) {
                        .N = N,
                        .D = o.shape.D,
                        .grid = {o.shape.grid[0], o.shape.grid[1], o.shape.grid[2]},
+                       .pos = pos,
                        .scale = 0.0f,
                        .input_rank = 4,
                        .is_bench = 1};
@@ -462,5 +465,6 @@ done:
   free(v);
   free(out);
   free(dense_out);
+  free(pos);
   return rc;
 }
