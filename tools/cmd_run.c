@@ -23,7 +23,9 @@ static void run_help(void) {
          "  --scale S           softmax scale (default 1/sqrt(D))\n"
          "  --backend NAME      ref|cpu|cuda|hip (default %s)\n"
          "  --threads T         CPU backend threads (default: OpenMP's)\n"
-         "  --grid TxHxW        token grid, for algorithms that use positions (default 1x1xN)\n",
+         "  --grid TxHxW        token grid, for algorithms that use positions (default 1x1xN)\n"
+         "  --pos FILE          int32/int64 [N,3]: (t,y,x) of each token in sequence order\n"
+         "                      (needs --grid; default: raster order)\n",
          dt_algo_names(), dt_algo_names(), ditattn_backend_name(cli_default_backend()));
   for (int i = 0; dt_algos[i]; i++) {
     if (!dt_algos[i]->options_help[0]) continue;
@@ -39,11 +41,12 @@ typedef struct run_options {
   int threads;
   int64_t grid[3];
   int grid_given;
+  const char *pos;
 } run_options;
 
 /* Everything that needs freeing, so each exit path is one call. */
 typedef struct run_resources {
-  dt_npy_array q, k, v;
+  dt_npy_array q, k, v, pos;
   float *out, *lse;
   void *algo_state;
   const dt_algo *algo;
@@ -59,6 +62,7 @@ static void run_release(run_resources *r) {
   dt_npy_array_free(&r->q);
   dt_npy_array_free(&r->k);
   dt_npy_array_free(&r->v);
+  dt_npy_array_free(&r->pos);
   free(r->out);
   free(r->lse);
 }
@@ -121,6 +125,8 @@ static int parse_run_options(int argc, char **argv, run_options *o, run_resource
       if (got > 0 && !cli_parse_i64(value, 0, 4096, &t))
         return cli_usage_error("--threads '%s': expected an integer in [0, 4096]", value), 0;
       if (got > 0) o->threads = (int)t;
+    } else if (OPTION("--pos")) {
+      o->pos = value;
     } else if (OPTION("--grid")) {
       if (got > 0 && !cli_parse_grid(value, o->grid))
         return cli_usage_error("--grid '%s': expected TxHxW, e.g. 8x32x32", value), 0;
@@ -186,6 +192,19 @@ static int run_main(int argc, char **argv, run_resources *r) {
   } else {
     p.grid[0] = p.grid[1] = 1;
     p.grid[2] = N;
+  }
+  if (o.pos) {
+    if (!o.grid_given) return cli_usage_error("--pos needs --grid TxHxW");
+    ditattn_status st = dt_npy_read_i32(o.pos, &r->pos, err, sizeof err);
+    if (st != DITATTN_OK) return cli_runtime_error("--pos: %s", err);
+    if (r->pos.ndim != 2 || r->pos.shape[0] != N || r->pos.shape[1] != 3)
+      return cli_usage_error("--pos %s: expected shape [%lld, 3]", o.pos, (long long)N);
+    const int32_t *pos = r->pos.data;
+    for (int64_t i = 0; i < 3 * N; i++)
+      if (pos[i] < 0 || pos[i] >= p.grid[i % 3])
+        return cli_usage_error("--pos %s: token %lld has coordinate %d outside the grid", o.pos,
+                               (long long)(i / 3), (int)pos[i]);
+    p.pos = pos;
   }
 
   if (cli_open_context(o.backend, o.threads, &r->ctx) != DITATTN_OK) return 1;

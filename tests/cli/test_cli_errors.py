@@ -77,6 +77,13 @@ expect_fail(["run", "--algo", "dense", "--scale", "abc"] + good, ["--scale 'abc'
 expect_fail(["run", "--algo", "dense"] + good + ["--backend", "tpu"], ["--backend 'tpu'"],
             "bad --backend", code=2)
 expect_fail(["run", "--algo", "dense", "--grid", "2x2x5"] + good, ["N = 16"], "grid != N", code=2)
+np.save(c.path("pos_bad.npy"), np.array([[0, 0, x + 1] for x in range(16)], np.int64))
+expect_fail(["run", "--algo", "dense", "--grid", "1x1x16", "--pos", c.path("pos_bad.npy")] + good,
+            ["token 15", "outside the grid"], "--pos outside the grid", code=2)
+expect_fail(["run", "--algo", "dense", "--pos", c.path("pos_bad.npy")] + good, ["--pos needs --grid"],
+            "--pos without --grid", code=2)
+expect_fail(["run", "--algo", "dense", "--grid", "1x1x16", "--pos", Q] + good, ["'<f4'", "integer"],
+            "--pos with floats", code=1)
 expect_fail(["frobnicate"], ["unknown command"], "unknown command", code=2)
 expect_fail(["bench", "--grid", "8x"], ["--grid '8x'"], "bench bad grid", code=2)
 expect_fail(["bench", "--algo", "dense,nope"], ["unknown algorithm 'nope'"], "bench bad algo",
