@@ -388,6 +388,11 @@ int cmd_bench(int argc, char **argv) {
     fprintf(stderr, "bench: note: ref backend: default grid 2x32x32 (the ref code is slow; "
                     "pass --grid to change it)\n");
 
+  /* The context first: an unusable backend fails before inputs are made. */
+  if (cli_open_context(o.backend, o.threads, &ctx) != DITATTN_OK) {
+    rc = 1;
+    goto done;
+  }
   const int64_t N = o.shape.grid[0] * o.shape.grid[1] * o.shape.grid[2];
   const double elems = (double)o.shape.B * (double)o.shape.H * (double)N * (double)o.shape.D;
   if (N > (INT64_C(1) << 31) || elems > 4e9) {
@@ -415,10 +420,6 @@ int cmd_bench(int argc, char **argv) {
     goto done;
   }
   if (o.save_inputs && save_inputs(&o, q, k, v) != 0) {
-    rc = 1;
-    goto done;
-  }
-  if (cli_open_context(o.backend, o.threads, &ctx) != DITATTN_OK) {
     rc = 1;
     goto done;
   }
