@@ -142,7 +142,8 @@ ditattn_status bench_make_inputs(const bench_shape *s, uint64_t seed, float *q, 
   }
   st = apply_rope(ctx, s, q, k);
   if (st != DITATTN_OK) {
-    snprintf(rope_note, sizeof rope_note, "RoPE skipped (%s)", ditattn_last_error(ctx));
+    const char *why = ditattn_last_error(ctx)[0] ? ditattn_last_error(ctx) : ditattn_strerror(st);
+    snprintf(rope_note, sizeof rope_note, "RoPE skipped (%s)", why);
     fill_raster(s, seed, q, k, v, wf, wg); /* undo a partial rotation */
   }
   const ditattn_order_params order = {
@@ -151,8 +152,8 @@ ditattn_status bench_make_inputs(const bench_shape *s, uint64_t seed, float *q, 
   st = apply_morton(ctx, s, &order, q, k, v, tmp, count, &permuted);
   if (st == DITATTN_OK) st = ditattn_order_positions(&order, pos);
   if (st != DITATTN_OK) {
-    snprintf(order_note, sizeof order_note, "raster order (Morton skipped: %s)",
-             ditattn_last_error(ctx));
+    const char *why = ditattn_last_error(ctx)[0] ? ditattn_last_error(ctx) : ditattn_strerror(st);
+    snprintf(order_note, sizeof order_note, "raster order (Morton skipped: %s)", why);
     raster_positions(s->grid, pos);
     if (permuted > 0) { /* some tensors permuted, some not: back to consistent raster data */
       fill_raster(s, seed, q, k, v, wf, wg);
