@@ -68,6 +68,24 @@ for shape, scale in cases:
         c.check(e_o <= 1e-5, f"dense {tag} {be}: rel err of o {e_o:.3g} > 1e-5")
         c.check(e_l <= 1e-5, f"dense {tag} {be}: rel err of lse {e_l:.3g} > 1e-5")
 
+# --- dense cross-attention: Nq != Nk
+qx = c.rng.uniform(-1, 1, size=(1, 2, 11, 8)).astype(np.float32)
+kx = c.rng.uniform(-1, 1, size=(1, 2, 23, 8)).astype(np.float32)
+vx = c.rng.uniform(-1, 1, size=(1, 2, 23, 8)).astype(np.float32)
+for name, x in (("q", qx), ("k", kx), ("v", vx)):
+    np.save(c.path(f"x_{name}.npy"), x)
+o_ref, lse_ref = dense_attention(qx, kx, vx, 1 / np.sqrt(8))
+for be in backends:
+    ok, _, _ = c.run_ok("run", "--algo", "dense", "--q", c.path("x_q.npy"), "--k",
+                        c.path("x_k.npy"), "--v", c.path("x_v.npy"), "--backend", be, "-o",
+                        c.path("x_o.npy"), "--lse", c.path("x_lse.npy"),
+                        what=f"dense Nq=11 Nk=23 on {be}")
+    if ok:
+        o, l = np.load(c.path("x_o.npy")), np.load(c.path("x_lse.npy"))
+        c.check(o.shape == qx.shape and l.shape == (1, 2, 11), f"cross {be}: {o.shape} {l.shape}")
+        c.check(rel_err(o, o_ref) <= 1e-5 and rel_err(l, lse_ref) <= 1e-5,
+                f"cross {be}: rel err o {rel_err(o, o_ref):.3g} lse {rel_err(l, lse_ref):.3g}")
+
 # --- '<f8' inputs are converted to float32
 q64 = c.rng.uniform(-1, 1, size=(20, 4))
 np.save(c.path("f8_q.npy"), q64)
