@@ -3,9 +3,10 @@
 a message on stderr that says what is wrong (and nothing is written)."""
 import os
 
-import numpy as np
-
+# cli_util first: it fails with a clear message when NumPy is missing.
 from cli_util import Checker
+import numpy as np  # noqa: E402
+
 
 c = Checker("test_cli_errors")
 shape = (16, 4)

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """`ditattn run`: spec llsa.md §7's vector through the CLI, dense vs NumPy,
 LLSA agreement between backends, [N,D] and [B,H,N,D] inputs."""
-import numpy as np
-
+# cli_util first: it fails with a clear message when NumPy is missing.
 from cli_util import Checker, dense_attention, rel_err
+import numpy as np  # noqa: E402
+
 
 c = Checker("test_cli_run")
 backends = c.backends()
