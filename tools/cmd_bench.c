@@ -178,7 +178,10 @@ static int parse_bench_options(int argc, char **argv, bench_options *o, algo_res
         }
       }
       if (!got)
-        return cli_usage_error("bench: unknown option '%s' (see ditattn bench --help)", argv[i]), 0;
+        return cli_usage_error("bench: unknown option '%s' (not a bench option, nor one of the "
+                               "selected algorithms'; see ditattn bench --help)",
+                               argv[i]),
+               0;
       i = last;
     }
 #undef OPTION
