@@ -56,6 +56,9 @@ static ditattn_status check_rope_params(ditattn_context *ctx, const ditattn_rope
       return dt_fail(ctx, DITATTN_ERR_INVALID_ARGUMENT,
                      "rope dims[%d] = %lld, must be even and in [0, D = %lld]", a,
                      (long long)params->dims[a], (long long)D);
+    if (params->dims[a] > D - sum) /* sum + dims[a] > D, without overflow */
+      return dt_fail(ctx, DITATTN_ERR_INVALID_ARGUMENT, "rope dims sum to more than D = %lld",
+                     (long long)D);
     sum += params->dims[a];
   }
   if (sum > D)
