@@ -1,3 +1,5 @@
+/* setenv */
+#define _POSIX_C_SOURCE 200112L
 /* CPU backend attention (dense and LLSA, forward and backward) against ref/
  * on random shapes: partial blocks, odd N, strided [B,N,H,D] layouts with
  * padding; 1 and 2 threads must agree bitwise; LLSA selections must be
@@ -236,6 +238,8 @@ static void dense_backward_matches_ref(void **state) {
     if (p.Nk < 2) p.Nk = 2;
     check_problem(&p, 1);
   }
+  problem d64 = {1, 2, 300, 260, 64, 1, 1, 0.0f, {0}}; /* the own kernels need D % 64 == 0 */
+  check_problem(&d64, 1);
 }
 
 static void llsa_forward_matches_ref(void **state) {
@@ -257,6 +261,9 @@ static void llsa_backward_matches_ref(void **state) {
     if (p.Nq < 2) p.Nq = p.Nk = 2;
     check_problem(&p, 1);
   }
+  problem d128 = {2, 1, 700, 700, 128, 0, 1, 0.3f, ditattn_llsa_params_default()};
+  d128.llsa.scale = d128.scale;
+  check_problem(&d128, 1);
 }
 
 int main(void) {
@@ -266,5 +273,9 @@ int main(void) {
       cmocka_unit_test(llsa_forward_matches_ref),
       cmocka_unit_test(llsa_backward_matches_ref),
   };
-  return cmocka_run_group_tests(tests, NULL, NULL);
+  /* Once with the default forward kernels, once with DITATTN_CPU_KERNEL=blas. */
+  int failed = cmocka_run_group_tests(tests, NULL, NULL);
+  setenv("DITATTN_CPU_KERNEL", "blas", 1);
+  failed += cmocka_run_group_tests(tests, NULL, NULL);
+  return failed;
 }

@@ -18,7 +18,14 @@ void dt_cpu_attend_tile(int64_t rows, int64_t n, int64_t D, const float *q, cons
                         int64_t k_ld, const float *v, int64_t v_ld, const float *lnw,
                         float *scratch, const dt_cpu_softmax_state *st) {
   if (rows <= 0 || n <= 0) return;
-  dt_cpu_gemm(0, 1, rows, n, D, 1.0f, q, D, k, k_ld, 0.0f, scratch, n);
+  const int own = dt_cpu_use_own_kernel;
+  if (own) {
+    float *kp = scratch + (size_t)rows * (size_t)n;
+    dt_cpu_pack_keys(n, D, k, k_ld, kp);
+    dt_cpu_qk_packed(rows, n, D, q, D, kp, scratch, n);
+  } else {
+    dt_cpu_gemm(0, 1, rows, n, D, 1.0f, q, D, k, k_ld, 0.0f, scratch, n);
+  }
   for (int64_t r = 0; r < rows; r++) {
     float *s = scratch + r * n;
     const float tile_max = dt_cpu_max_plus(s, lnw, n);
@@ -30,7 +37,16 @@ void dt_cpu_attend_tile(int64_t rows, int64_t n, int64_t D, const float *q, cons
     st->row_max[r] = new_max;
     if (corr != 1.0f) dt_cpu_scale(st->acc + r * D, D, corr);
   }
-  dt_cpu_gemm(0, 0, rows, D, n, 1.0f, scratch, n, v, v_ld, 1.0f, st->acc, D);
+  dt_cpu_acc_pv(0, rows, n, D, scratch, n, v, v_ld, st->acc, D);
+}
+
+void dt_cpu_acc_pv(int trans_p, int64_t m, int64_t n, int64_t D, const float *pm, int64_t ldp,
+                   const float *v, int64_t ldv, float *o, int64_t ldo) {
+  if (m <= 0 || n <= 0) return;
+  if (dt_cpu_use_own_kernel && D % 64 == 0)
+    dt_cpu_pv_own(m, n, D, pm, trans_p ? 1 : ldp, trans_p ? ldp : 1, v, ldv, o, ldo);
+  else
+    dt_cpu_gemm(trans_p, 0, m, D, n, 1.0f, pm, ldp, v, ldv, 1.0f, o, ldo);
 }
 
 void dt_cpu_state_finish(const dt_cpu_softmax_state *st, int64_t rows, int64_t D, float *out,
@@ -47,13 +63,22 @@ void dt_cpu_state_finish(const dt_cpu_softmax_state *st, int64_t rows, int64_t D
 void dt_cpu_backward_tile(int64_t rows, int64_t n, int64_t D, float scale, const float *q,
                           const float *dout, const float *lse, const float *delta, const float *k,
                           int64_t k_ld, const float *v, int64_t v_ld, const float *lnw, float *p,
-                          float *ds) {
+                          float *ds, float *kpack) {
   if (rows <= 0 || n <= 0) return;
-  dt_cpu_gemm(0, 1, rows, n, D, scale, q, D, k, k_ld, 0.0f, p, n);
-  dt_cpu_gemm(0, 1, rows, n, D, 1.0f, dout, D, v, v_ld, 0.0f, ds, n);
+  float c = 1.0f; /* multiplies the raw scores */
+  if (dt_cpu_use_own_kernel) {
+    dt_cpu_pack_keys(n, D, k, k_ld, kpack);
+    dt_cpu_qk_packed(rows, n, D, q, D, kpack, p, n);
+    dt_cpu_pack_keys(n, D, v, v_ld, kpack);
+    dt_cpu_qk_packed(rows, n, D, dout, D, kpack, ds, n);
+    c = scale;
+  } else {
+    dt_cpu_gemm(0, 1, rows, n, D, scale, q, D, k, k_ld, 0.0f, p, n);
+    dt_cpu_gemm(0, 1, rows, n, D, 1.0f, dout, D, v, v_ld, 0.0f, ds, n);
+  }
   for (int64_t r = 0; r < rows; r++) {
-    dt_cpu_exp_shift(p + r * n, p + r * n, lnw, n, lse[r]);
-    dt_cpu_ds(ds + r * n, p + r * n, n, delta[r]);
+    dt_cpu_exp_shift(p + r * n, p + r * n, lnw, n, lse[r], c);
+    dt_cpu_ds(ds + r * n, p + r * n, n, delta[r], scale);
   }
 }
 

@@ -5,6 +5,7 @@
 #include "cpu_internal.h"
 
 #include <math.h>
+#include <string.h>
 
 enum { QT = DT_CPU_QUERY_TILE, KC = DT_CPU_KEY_CHUNK, BT = 128 /* backward block */ };
 
@@ -15,7 +16,7 @@ ditattn_status dt_cpu_dense_forward(ditattn_context *ctx, const dt_dense_fwd *p)
   const int64_t Nk = p->k->shape[2];
   const int64_t tiles = ceil_div(Nq, QT);
   const int dt_nt = dt_cpu_num_threads(ctx);
-  const size_t per_thread = (size_t)QT * (size_t)D * 2 + 2 * QT + (size_t)QT * KC;
+  const size_t per_thread = (size_t)QT * (size_t)D * 2 + 2 * QT + DT_CPU_ATTEND_SCRATCH(QT, D);
   float *work = dt_malloc((size_t)dt_nt * per_thread * sizeof(float));
   if (!work)
     return dt_fail(ctx, DITATTN_ERR_OUT_OF_MEMORY, "dense forward: %d thread buffers", dt_nt);
@@ -61,8 +62,9 @@ ditattn_status dt_cpu_dense_backward(ditattn_context *ctx, const dt_dense_bwd *p
   const float scale = p->scale;
   const int64_t qblocks = ceil_div(Nq, BT), kblocks = ceil_div(Nk, BT);
   const int dt_nt = dt_cpu_num_threads(ctx);
-  /* q, dO, acc (BT×D each) + lse, delta (BT) + p, ds (BT×BT each) */
-  const size_t per_thread = (size_t)BT * (size_t)D * 3 + 2 * BT + 2 * (size_t)BT * BT;
+  /* q, dO, acc (BT×D each) + lse, delta (BT) + p, ds (BT×BT each) + packed keys */
+  const size_t per_thread =
+      (size_t)BT * (size_t)D * 3 + 2 * BT + 2 * (size_t)BT * BT + (size_t)(BT + 16) * (size_t)D;
   float *work = dt_malloc((size_t)dt_nt * per_thread * sizeof(float));
   if (!work)
     return dt_fail(ctx, DITATTN_ERR_OUT_OF_MEMORY, "dense backward: %d thread buffers", dt_nt);
@@ -74,11 +76,15 @@ ditattn_status dt_cpu_dense_backward(ditattn_context *ctx, const dt_dense_bwd *p
   for (int64_t it = 0; it < kitems; it++) {
     float *w = work + (size_t)dt_cpu_thread_id() * per_thread;
     float *qb = w, *gb = qb + BT * D, *lse = gb + 2 * BT * D, *delta = lse + BT;
-    float *pp = delta + BT, *ds = pp + BT * BT;
+    float *pp = delta + BT, *ds = pp + BT * BT, *kpack = ds + BT * BT;
     const int64_t bh = it / kblocks, k0 = (it % kblocks) * BT, b = bh / H, h = bh % H;
     const int64_t kn = Nk - k0 < BT ? Nk - k0 : BT;
     const float *kp = dt_f32_at(p->k, b, h, k0, 0), *vp = dt_f32_at(p->v, b, h, k0, 0);
     float *dk = dt_f32_at(p->dk, b, h, k0, 0), *dv = dt_f32_at(p->dv, b, h, k0, 0);
+    for (int64_t j = 0; j < kn; j++) {
+      memset(dk + j * p->dk->stride[2], 0, (size_t)D * sizeof(float));
+      memset(dv + j * p->dv->stride[2], 0, (size_t)D * sizeof(float));
+    }
     for (int64_t qb0 = 0; qb0 < qblocks; qb0++) {
       const int64_t q0 = qb0 * BT, rows = Nq - q0 < BT ? Nq - q0 : BT;
       dt_cpu_load_rows(p->q, b, h, q0, rows, 1.0f, qb);
@@ -86,11 +92,10 @@ ditattn_status dt_cpu_dense_backward(ditattn_context *ctx, const dt_dense_bwd *p
       for (int64_t r = 0; r < rows; r++) lse[r] = p->lse[bh * Nq + q0 + r];
       row_deltas(p->out, p->dout, b, h, q0, rows, delta);
       dt_cpu_backward_tile(rows, kn, D, scale, qb, gb, lse, delta, kp, p->k->stride[2], vp,
-                           p->v->stride[2], NULL, pp, ds);
-      const float beta = qb0 == 0 ? 0.0f : 1.0f;
-      /* dV += Pᵀ dO ; dK += scale dSᵀ Q (written straight into the strided outputs) */
-      dt_cpu_gemm(1, 0, kn, D, rows, 1.0f, pp, kn, gb, D, beta, dv, p->dv->stride[2]);
-      dt_cpu_gemm(1, 0, kn, D, rows, scale, ds, kn, qb, D, beta, dk, p->dk->stride[2]);
+                           p->v->stride[2], NULL, pp, ds, kpack);
+      /* dV += Pᵀ dO ; dK += dSᵀ Q (dS carries the scale), straight into the strided outputs */
+      dt_cpu_acc_pv(1, kn, rows, D, pp, kn, gb, D, dv, p->dv->stride[2]);
+      dt_cpu_acc_pv(1, kn, rows, D, ds, kn, qb, D, dk, p->dk->stride[2]);
     }
   }
 
@@ -100,20 +105,20 @@ ditattn_status dt_cpu_dense_backward(ditattn_context *ctx, const dt_dense_bwd *p
   for (int64_t it = 0; it < qitems; it++) {
     float *w = work + (size_t)dt_cpu_thread_id() * per_thread;
     float *qb = w, *gb = qb + BT * D, *dq = gb + BT * D, *lse = dq + BT * D, *delta = lse + BT;
-    float *pp = delta + BT, *ds = pp + BT * BT;
+    float *pp = delta + BT, *ds = pp + BT * BT, *kpack = ds + BT * BT;
     const int64_t bh = it / qblocks, q0 = (it % qblocks) * BT, b = bh / H, h = bh % H;
     const int64_t rows = Nq - q0 < BT ? Nq - q0 : BT;
     dt_cpu_load_rows(p->q, b, h, q0, rows, 1.0f, qb);
     dt_cpu_load_rows(p->dout, b, h, q0, rows, 1.0f, gb);
     for (int64_t r = 0; r < rows; r++) lse[r] = p->lse[bh * Nq + q0 + r];
     row_deltas(p->out, p->dout, b, h, q0, rows, delta);
+    memset(dq, 0, (size_t)(rows * D) * sizeof(float));
     for (int64_t k0 = 0; k0 < Nk; k0 += BT) {
       const int64_t kn = Nk - k0 < BT ? Nk - k0 : BT;
       const float *kp = dt_f32_at(p->k, b, h, k0, 0), *vp = dt_f32_at(p->v, b, h, k0, 0);
       dt_cpu_backward_tile(rows, kn, D, scale, qb, gb, lse, delta, kp, p->k->stride[2], vp,
-                           p->v->stride[2], NULL, pp, ds);
-      dt_cpu_gemm(0, 0, rows, D, kn, scale, ds, kn, kp, p->k->stride[2], k0 == 0 ? 0.0f : 1.0f, dq,
-                  D);
+                           p->v->stride[2], NULL, pp, ds, kpack);
+      dt_cpu_acc_pv(0, rows, kn, D, ds, kn, kp, p->k->stride[2], dq, D);
     }
     dt_cpu_store_rows(p->dq, b, h, q0, rows, dq);
   }

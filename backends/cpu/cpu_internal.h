@@ -44,9 +44,9 @@ float dt_cpu_max_plus(const float *x, const float *add, int64_t n);
 /* y[i] *= a */
 void dt_cpu_scale(float *y, int64_t n, float a);
 /* p[i] = exp(s[i]·c + add[i] − lse) (add may be NULL). */
-void dt_cpu_exp_shift(float *p, const float *s, const float *add, int64_t n, float lse);
-/* ds[i] = p[i]·(dp[i] − delta) in place on dp. */
-void dt_cpu_ds(float *dp, const float *p, int64_t n, float delta);
+void dt_cpu_exp_shift(float *p, const float *s, const float *add, int64_t n, float lse, float c);
+/* ds[i] = c·p[i]·(dp[i] − delta) in place on dp. */
+void dt_cpu_ds(float *dp, const float *p, int64_t n, float delta, float c);
 
 /* Online-softmax state of a query tile: per-row running max and sum, and
  * the unnormalized output accumulator (rows × D, leading dimension D). */
@@ -65,6 +65,26 @@ void dt_cpu_attend_tile(int64_t rows, int64_t n, int64_t D, const float *q, cons
                         float *scratch, const dt_cpu_softmax_state *st);
 /* Largest key chunk the callers hand to dt_cpu_attend_tile at once. */
 #define DT_CPU_KEY_CHUNK 512
+/* Floats of scratch dt_cpu_attend_tile needs for up to `rows` queries:
+ * scores (rows × chunk) and the chunk's keys packed for the own kernel. */
+#define DT_CPU_ATTEND_SCRATCH(rows, D)                                                             \
+  ((size_t)(rows)*DT_CPU_KEY_CHUNK + (size_t)(DT_CPU_KEY_CHUNK + 16) * (size_t)(D))
+
+/* Own forward kernels (cpu_microkernel.c). kp: keys packed in panels of 16. */
+void dt_cpu_pack_keys(int64_t n, int64_t D, const float *k, int64_t k_ld, float *kp);
+void dt_cpu_qk_packed(int64_t m, int64_t n, int64_t D, const float *q, int64_t ldq, const float *kp,
+                      float *s, int64_t lds);
+/* o[m × D] += P[m × n] · v[n × D] with P(r, j) = pm[r·rs + j·cs] (rs = ld,
+ * cs = 1: P; rs = 1, cs = ld: a transposed P); D a multiple of 64. */
+void dt_cpu_pv_own(int64_t m, int64_t n, int64_t D, const float *pm, int64_t rs, int64_t cs,
+                   const float *v, int64_t ldv, float *o, int64_t ldo);
+/* o[m × D] += P·v (trans_p = 0) or Pᵀ·v (trans_p = 1), P stored row-major
+ * with leading dimension ldp: the own kernel when D % 64 == 0, else GEMM. */
+void dt_cpu_acc_pv(int trans_p, int64_t m, int64_t n, int64_t D, const float *pm, int64_t ldp,
+                   const float *v, int64_t ldv, float *o, int64_t ldo);
+/* Which GEMMs the forward tile uses: 1 = own kernels, 0 = dt_cpu_gemm.
+ * Set once at context creation from DITATTN_CPU_KERNEL=own|blas. */
+extern int dt_cpu_use_own_kernel;
 /* Query tile rows for dense attention. */
 #define DT_CPU_QUERY_TILE 128
 
@@ -72,13 +92,15 @@ void dt_cpu_attend_tile(int64_t rows, int64_t n, int64_t D, const float *q, cons
 void dt_cpu_state_finish(const dt_cpu_softmax_state *st, int64_t rows, int64_t D, float *out,
                          int64_t out_ld, float *lse);
 
-/* Backward tile: given rows queries (q scaled by `scale` NOT applied: raw),
+/* Backward tile: given rows queries (q raw: the scale is applied here),
  * their dO, lse and delta = o·dO, and n keys (k, v, lnw), computes
- * p (rows × n) and ds (rows × n, = p ⊙ (dO vᵀ − delta)). */
+ * p (rows × n) and ds (rows × n, = scale · p ⊙ (dO vᵀ − delta): the scale of
+ * dq = scale·dS·K and dk = scale·dSᵀ·Q folded in). kpack: scratch of
+ * (n + 16)·D floats for the own kernel. */
 void dt_cpu_backward_tile(int64_t rows, int64_t n, int64_t D, float scale, const float *q,
                           const float *dout, const float *lse, const float *delta, const float *k,
                           int64_t k_ld, const float *v, int64_t v_ld, const float *lnw, float *p,
-                          float *ds);
+                          float *ds, float *kpack);
 
 /* Copies rows [n0, n0+rows) of (b, h) into dst (rows × D, contiguous), times mul. */
 void dt_cpu_load_rows(const ditattn_tensor *t, int64_t b, int64_t h, int64_t n0, int64_t rows,

@@ -18,7 +18,7 @@ typedef struct bwd_lists { /* CSR: for each block c of a level, the query blocks
 } bwd_lists;
 
 typedef struct thread_bufs {
-  float *q, *g, *dq, *lse, *delta, *p, *ds, *gk, *gv, *gw;
+  float *q, *g, *dq, *lse, *delta, *p, *ds, *kpack, *gk, *gv, *gw;
 } thread_bufs;
 
 static thread_bufs bufs_of(float *w, int64_t T, int64_t D, int64_t gmax) {
@@ -30,7 +30,8 @@ static thread_bufs bufs_of(float *w, int64_t T, int64_t D, int64_t gmax) {
   t.delta = t.lse + T;
   t.p = t.delta + T;
   t.ds = t.p + T * KC;
-  t.gk = t.ds + T * KC;
+  t.kpack = t.ds + T * KC;
+  t.gk = t.kpack + (KC + 16) * D;
   t.gv = t.gk + gmax * D;
   t.gw = t.gv + gmax * D;
   return t;
@@ -53,8 +54,8 @@ static void query_grads(int64_t r0, int64_t rows, int64_t n, int64_t D, float sc
     const int64_t m = n - j0 < KC ? n - j0 : KC;
     dt_cpu_backward_tile(rows, m, D, scale, t->q + r0 * D, t->g + r0 * D, t->lse + r0,
                          t->delta + r0, k + j0 * k_ld, k_ld, v + j0 * v_ld, v_ld,
-                         lnw ? lnw + j0 : NULL, t->p, t->ds);
-    dt_cpu_gemm(0, 0, rows, D, m, scale, t->ds, m, k + j0 * k_ld, k_ld, 1.0f, t->dq + r0 * D, D);
+                         lnw ? lnw + j0 : NULL, t->p, t->ds, t->kpack);
+    dt_cpu_acc_pv(0, rows, m, D, t->ds, m, k + j0 * k_ld, k_ld, t->dq + r0 * D, D);
   }
 }
 
@@ -65,9 +66,9 @@ static void key_grads(int64_t rows, int64_t n, int64_t D, float scale, const flo
   for (int64_t j0 = 0; j0 < n; j0 += KC) {
     const int64_t m = n - j0 < KC ? n - j0 : KC;
     dt_cpu_backward_tile(rows, m, D, scale, t->q, t->g, t->lse, t->delta, k + j0 * k_ld, k_ld,
-                         v + j0 * v_ld, v_ld, lnw ? lnw + j0 : NULL, t->p, t->ds);
-    dt_cpu_gemm(1, 0, m, D, rows, 1.0f, t->p, m, t->g, D, 1.0f, dv + j0 * dv_ld, dv_ld);
-    dt_cpu_gemm(1, 0, m, D, rows, scale, t->ds, m, t->q, D, 1.0f, dk + j0 * dk_ld, dk_ld);
+                         v + j0 * v_ld, v_ld, lnw ? lnw + j0 : NULL, t->p, t->ds, t->kpack);
+    dt_cpu_acc_pv(1, m, rows, D, t->p, m, t->g, D, dv + j0 * dv_ld, dv_ld);
+    dt_cpu_acc_pv(1, m, rows, D, t->ds, m, t->q, D, dk + j0 * dk_ld, dk_ld);
   }
 }
 
@@ -121,7 +122,8 @@ ditattn_status dt_cpu_llsa_backward(ditattn_context *ctx, const dt_llsa_bwd *p) 
   const int64_t T = tb * g->span[1], ntiles = g->n[1] / tb + (g->n[1] % tb != 0);
   const int64_t gmax = g->max_keys;
   const size_t per_thread = (size_t)T * (size_t)D * 3 + 2 * (size_t)T + 2 * (size_t)T * KC +
-                            (size_t)gmax * (size_t)D * 2 + (size_t)gmax;
+                            (size_t)(KC + 16) * (size_t)D + (size_t)gmax * (size_t)D * 2 +
+                            (size_t)gmax;
   float *work = dt_llsa_alloc(dt_nt, (int64_t)per_thread, sizeof(float));
   float *delta = dt_llsa_alloc(N, 1, sizeof(float));
   float *dpk[DT_LLSA_LEVEL_SLOTS] = {0}, *dpv[DT_LLSA_LEVEL_SLOTS] = {0};

@@ -88,8 +88,9 @@ ditattn_status dt_cpu_llsa_forward(ditattn_context *ctx, const dt_llsa_fwd *p) {
   const int64_t gmax = g->max_keys;
   /* Per thread: q tile, acc (T×D), max, sum (T), scores (T×KC), gathered k, v (gmax×D), w (gmax).
    */
-  const size_t per_thread = (size_t)T * (size_t)D * 2 + 2 * (size_t)T + (size_t)T * KC +
-                            (size_t)gmax * (size_t)D * 2 + (size_t)gmax;
+  const size_t per_thread = (size_t)T * (size_t)D * 2 + 2 * (size_t)T +
+                            DT_CPU_ATTEND_SCRATCH(T, D) + (size_t)gmax * (size_t)D * 2 +
+                            (size_t)gmax;
   float *work = dt_llsa_alloc(dt_nt, (int64_t)per_thread, sizeof(float));
   if (!work) {
     dt_cpu_llsa_head_free(&h);
@@ -106,7 +107,7 @@ ditattn_status dt_cpu_llsa_forward(ditattn_context *ctx, const dt_llsa_fwd *p) {
       for (int64_t t = 0; t < ntiles; t++) {
         float *w = work + (size_t)dt_cpu_thread_id() * per_thread;
         float *qt = w, *acc = qt + T * D, *mx = acc + T * D, *sum = mx + T, *s = sum + T;
-        float *gk = s + T * KC, *gv = gk + gmax * D, *gw = gv + gmax * D;
+        float *gk = s + DT_CPU_ATTEND_SCRATCH(T, D), *gv = gk + gmax * D, *gw = gv + gmax * D;
         const dt_cpu_softmax_state st = {mx, sum, acc};
         const int64_t g1_0 = t * tb, g1_1 = g1_0 + tb < g->n[1] ? g1_0 + tb : g->n[1];
         const int64_t q0 = dt_llsa_block_start(g, 1, g1_0);

@@ -34,6 +34,24 @@ void dt_cpu_blas_leave(int saved) {
 #endif
 }
 
+#include <stdlib.h>
+#include <string.h>
+
+int dt_cpu_use_own_kernel = 1;
+
+static ditattn_status cpu_init(ditattn_context *ctx) {
+  (void)ctx;
+  /* Default: the own kernels, 1.6x faster than OpenBLAS 0.3.21 on the
+   * benchmark machine (bench/RESULTS.md). Process-wide, read at each
+   * context creation. */
+  const char *choice = getenv("DITATTN_CPU_KERNEL");
+  if (choice && strcmp(choice, "own") == 0)
+    dt_cpu_use_own_kernel = 1;
+  else if (choice && strcmp(choice, "blas") == 0)
+    dt_cpu_use_own_kernel = 0;
+  return DITATTN_OK;
+}
+
 static ditattn_status cpu_set_num_threads(ditattn_context *ctx, int num_threads) {
   (void)ctx;
   (void)num_threads; /* read from ctx->num_threads by every entry */
@@ -43,6 +61,7 @@ static ditattn_status cpu_set_num_threads(ditattn_context *ctx, int num_threads)
 static const dt_backend_ops cpu_ops = {
     .name = "cpu",
     .dtypes = 1u << DITATTN_F32,
+    .init = cpu_init,
     .set_num_threads = cpu_set_num_threads,
     .mem_alloc = dt_host_mem_alloc,
     .mem_free = dt_host_mem_free,

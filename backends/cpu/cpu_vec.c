@@ -83,14 +83,15 @@ DT_CLONES void dt_cpu_scale(float *y, int64_t n, float a) {
   for (int64_t i = 0; i < n; i++) y[i] *= a;
 }
 
-DT_CLONES void dt_cpu_exp_shift(float *p, const float *s, const float *add, int64_t n, float lse) {
+DT_CLONES void dt_cpu_exp_shift(float *p, const float *s, const float *add, int64_t n, float lse,
+                                float c) {
   if (add) {
-    for (int64_t i = 0; i < n; i++) p[i] = exp_poly(s[i] + add[i] - lse);
+    for (int64_t i = 0; i < n; i++) p[i] = exp_poly(s[i] * c + add[i] - lse);
   } else {
-    for (int64_t i = 0; i < n; i++) p[i] = exp_poly(s[i] - lse);
+    for (int64_t i = 0; i < n; i++) p[i] = exp_poly(s[i] * c - lse);
   }
 }
 
-DT_CLONES void dt_cpu_ds(float *dp, const float *p, int64_t n, float delta) {
-  for (int64_t i = 0; i < n; i++) dp[i] = p[i] * (dp[i] - delta);
+DT_CLONES void dt_cpu_ds(float *dp, const float *p, int64_t n, float delta, float c) {
+  for (int64_t i = 0; i < n; i++) dp[i] = c * p[i] * (dp[i] - delta);
 }
