@@ -307,8 +307,8 @@ static void report_table(const bench_options *o, const dt_algo_problem *p, const
   if (o->backend == DITATTN_BACKEND_REF && !o->grid_given)
     printf("note: ref backend (scalar reference code): smaller default grid 2x32x32; pass "
            "--grid to change it\n");
-  printf("\n%-8s %-20s %12s %10s %9s %11s\n", "algo", "params", "ms", "GFLOP/s", "speedup",
-         "rel.err");
+  printf("\n%-8s %-20s %10s %12s %10s %9s %11s\n", "algo", "params", "GFLOP", "ms", "GFLOP/s",
+         "speedup", "rel.err");
   for (int a = 0; a < nres; a++) {
     const algo_result *r = &res[a];
     if (!r->ok) {
@@ -319,11 +319,13 @@ static void report_table(const bench_options *o, const dt_algo_problem *p, const
     if (dense && dense->ok)
       snprintf(speedup, sizeof speedup, "%.2fx", dense->ms_median / r->ms_median);
     if (!isnan(r->rel_err)) snprintf(err, sizeof err, "%.3e", r->rel_err);
-    printf("%-8s %-20s %12.3f %10.2f %9s %11s\n", r->algo->name, r->params[0] ? r->params : "-",
-           r->ms_median, r->flops / (r->ms_median * 1e6), speedup, err);
+    printf("%-8s %-20s %10.3f %12.3f %10.2f %9s %11s\n", r->algo->name,
+           r->params[0] ? r->params : "-", r->flops * 1e-9, r->ms_median,
+           r->flops / (r->ms_median * 1e6), speedup, err);
   }
-  printf("\nGFLOP/s counts the spec's FLOPs of each algorithm (llsa.md §6), so a sparse\n"
-         "algorithm's GFLOP/s is lower than dense's at the same speed; speedup is time-based.\n");
+  printf("\nGFLOP: the spec's FLOP count of one forward (llsa.md §6) over all heads; GFLOP/s\n"
+         "divides it by the median time. speedup = dense ms / algo ms; rel.err = "
+         "||o - o_dense|| / ||o_dense||.\n");
 }
 
 static int save_inputs(const bench_options *o, const float *q, const float *k, const float *v) {

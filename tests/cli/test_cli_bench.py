@@ -8,6 +8,22 @@ from cli_util import Checker
 c = Checker("test_cli_bench")
 backends = c.backends()
 
+def llsa_flops(N, D, b, topk):
+    """Spec llsa.md §6 per head (K clamped to the block counts)."""
+    L = len(topk)
+    n = [N]
+    for _ in range(L):
+        n.append(-(-n[-1] // b))
+    kk = [min(topk[l], n[l + 1]) for l in range(L)]
+    flops = 3 * N * D * b / (b - 1) + 2 * D * n[L] ** 2
+    flops += sum(2 * D * n[l] * kk[l] * b for l in range(1, L))
+    return flops + 4 * N * D * (sum(k * b for k in kk) + n[L])
+
+
+# The spec's own example: N = 65536, D = 64, b = 16, L = 2, K = 8 gives about 8.6e9.
+c.check(abs(llsa_flops(65536, 64, 16, [8, 8]) / 8.6e9 - 1) < 0.02,
+        f"llsa_flops(65536) = {llsa_flops(65536, 64, 16, [8, 8]):.4g}, spec says 8.6e9")
+
 TOP_KEYS = {"tool", "version", "backend", "threads", "grid", "batch", "heads", "tokens", "dim",
             "repeat", "seed", "inputs", "results"}
 RESULT_KEYS = {"algo", "params", "ok", "ms", "ms_min", "flops", "gflops", "speedup", "rel_err",
@@ -53,7 +69,9 @@ for be in backends:
         c.check(l["params"] == "b=16 L=2 K=8,8", f"{be}: llsa params {l['params']!r}")
         c.check(l["rel_err"] is not None and 0 <= l["rel_err"] < 0.5,
                 f"{be}: llsa rel_err {l['rel_err']} (expected finite, < 0.5 on local inputs)")
-        c.check(l["flops"] < res["dense"]["flops"] * 2, f"{be}: llsa flops {l['flops']}")
+        want = 2 * llsa_flops(128, 64, 16, [8, 8])
+        c.check(math.isclose(l["flops"], want, rel_tol=1e-9),
+                f"{be}: llsa flops {l['flops']} expected {want} (spec §6, 2 heads)")
     c.check("bench:" in err, f"{be}: no progress lines on stderr")
 
 # Same seed, same inputs: the LLSA error is reproducible.
