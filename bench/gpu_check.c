@@ -1,3 +1,865 @@
-/* placeholder */
+/* GPU backends vs ref/: every implemented operation on random shapes
+ * (partial blocks, odd N, strided and DiT layouts, f32/bf16/f16), outputs
+ * poisoned with NaN before each run, one line per case with everything needed
+ * to reproduce it. Also times dense and LLSA forward (--time).
+ *
+ * Standalone (no CMocka) so it runs on the GPU machine; tests/test_gpu.c
+ * includes this file with GC_NO_MAIN defined to run the same cases as CMocka
+ * tests (skipped where no device is present).
+ *
+ *   ditattn_gpu_check [--backend cuda|hip|cpu|ref] [--seed S] [--time] [--quiet]
+ * (cpu and ref run the same cases in f32 against ref/: a self-test of this
+ * harness on machines without a GPU.)
+ * Exit status: 0 all cases passed, 1 a case failed, 2 no usable backend. */
 #include "ditattn/ditattn.h"
-int main(void) { return 0; }
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ------------------------------------------------------------ random */
+static uint64_t gc_rng;
+
+static uint64_t gc_next(void) { /* splitmix64 */
+  uint64_t z = (gc_rng += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+static double gc_uniform(double lo, double hi) {
+  return lo + (hi - lo) * (double)(gc_next() >> 11) * (1.0 / 9007199254740992.0);
+}
+static int64_t gc_int(int64_t lo, int64_t hi) { /* inclusive */
+  return lo + (int64_t)(gc_next() % (uint64_t)(hi - lo + 1));
+}
+
+/* ------------------------------------------------------------ 16-bit floats */
+static uint32_t gc_bits(float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  return u;
+}
+static float gc_from_bits(uint32_t u) {
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+static uint16_t gc_f32_to_bf16(float f) { /* round to nearest even */
+  uint32_t u = gc_bits(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return (uint16_t)(u >> 16);
+}
+static float gc_bf16_to_f32(uint16_t h) { return gc_from_bits((uint32_t)h << 16); }
+
+static uint16_t gc_f32_to_f16(float f) { /* round to nearest even, subnormals kept */
+  uint32_t u = gc_bits(f), sign = (u >> 16) & 0x8000u;
+  uint32_t a = u & 0x7fffffffu;
+  if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00u);  /* NaN */
+  if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* rounds to inf */
+  if (a < 0x33000001u) return (uint16_t)sign;              /* below half the least subnormal */
+  int32_t e = (int32_t)(a >> 23) - 127;
+  uint32_t m = (a & 0x7fffffu) | 0x800000u;  /* 24-bit significand */
+  int shift = e < -14 ? 13 + (-14 - e) : 13; /* bits to drop */
+  uint32_t q = m >> shift, rem = m & ((1u << shift) - 1u), half = 1u << (shift - 1);
+  if (rem > half || (rem == half && (q & 1u))) q++;
+  /* Normal: exponent field e + 15 and the implicit bit folded in by addition
+   * (a carry out of the significand bumps the exponent correctly). */
+  uint32_t h = e < -14 ? q : ((uint32_t)(e + 14) << 10) + q;
+  return (uint16_t)(sign | h);
+}
+static float gc_f16_to_f32(uint16_t h) {
+  uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+  if (e == 0x1f) return gc_from_bits(sign | 0x7f800000u | (m << 13));
+  if (e == 0) { /* subnormal or zero: m · 2^-24 */
+    float v = (float)m * 5.9604644775390625e-08f;
+    return sign ? -v : v;
+  }
+  return gc_from_bits(sign | ((e + 112u) << 23) | (m << 13));
+}
+static float gc_round(ditattn_dtype dt, float x) {
+  if (dt == DITATTN_BF16) return gc_bf16_to_f32(gc_f32_to_bf16(x));
+  if (dt == DITATTN_F16) return gc_f16_to_f32(gc_f32_to_f16(x));
+  return x;
+}
+static const char *gc_dtype_name(ditattn_dtype dt) {
+  return dt == DITATTN_F32 ? "f32" : dt == DITATTN_BF16 ? "bf16" : "f16";
+}
+
+/* ------------------------------------------------------------ environment */
+typedef struct gc_env {
+  ditattn_context *gpu, *ref;
+  const char *name;
+  uint64_t seed;
+  int quiet;
+  int f32_only; /* host backends (harness self-test): no 16-bit dtypes */
+  int cases, failures;
+} gc_env;
+
+static gc_env *gc_cur; /* the env whose dtypes gc_pick_dtype may use */
+
+/* Records one case's result; `what` reproduces it. */
+static int gc_report(gc_env *env, int ok, const char *what, double err, double tol) {
+  env->cases++;
+  if (!ok) env->failures++;
+  if (!ok || !env->quiet)
+    printf("%s %-5s %s err=%.3g tol=%.1g seed=%llu\n", ok ? "ok  " : "FAIL", env->name, what, err,
+           tol, (unsigned long long)env->seed);
+  return ok;
+}
+static int gc_status(gc_env *env, ditattn_status st, ditattn_context *ctx, const char *what) {
+  if (st == DITATTN_OK) return 1;
+  env->cases++;
+  env->failures++;
+  printf("FAIL %-5s %s: %s (%s) seed=%llu\n", env->name, what, ditattn_strerror(st),
+         ditattn_last_error(ctx), (unsigned long long)env->seed);
+  return 0;
+}
+
+/* ------------------------------------------------------------ tensors */
+/* Host f32 values of a (B,H,N,D) view (padding pad per row; DiT layout if
+ * bnhd) and the same view in device memory with dtype dt. */
+typedef struct gc_tensor {
+  ditattn_tensor host, dev;
+  float *buf;
+  void *dmem;
+  size_t count; /* elements of buf and dmem, padding included */
+} gc_tensor;
+
+static size_t gc_dsize(ditattn_dtype dt) { return dt == DITATTN_F32 ? 4 : 2; }
+
+static int gc_tensor_new(gc_env *env, gc_tensor *t, int64_t B, int64_t H, int64_t N, int64_t D,
+                         int64_t pad, int bnhd, ditattn_dtype dt) {
+  memset(t, 0, sizeof *t);
+  const int64_t row = D + pad;
+  t->count = (size_t)(B * H * N * row);
+  t->buf = malloc(t->count * sizeof(float));
+  if (!t->buf) return 0;
+  for (size_t i = 0; i < t->count; i++) t->buf[i] = NAN;
+  int64_t s[3] = {H * N * row, N * row, row};
+  if (bnhd) {
+    s[0] = N * H * row;
+    s[1] = row;
+    s[2] = H * row;
+  }
+  ditattn_tensor v = {t->buf, DITATTN_F32, {B, H, N, D}, {s[0], s[1], s[2]}};
+  t->host = v;
+  if (!gc_status(env, ditattn_malloc(env->gpu, t->count * gc_dsize(dt), &t->dmem), env->gpu,
+                 "device allocation"))
+    return 0;
+  t->dev = v;
+  t->dev.data = t->dmem;
+  t->dev.dtype = dt;
+  return 1;
+}
+static void gc_tensor_free(gc_env *env, gc_tensor *t) {
+  free(t->buf);
+  if (t->dmem) ditattn_free(env->gpu, t->dmem);
+  memset(t, 0, sizeof *t);
+}
+static float *gc_at(const ditattn_tensor *t, int64_t b, int64_t h, int64_t n, int64_t d) {
+  return (float *)t->data + b * t->stride[0] + h * t->stride[1] + n * t->stride[2] + d;
+}
+/* Uniform [-1, 1) values, already representable in the device dtype. */
+static void gc_fill(gc_tensor *t) {
+  const int64_t *sh = t->host.shape;
+  for (int64_t b = 0; b < sh[0]; b++)
+    for (int64_t h = 0; h < sh[1]; h++)
+      for (int64_t n = 0; n < sh[2]; n++)
+        for (int64_t d = 0; d < sh[3]; d++)
+          *gc_at(&t->host, b, h, n, d) = gc_round(t->dev.dtype, (float)gc_uniform(-1.0, 1.0));
+}
+/* Host buffer → device (padding included, so device padding is NaN). */
+static int gc_upload(gc_env *env, gc_tensor *t) {
+  const ditattn_dtype dt = t->dev.dtype;
+  if (dt == DITATTN_F32)
+    return gc_status(env, ditattn_copy_to_backend(env->gpu, t->dmem, t->buf, t->count * 4),
+                     env->gpu, "upload");
+  uint16_t *tmp = malloc(t->count * 2);
+  if (!tmp) return 0;
+  for (size_t i = 0; i < t->count; i++)
+    tmp[i] = dt == DITATTN_BF16 ? gc_f32_to_bf16(t->buf[i]) : gc_f32_to_f16(t->buf[i]);
+  int ok = gc_status(env, ditattn_copy_to_backend(env->gpu, t->dmem, tmp, t->count * 2), env->gpu,
+                     "upload");
+  free(tmp);
+  return ok;
+}
+/* Device → a second host f32 image `out` (same layout as t->buf). */
+static int gc_download(gc_env *env, const gc_tensor *t, float *out) {
+  const ditattn_dtype dt = t->dev.dtype;
+  if (dt == DITATTN_F32)
+    return gc_status(env, ditattn_copy_to_host(env->gpu, out, t->dmem, t->count * 4), env->gpu,
+                     "download");
+  uint16_t *tmp = malloc(t->count * 2);
+  if (!tmp) return 0;
+  int ok = gc_status(env, ditattn_copy_to_host(env->gpu, tmp, t->dmem, t->count * 2), env->gpu,
+                     "download");
+  for (size_t i = 0; ok && i < t->count; i++)
+    out[i] = dt == DITATTN_BF16 ? gc_bf16_to_f32(tmp[i]) : gc_f16_to_f32(tmp[i]);
+  free(tmp);
+  return ok;
+}
+/* ‖a − b‖ / ‖b‖ over a view's elements (a, b: f32 images in t's layout);
+ * +inf if either holds NaN/Inf there (unwritten poison included). */
+static double gc_rel_err(const ditattn_tensor *view, const float *a, const float *b) {
+  double num = 0.0, den = 0.0;
+  const int64_t *sh = view->shape;
+  for (int64_t bi = 0; bi < sh[0]; bi++)
+    for (int64_t h = 0; h < sh[1]; h++)
+      for (int64_t n = 0; n < sh[2]; n++)
+        for (int64_t d = 0; d < sh[3]; d++) {
+          const int64_t at = bi * view->stride[0] + h * view->stride[1] + n * view->stride[2] + d;
+          const double x = a[at], y = b[at];
+          if (!isfinite(x) || !isfinite(y)) return INFINITY;
+          num += (x - y) * (x - y);
+          den += y * y;
+        }
+  return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+static double gc_rel_err_flat(const float *a, const float *b, size_t n) {
+  double num = 0.0, den = 0.0;
+  for (size_t i = 0; i < n; i++) {
+    if (!isfinite(a[i]) || !isfinite(b[i])) return INFINITY;
+    num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+    den += (double)b[i] * b[i];
+  }
+  return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+/* Output tolerance for an fp32-accumulated result stored in dt. */
+static double gc_tol(ditattn_dtype dt) {
+  return dt == DITATTN_F32 ? 1e-5 : dt == DITATTN_BF16 ? 1e-2 : 3e-3;
+}
+static ditattn_dtype gc_pick_dtype(int i) {
+  static const ditattn_dtype all[3] = {DITATTN_F32, DITATTN_BF16, DITATTN_F16};
+  return gc_cur && gc_cur->f32_only ? DITATTN_F32 : all[i % 3];
+}
+
+/* Device float array helpers (lse). */
+static float *gc_dev_floats(gc_env *env, size_t n) {
+  void *p = NULL;
+  if (!gc_status(env, ditattn_malloc(env->gpu, n * sizeof(float), &p), env->gpu, "lse alloc"))
+    return NULL;
+  return p;
+}
+static int gc_put_floats(gc_env *env, float *dev, const float *host, size_t n) {
+  return gc_status(env, ditattn_copy_to_backend(env->gpu, dev, host, n * sizeof(float)), env->gpu,
+                   "lse upload");
+}
+static int gc_get_floats(gc_env *env, float *host, const float *dev, size_t n) {
+  return gc_status(env, ditattn_copy_to_host(env->gpu, host, dev, n * sizeof(float)), env->gpu,
+                   "lse download");
+}
+
+/* Compares the device output tensor with the ref result in its host image. */
+static int gc_compare_out(gc_env *env, const gc_tensor *out, const char *what, double tol) {
+  float *got = malloc(out->count * sizeof(float));
+  if (!got) return 0;
+  int ok = gc_download(env, out, got);
+  double err = ok ? gc_rel_err(&out->host, got, out->buf) : INFINITY;
+  free(got);
+  return gc_report(env, ok && err <= tol, what, err, tol);
+}
+
+/* ------------------------------------------------------------ cases */
+/* Random B, H, padding and layout for a case; desc gets the common part. */
+typedef struct gc_shape {
+  int64_t B, H, N, D, pad;
+  int bnhd;
+  ditattn_dtype dt;
+} gc_shape;
+
+static gc_shape gc_random_shape(int64_t N, int64_t D, ditattn_dtype dt) {
+  gc_shape s = {gc_int(1, 2), gc_int(1, 3), N, D, 0, (int)gc_int(0, 1), dt};
+  const int64_t pads[4] = {0, 0, 8, 3};
+  s.pad = pads[gc_int(0, 3)];
+  return s;
+}
+static int gc_describe(char *buf, size_t size, const char *op, const gc_shape *s,
+                       const char *extra) {
+  return snprintf(buf, size, "%s %s B=%lld H=%lld N=%lld D=%lld pad=%lld %s %s", op,
+                  gc_dtype_name(s->dt), (long long)s->B, (long long)s->H, (long long)s->N,
+                  (long long)s->D, (long long)s->pad, s->bnhd ? "bnhd" : "bhnd", extra);
+}
+
+static int gc_check_pool(gc_env *env) {
+  int ok = 1;
+  for (int i = 0; i < 9; i++) {
+    gc_shape s = gc_random_shape(gc_int(1, 300), gc_int(1, 80), gc_pick_dtype(i));
+    const int64_t block = i == 0 ? s.N + 3 : gc_int(1, 40), n = (s.N + block - 1) / block;
+    char what[256], extra[64];
+    snprintf(extra, sizeof extra, "block=%lld", (long long)block);
+    gc_describe(what, sizeof what, "pool", &s, extra);
+    gc_tensor x, y;
+    if (gc_tensor_new(env, &x, s.B, s.H, s.N, s.D, s.pad, s.bnhd, s.dt) &&
+        gc_tensor_new(env, &y, s.B, s.H, n, s.D, s.pad, !s.bnhd, s.dt)) {
+      gc_fill(&x);
+      ok &= gc_upload(env, &x) && gc_upload(env, &y) &&
+            gc_status(env, ditattn_pool_mean(env->ref, &x.host, block, &y.host), env->ref, what) &&
+            gc_status(env, ditattn_pool_mean(env->gpu, &x.dev, block, &y.dev), env->gpu, what) &&
+            gc_compare_out(env, &y, what, s.dt == DITATTN_F32 ? 1e-6 : gc_tol(s.dt));
+    } else {
+      ok = 0;
+    }
+    gc_tensor_free(env, &x);
+    gc_tensor_free(env, &y);
+  }
+  return ok;
+}
+
+static int gc_check_rope(gc_env *env) {
+  int ok = 1;
+  for (int i = 0; i < 9; i++) {
+    const int64_t T = gc_int(1, 4), Hg = gc_int(1, 6), W = gc_int(1, 7);
+    gc_shape s = gc_random_shape(T * Hg * W, 2 * gc_int(1, 40) + (i % 4 == 3), gc_pick_dtype(i));
+    ditattn_rope_params rp;
+    ditattn_rope_params_preset(i % 2 ? DITATTN_ROPE_PRESET_WAN21 : DITATTN_ROPE_PRESET_HUNYUAN,
+                               s.D - (s.D % 2), T, Hg, W, &rp);
+    if (i % 3 == 2) { /* random parts that leave channels untouched */
+      rp.dims[0] = 2 * gc_int(0, s.D / 6);
+      rp.dims[1] = 2 * gc_int(0, s.D / 6);
+      rp.dims[2] = 2 * gc_int(0, s.D / 6);
+      rp.theta = gc_uniform(10.0, 20000.0);
+    }
+    rp.pairing = (ditattn_rope_pairing)gc_int(0, 1);
+    const ditattn_direction dir = (ditattn_direction)gc_int(0, 1);
+    const int in_place = i % 4 == 1;
+    /* Positions: a random permutation of the grid (sequence order ≠ raster). */
+    int32_t *pos = malloc((size_t)s.N * 3 * sizeof(int32_t));
+    if (!pos) return 0;
+    for (int64_t n = 0; n < s.N; n++) {
+      pos[3 * n] = (int32_t)(n / (Hg * W));
+      pos[3 * n + 1] = (int32_t)(n / W % Hg);
+      pos[3 * n + 2] = (int32_t)(n % W);
+    }
+    for (int64_t n = s.N - 1; n > 0; n--) {
+      int64_t m = gc_int(0, n);
+      for (int a = 0; a < 3; a++) {
+        int32_t tmp = pos[3 * n + a];
+        pos[3 * n + a] = pos[3 * m + a];
+        pos[3 * m + a] = tmp;
+      }
+    }
+    char what[256], extra[160];
+    snprintf(extra, sizeof extra, "grid=%lldx%lldx%lld dims=%lld,%lld,%lld theta=%g %s %s%s",
+             (long long)T, (long long)Hg, (long long)W, (long long)rp.dims[0],
+             (long long)rp.dims[1], (long long)rp.dims[2], rp.theta,
+             rp.pairing ? "half-split" : "interleaved", dir ? "inverse" : "forward",
+             in_place ? " in-place" : "");
+    gc_describe(what, sizeof what, "rope", &s, extra);
+    gc_tensor x, y;
+    if (gc_tensor_new(env, &x, s.B, s.H, s.N, s.D, s.pad, s.bnhd, s.dt) &&
+        gc_tensor_new(env, &y, s.B, s.H, s.N, s.D, s.pad, s.bnhd, s.dt)) {
+      gc_fill(&x);
+      gc_tensor *out = in_place ? &x : &y;
+      ok &= gc_upload(env, &x) && gc_upload(env, &y) &&
+            gc_status(env, ditattn_rope_apply(env->ref, &rp, pos, dir, &x.host, &out->host),
+                      env->ref, what) &&
+            gc_status(env, ditattn_rope_apply(env->gpu, &rp, pos, dir, &x.dev, &out->dev), env->gpu,
+                      what) &&
+            gc_compare_out(env, out, what, s.dt == DITATTN_F32 ? 1e-6 : gc_tol(s.dt));
+    } else {
+      ok = 0;
+    }
+    free(pos);
+    gc_tensor_free(env, &x);
+    gc_tensor_free(env, &y);
+  }
+  return ok;
+}
+
+static int gc_check_order(gc_env *env) {
+  int ok = 1;
+  for (int i = 0; i < 6; i++) {
+    ditattn_order_params op = {(ditattn_order_kind)(i % 3),
+                               {gc_int(1, 3), gc_int(1, 9), gc_int(1, 9)},
+                               {gc_int(1, 2), gc_int(1, 4), gc_int(1, 4)}};
+    gc_shape s =
+        gc_random_shape(op.grid[0] * op.grid[1] * op.grid[2], gc_int(1, 40), gc_pick_dtype(i));
+    const ditattn_direction dir = (ditattn_direction)(i / 3);
+    char what[256], extra[96];
+    snprintf(extra, sizeof extra, "kind=%d grid=%lldx%lldx%lld %s", (int)op.kind,
+             (long long)op.grid[0], (long long)op.grid[1], (long long)op.grid[2],
+             dir ? "inverse" : "forward");
+    gc_describe(what, sizeof what, "order", &s, extra);
+    gc_tensor x, y;
+    if (gc_tensor_new(env, &x, s.B, s.H, s.N, s.D, s.pad, s.bnhd, s.dt) &&
+        gc_tensor_new(env, &y, s.B, s.H, s.N, s.D, 0, !s.bnhd, s.dt)) {
+      gc_fill(&x);
+      ok &=
+          gc_upload(env, &x) && gc_upload(env, &y) &&
+          gc_status(env, ditattn_order_apply(env->ref, &op, dir, &x.host, &y.host), env->ref,
+                    what) &&
+          gc_status(env, ditattn_order_apply(env->gpu, &op, dir, &x.dev, &y.dev), env->gpu, what) &&
+          gc_compare_out(env, &y, what, 0.0);
+    } else {
+      ok = 0;
+    }
+    gc_tensor_free(env, &x);
+    gc_tensor_free(env, &y);
+  }
+  return ok;
+}
+
+static int gc_check_merge(gc_env *env) {
+  int ok = 1;
+  for (int i = 0; i < 6; i++) {
+    gc_shape s = gc_random_shape(gc_int(1, 200), gc_int(1, 96), gc_pick_dtype(i));
+    const size_t rows = (size_t)(s.B * s.H * s.N);
+    char what[256];
+    gc_describe(what, sizeof what, "lse_merge", &s, "(-inf rows on both sides)");
+    gc_tensor acc, part;
+    float *lse_acc = malloc(rows * sizeof(float)), *lse_part = malloc(rows * sizeof(float));
+    float *got = malloc(rows * sizeof(float));
+    float *dacc = gc_dev_floats(env, rows), *dpart = gc_dev_floats(env, rows);
+    if (lse_acc && lse_part && got && dacc && dpart &&
+        gc_tensor_new(env, &acc, s.B, s.H, s.N, s.D, s.pad, s.bnhd, s.dt) &&
+        gc_tensor_new(env, &part, s.B, s.H, s.N, s.D, 0, 0, s.dt)) {
+      gc_fill(&acc);
+      gc_fill(&part);
+      for (size_t r = 0; r < rows; r++) {
+        const int kind = (int)gc_int(0, 9); /* empty acc, empty part, both, or neither */
+        lse_acc[r] = kind == 0 || kind == 2 ? -INFINITY : (float)gc_uniform(-3.0, 3.0);
+        lse_part[r] = kind == 1 || kind == 2 ? -INFINITY : (float)gc_uniform(-3.0, 3.0);
+      }
+      ok &= gc_upload(env, &acc) && gc_upload(env, &part) &&
+            gc_put_floats(env, dacc, lse_acc, rows) && gc_put_floats(env, dpart, lse_part, rows) &&
+            gc_status(env, ditattn_lse_merge(env->ref, &acc.host, lse_acc, &part.host, lse_part),
+                      env->ref, what) &&
+            gc_status(env, ditattn_lse_merge(env->gpu, &acc.dev, dacc, &part.dev, dpart), env->gpu,
+                      what) &&
+            gc_compare_out(env, &acc, what, s.dt == DITATTN_F32 ? 1e-6 : gc_tol(s.dt));
+      if (ok && gc_get_floats(env, got, dacc, rows)) {
+        /* -inf rows stay -inf on both: compare finite rows, require equal -infs. */
+        int same_inf = 1;
+        for (size_t r = 0; r < rows; r++) {
+          if (isinf(lse_acc[r]) || isinf(got[r])) {
+            same_inf &= isinf(lse_acc[r]) && isinf(got[r]);
+            got[r] = lse_acc[r] = 0.0f;
+          }
+        }
+        const double err = same_inf ? gc_rel_err_flat(got, lse_acc, rows) : INFINITY;
+        char lwhat[512];
+        snprintf(lwhat, sizeof lwhat, "%s [lse]", what);
+        ok &= gc_report(env, err <= 1e-6, lwhat, err, 1e-6);
+      }
+    } else {
+      ok = 0;
+    }
+    free(lse_acc);
+    free(lse_part);
+    free(got);
+    if (dacc) ditattn_free(env->gpu, dacc);
+    if (dpart) ditattn_free(env->gpu, dpart);
+    gc_tensor_free(env, &acc);
+    gc_tensor_free(env, &part);
+  }
+  return ok;
+}
+
+/* Compares a device lse against ref's host lse. */
+static int gc_compare_lse(gc_env *env, const float *dlse, const float *ref, size_t n,
+                          const char *what, double tol) {
+  float *got = malloc(n * sizeof(float));
+  if (!got) return 0;
+  int ok = gc_get_floats(env, got, dlse, n);
+  const double err = ok ? gc_rel_err_flat(got, ref, n) : INFINITY;
+  free(got);
+  char lwhat[512];
+  snprintf(lwhat, sizeof lwhat, "%s [lse]", what);
+  return gc_report(env, ok && err <= tol, lwhat, err, tol);
+}
+
+static int gc_check_dense(gc_env *env) {
+  int ok = 1;
+  for (int i = 0; i < 12; i++) {
+    /* Every third case is tensor-core shaped (D = 64/128, aligned rows). */
+    const int64_t D = i % 3 == 0 ? (i % 2 ? 128 : 64) : gc_int(1, 256);
+    gc_shape s = gc_random_shape(gc_int(1, 200), D, gc_pick_dtype(i / 3 + i));
+    if (i % 3 == 0) s.pad = 8 * gc_int(0, 1);
+    const int64_t Nk = i == 1 ? 1 : gc_int(1, 220);
+    const float scale = i % 4 == 2 ? (float)gc_uniform(0.05, 0.5) : 0.0f;
+    char what[256], extra[64];
+    snprintf(extra, sizeof extra, "Nk=%lld scale=%g", (long long)Nk, scale);
+    gc_describe(what, sizeof what, "dense", &s, extra);
+    const size_t rows = (size_t)(s.B * s.H * s.N);
+    gc_tensor q, k, v, o;
+    float *lse = malloc(rows * sizeof(float)), *dlse = gc_dev_floats(env, rows);
+    float *poison = malloc(rows * sizeof(float));
+    if (lse && dlse && poison && gc_tensor_new(env, &q, s.B, s.H, s.N, D, s.pad, s.bnhd, s.dt) &&
+        gc_tensor_new(env, &k, s.B, s.H, Nk, D, s.pad, s.bnhd, s.dt) &&
+        gc_tensor_new(env, &v, s.B, s.H, Nk, D, s.pad, !s.bnhd, s.dt) &&
+        gc_tensor_new(env, &o, s.B, s.H, s.N, D, s.pad, s.bnhd, s.dt)) {
+      for (size_t r = 0; r < rows; r++) poison[r] = NAN;
+      gc_fill(&q);
+      gc_fill(&k);
+      gc_fill(&v);
+      ok &=
+          gc_upload(env, &q) && gc_upload(env, &k) && gc_upload(env, &v) && gc_upload(env, &o) &&
+          gc_put_floats(env, dlse, poison, rows) &&
+          gc_status(env,
+                    ditattn_dense_forward(env->ref, &q.host, &k.host, &v.host, scale, &o.host, lse),
+                    env->ref, what) &&
+          gc_status(env,
+                    ditattn_dense_forward(env->gpu, &q.dev, &k.dev, &v.dev, scale, &o.dev, dlse),
+                    env->gpu, what) &&
+          gc_compare_out(env, &o, what, gc_tol(s.dt)) &&
+          gc_compare_lse(env, dlse, lse, rows, what, s.dt == DITATTN_F32 ? 1e-5 : 1e-3);
+    } else {
+      ok = 0;
+    }
+    free(lse);
+    free(poison);
+    if (dlse) ditattn_free(env->gpu, dlse);
+    gc_tensor_free(env, &q);
+    gc_tensor_free(env, &k);
+    gc_tensor_free(env, &v);
+    gc_tensor_free(env, &o);
+  }
+  return ok;
+}
+
+/* One LLSA forward vs ref: outputs, lse, and the selection of every level
+ * (which must be identical: both score in double with the same operations). */
+static int gc_llsa_case(gc_env *env, const gc_shape *s, const ditattn_llsa_params *lp,
+                        const float *given_qkv, const float *expect_o, const float *expect_lse) {
+  char what[320], extra[160];
+  int at = snprintf(extra, sizeof extra, "b=%lld L=%d K=", (long long)lp->block, lp->levels);
+  for (int l = 0; l < lp->levels && at < (int)sizeof extra; l++)
+    at += snprintf(extra + at, sizeof extra - (size_t)at, "%lld%s", (long long)lp->topk[l],
+                   l + 1 < lp->levels ? "," : "");
+  if (at < (int)sizeof extra)
+    snprintf(extra + at, sizeof extra - (size_t)at, " scale=%g", lp->scale);
+  gc_describe(what, sizeof what, "llsa", s, extra);
+  const size_t rows = (size_t)(s->B * s->H * s->N);
+  ditattn_llsa_selection sel_ref, sel_gpu;
+  memset(&sel_ref, 0, sizeof sel_ref);
+  memset(&sel_gpu, 0, sizeof sel_gpu);
+  int ok = 1;
+  size_t sel_count[DITATTN_LLSA_MAX_LEVELS] = {0};
+  for (int l = 0; l < lp->levels; l++) {
+    sel_count[l] = (size_t)ditattn_llsa_selection_count(lp, s->B, s->H, s->N, l + 1);
+    sel_ref.sel[l] = malloc(sel_count[l] * sizeof(int32_t));
+    sel_gpu.sel[l] = malloc(sel_count[l] * sizeof(int32_t));
+    if (!sel_ref.sel[l] || !sel_gpu.sel[l]) ok = 0;
+    for (size_t j = 0; ok && j < sel_count[l]; j++) sel_gpu.sel[l][j] = -7; /* poison */
+  }
+  gc_tensor q, k, v, o;
+  memset(&q, 0, sizeof q), memset(&k, 0, sizeof k), memset(&v, 0, sizeof v),
+      memset(&o, 0, sizeof o);
+  float *lse = malloc(rows * sizeof(float)), *dlse = gc_dev_floats(env, rows);
+  float *poison = malloc(rows * sizeof(float));
+  if (ok && lse && dlse && poison &&
+      gc_tensor_new(env, &q, s->B, s->H, s->N, s->D, s->pad, s->bnhd, s->dt) &&
+      gc_tensor_new(env, &k, s->B, s->H, s->N, s->D, s->pad, !s->bnhd, s->dt) &&
+      gc_tensor_new(env, &v, s->B, s->H, s->N, s->D, 0, s->bnhd, s->dt) &&
+      gc_tensor_new(env, &o, s->B, s->H, s->N, s->D, s->pad, s->bnhd, s->dt)) {
+    for (size_t r = 0; r < rows; r++) poison[r] = NAN;
+    if (given_qkv) { /* B = H = 1, D = 1 contiguous: the spec's test vector */
+      for (int64_t n = 0; n < s->N; n++) {
+        q.buf[n] = given_qkv[n];
+        k.buf[n] = given_qkv[s->N + n];
+        v.buf[n] = given_qkv[2 * s->N + n];
+      }
+    } else {
+      gc_fill(&q);
+      gc_fill(&k);
+      gc_fill(&v);
+    }
+    ok =
+        gc_upload(env, &q) && gc_upload(env, &k) && gc_upload(env, &v) && gc_upload(env, &o) &&
+        gc_put_floats(env, dlse, poison, rows) &&
+        gc_status(
+            env,
+            ditattn_llsa_forward(env->ref, lp, &q.host, &k.host, &v.host, &o.host, lse, &sel_ref),
+            env->ref, what) &&
+        gc_status(
+            env, ditattn_llsa_forward(env->gpu, lp, &q.dev, &k.dev, &v.dev, &o.dev, dlse, &sel_gpu),
+            env->gpu, what);
+    if (ok) {
+      for (int l = 0; l < lp->levels; l++) {
+        size_t diff = 0, first = 0;
+        for (size_t j = 0; j < sel_count[l]; j++)
+          if (sel_ref.sel[l][j] != sel_gpu.sel[l][j] && diff++ == 0) first = j;
+        char swhat[512];
+        snprintf(swhat, sizeof swhat, "%s [selection level %d: %zu of %zu differ, first at %zu]",
+                 what, l + 1, diff, sel_count[l], first);
+        ok &= gc_report(env, diff == 0, swhat, (double)diff, 0.0);
+      }
+      ok &= gc_compare_out(env, &o, what, gc_tol(s->dt)) &&
+            gc_compare_lse(env, dlse, lse, rows, what, s->dt == DITATTN_F32 ? 1e-5 : 1e-3);
+    }
+    if (ok && expect_o) { /* contiguous B = H = D = 1: buf is o itself */
+      char vwhat[512];
+      snprintf(vwhat, sizeof vwhat, "%s [ref vs spec numbers]", what);
+      const double eo = gc_rel_err_flat(o.buf, expect_o, rows);
+      const double el = gc_rel_err_flat(lse, expect_lse, rows);
+      ok &= gc_report(env, eo <= 1e-5 && el <= 1e-5, vwhat, eo > el ? eo : el, 1e-5);
+    }
+  } else {
+    ok = 0;
+  }
+  for (int l = 0; l < lp->levels; l++) {
+    free(sel_ref.sel[l]);
+    free(sel_gpu.sel[l]);
+  }
+  free(lse);
+  free(poison);
+  if (dlse) ditattn_free(env->gpu, dlse);
+  gc_tensor_free(env, &q);
+  gc_tensor_free(env, &k);
+  gc_tensor_free(env, &v);
+  gc_tensor_free(env, &o);
+  return ok;
+}
+
+/* Spec §7: L = 1, N = 8, D = 1, b = 2, K = 1, scale = 1. GPU = ref is
+ * checked as everywhere, and ref = the spec's numbers (6 digits). */
+static int gc_check_llsa_vector(gc_env *env) {
+  static const float qkv[24] = {1, 0, 0, 1,     -1, 0, 2, 1, 0.5f, 1, -1, 0,
+                                2, 2, 0, -0.5f, 1,  2, 3, 4, 5,    6, 7,  8};
+  ditattn_llsa_params lp = ditattn_llsa_params_default();
+  lp.block = 2;
+  lp.levels = 1;
+  lp.topk[0] = 1;
+  lp.scale = 1.0f;
+  static const float o[8] = {5.05562f, 4.7f, 4.7f, 5.05562f, 4.24681f, 4.3f, 5.34781f, 5.05562f};
+  static const float lse[8] = {3.59898f, 2.30259f, 2.30259f, 3.59898f,
+                               2.37947f, 2.30259f, 5.43505f, 3.59898f};
+  gc_shape s = {1, 1, 8, 1, 0, 0, DITATTN_F32};
+  return gc_llsa_case(env, &s, &lp, qkv, o, lse);
+}
+
+static int gc_check_llsa(gc_env *env) {
+  int ok = gc_check_llsa_vector(env);
+  for (int i = 0; i < 12; i++) {
+    ditattn_llsa_params lp = ditattn_llsa_params_default();
+    lp.block = i % 4 == 0 ? 16 : gc_int(2, 9);
+    lp.levels = (int)gc_int(1, 3);
+    for (int l = 0; l < lp.levels; l++) lp.topk[l] = gc_int(1, 6);
+    if (i % 5 == 4) lp.scale = (float)gc_uniform(0.05, 0.3);
+    int64_t span = 1;
+    for (int l = 0; l < lp.levels; l++) span *= lp.block;
+    /* N from below one coarsest block to several, usually not a multiple. */
+    const int64_t N = gc_int(1, span * 5 > 1500 ? 1500 : span * 5);
+    const int64_t D = i % 3 == 0 ? 64 : gc_int(1, 130);
+    gc_shape s = gc_random_shape(N, D, gc_pick_dtype(i));
+    ok &= gc_llsa_case(env, &s, &lp, NULL, NULL, NULL);
+  }
+  /* The default configuration at a size with full and partial blocks. */
+  ditattn_llsa_params lp = ditattn_llsa_params_default();
+  gc_shape s = {1, 2, 4096 + 40, 64, 0, 1, gc_pick_dtype(1)};
+  ok &= gc_llsa_case(env, &s, &lp, NULL, NULL, NULL);
+  s.dt = DITATTN_F32;
+  s.N = 4096;
+  ok &= gc_llsa_case(env, &s, &lp, NULL, NULL, NULL);
+  return ok;
+}
+
+/* Entries the GPU backends leave NULL must say UNSUPPORTED, and so must
+ * head dimensions past the kernels' limit. */
+static int gc_check_unsupported(gc_env *env) {
+  const ditattn_backend be = ditattn_context_backend(env->gpu);
+  if (be != DITATTN_BACKEND_CUDA && be != DITATTN_BACKEND_HIP) return 1;
+  int ok = 1;
+  ok &= gc_report(env, !ditattn_backend_supports(be, DITATTN_OP_DENSE_BACKWARD),
+                  "dense_backward is not listed", 0, 0);
+  ok &= gc_report(env, !ditattn_backend_supports(be, DITATTN_OP_LLSA_BACKWARD),
+                  "llsa_backward is not listed", 0, 0);
+  gc_shape s = {1, 1, 5, 300, 0, 0, DITATTN_F32};
+  gc_tensor q, o;
+  if (gc_tensor_new(env, &q, 1, 1, 5, 300, 0, 0, s.dt) &&
+      gc_tensor_new(env, &o, 1, 1, 5, 300, 0, 0, s.dt)) {
+    gc_fill(&q);
+    ok &= gc_upload(env, &q);
+    ditattn_status st = ditattn_dense_forward(env->gpu, &q.dev, &q.dev, &q.dev, 0.0f, &o.dev, NULL);
+    ok &= gc_report(env, st == DITATTN_ERR_UNSUPPORTED, "dense D=300 answers UNSUPPORTED",
+                    (double)st, 0);
+    ok &= gc_report(env, strlen(ditattn_last_error(env->gpu)) > 0, "with a message", 0, 0);
+  } else {
+    ok = 0;
+  }
+  gc_tensor_free(env, &q);
+  gc_tensor_free(env, &o);
+  return ok;
+}
+
+/* ------------------------------------------------------------ driver */
+typedef int (*gc_check_fn)(gc_env *env);
+
+/* Creates the GPU and ref contexts; 0 (with *why) when the backend is not usable. */
+static int gc_env_open(gc_env *env, ditattn_backend be, uint64_t seed, const char **why) {
+  memset(env, 0, sizeof *env);
+  env->name = ditattn_backend_name(be);
+  env->seed = seed;
+  env->f32_only = be == DITATTN_BACKEND_REF || be == DITATTN_BACKEND_CPU;
+  gc_rng = seed;
+  gc_cur = env;
+  if (!ditattn_backend_compiled(be)) {
+    *why = "not compiled into this build";
+    return 0;
+  }
+  ditattn_status st = ditattn_context_create(be, &env->gpu);
+  if (st != DITATTN_OK) {
+    *why = st == DITATTN_ERR_BACKEND_UNAVAILABLE ? "no usable device" : ditattn_strerror(st);
+    return 0;
+  }
+  if (ditattn_context_create(DITATTN_BACKEND_REF, &env->ref) != DITATTN_OK) {
+    ditattn_context_destroy(env->gpu);
+    env->gpu = NULL;
+    *why = "ref context failed";
+    return 0;
+  }
+  return 1;
+}
+static void gc_env_close(gc_env *env) {
+  ditattn_context_destroy(env->gpu);
+  ditattn_context_destroy(env->ref);
+  env->gpu = env->ref = NULL;
+}
+
+static const struct {
+  const char *name;
+  gc_check_fn fn;
+} gc_checks[] = {{"pool", gc_check_pool},
+                 {"rope", gc_check_rope},
+                 {"order", gc_check_order},
+                 {"lse_merge", gc_check_merge},
+                 {"dense", gc_check_dense},
+                 {"llsa", gc_check_llsa},
+                 {"unsupported", gc_check_unsupported}};
+#define GC_NCHECKS ((int)(sizeof gc_checks / sizeof gc_checks[0]))
+
+#ifndef GC_NO_MAIN
+/* ------------------------------------------------------------ timing */
+static double gc_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+static int gc_cmp_double(const void *a, const void *b) {
+  const double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+typedef struct gc_timing {
+  ditattn_context *ctx;
+  const ditattn_llsa_params *lp; /* NULL: dense */
+  const ditattn_tensor *q, *k, *v;
+  ditattn_tensor *o;
+} gc_timing;
+
+static ditattn_status gc_run_once(const gc_timing *t) {
+  if (t->lp) return ditattn_llsa_forward(t->ctx, t->lp, t->q, t->k, t->v, t->o, NULL, NULL);
+  return ditattn_dense_forward(t->ctx, t->q, t->k, t->v, 0.0f, t->o, NULL);
+}
+
+/* Median seconds per call over `reps` synchronized calls, after a warm-up. */
+static double gc_time(const gc_timing *t, int reps) {
+  double samples[16];
+  if (reps > 16) reps = 16;
+  if (gc_run_once(t) != DITATTN_OK || ditattn_synchronize(t->ctx) != DITATTN_OK) return -1.0;
+  for (int r = 0; r < reps; r++) {
+    double t0 = gc_now();
+    if (gc_run_once(t) != DITATTN_OK || ditattn_synchronize(t->ctx) != DITATTN_OK) return -1.0;
+    samples[r] = gc_now() - t0;
+  }
+  qsort(samples, (size_t)reps, sizeof(double), gc_cmp_double);
+  return samples[reps / 2];
+}
+
+/* The sizes: B = 2, H = 4, D = 64, b = 16, L = 2, K = 8. */
+static int gc_time_all(gc_env *env) {
+  const int64_t B = 2, H = 4, D = 64, sides[3] = {128, 256, 512};
+  ditattn_llsa_params lp = ditattn_llsa_params_default();
+  printf("\n%-8s %-6s %-5s %10s %12s %s\n", "N", "op", "dtype", "ms", "TFLOP/s", "(flops counted)");
+  for (int si = 0; si < 3; si++) {
+    const int64_t N = sides[si] * sides[si];
+    for (int di = 0; di < 2; di++) {
+      const ditattn_dtype dt = di ? DITATTN_F32 : DITATTN_BF16;
+      gc_tensor q, k, v, o;
+      memset(&q, 0, sizeof q), memset(&k, 0, sizeof k), memset(&v, 0, sizeof v);
+      memset(&o, 0, sizeof o);
+      if (!(gc_tensor_new(env, &q, B, H, N, D, 0, 0, dt) &&
+            gc_tensor_new(env, &k, B, H, N, D, 0, 0, dt) &&
+            gc_tensor_new(env, &v, B, H, N, D, 0, 0, dt) &&
+            gc_tensor_new(env, &o, B, H, N, D, 0, 0, dt))) {
+        printf("%-8lld allocation failed\n", (long long)N);
+        gc_tensor_free(env, &q), gc_tensor_free(env, &k), gc_tensor_free(env, &v);
+        gc_tensor_free(env, &o);
+        return 0;
+      }
+      gc_fill(&q), gc_fill(&k), gc_fill(&v);
+      int ok = gc_upload(env, &q) && gc_upload(env, &k) && gc_upload(env, &v);
+      for (int op = 0; ok && op < 2; op++) {
+        if (op == 0 && (dt == DITATTN_F32 && N > 65536)) continue; /* fp32 dense: too slow */
+        gc_timing t = {env->gpu, op ? &lp : NULL, &q.dev, &k.dev, &v.dev, &o.dev};
+        const double sec = gc_time(&t, N >= 262144 ? 3 : 7);
+        /* spec §6: dense 4N²D; LLSA attention 4ND(K1·b + K2·b + n_L) + selection. */
+        const double nL = (double)((N + 255) / 256);
+        const double flops = op ? (double)(B * H) * (4.0 * N * D * (8 * 16 + 8 * 16 + nL) +
+                                                     2.0 * D * nL * nL + 2.0 * N * 8 * D)
+                                : (double)(B * H) * 4.0 * (double)N * (double)N * (double)D;
+        if (sec < 0)
+          printf("%-8lld %-6s %-5s %10s   failed: %s\n", (long long)N, op ? "llsa" : "dense",
+                 gc_dtype_name(dt), "-", ditattn_last_error(env->gpu));
+        else
+          printf("%-8lld %-6s %-5s %10.3f %12.2f\n", (long long)N, op ? "llsa" : "dense",
+                 gc_dtype_name(dt), 1e3 * sec, flops / sec * 1e-12);
+        fflush(stdout);
+      }
+      gc_tensor_free(env, &q), gc_tensor_free(env, &k), gc_tensor_free(env, &v);
+      gc_tensor_free(env, &o);
+    }
+  }
+  return 1;
+}
+
+int main(int argc, char **argv) {
+  uint64_t seed = (uint64_t)time(NULL);
+  int timing = 0, quiet = 0, only = -1;
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc) {
+      seed = strtoull(argv[++i], NULL, 10);
+    } else if (strcmp(argv[i], "--backend") == 0 && i + 1 < argc) {
+      ditattn_backend be;
+      if (ditattn_backend_parse(argv[++i], &be) != DITATTN_OK) {
+        fprintf(stderr, "unknown backend %s\n", argv[i]);
+        return 2;
+      }
+      only = (int)be;
+    } else if (strcmp(argv[i], "--time") == 0) {
+      timing = 1;
+    } else if (strcmp(argv[i], "--quiet") == 0) {
+      quiet = 1;
+    } else {
+      fprintf(stderr, "usage: %s [--backend cuda|hip|cpu|ref] [--seed S] [--time] [--quiet]\n",
+              argv[0]);
+      return 2;
+    }
+  }
+  printf("ditattn %s gpu_check seed=%llu\n", ditattn_version(), (unsigned long long)seed);
+  int used = 0, failures = 0;
+  /* By default the GPU backends; --backend ref|cpu self-tests this harness. */
+  for (int be = 0; be < DITATTN_BACKEND_COUNT; be++) {
+    if (only >= 0 ? be != only : be != DITATTN_BACKEND_CUDA && be != DITATTN_BACKEND_HIP) continue;
+    gc_env env;
+    const char *why = "";
+    if (!gc_env_open(&env, (ditattn_backend)be, seed, &why)) {
+      printf("skip %-5s %s\n", ditattn_backend_name((ditattn_backend)be), why);
+      continue;
+    }
+    used++;
+    env.quiet = quiet;
+    for (int c = 0; c < GC_NCHECKS; c++) gc_checks[c].fn(&env);
+    printf("%s: %d cases, %d failed\n", env.name, env.cases, env.failures);
+    failures += env.failures;
+    if (timing && env.failures == 0) gc_time_all(&env);
+    gc_env_close(&env);
+  }
+  if (!used) return 2;
+  return failures ? 1 : 0;
+}
+#endif /* GC_NO_MAIN */

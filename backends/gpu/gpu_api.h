@@ -34,8 +34,7 @@ int DT_GPU_FN(copy_d2h)(void *host_dst, const void *src, size_t bytes, void *str
 int DT_GPU_FN(stream_sync)(void *stream);
 
 /* ------------------------------------------------------------ small ops */
-/* y[c] = mean of x over tokens [c·block, min((c+1)·block, N)); x and y may
- * have different dtypes (LLSA pools bf16 inputs into f32). */
+/* y[c] = mean of x over tokens [c·block, min((c+1)·block, N)); same dtype. */
 int DT_GPU_FN(launch_pool)(const ditattn_tensor *x, const ditattn_tensor *y, int64_t block,
                            void *stream);
 /* pos: device, N triples (t, y, x). */
@@ -71,19 +70,25 @@ typedef struct dt_gpu_llsa {
   int64_t n[DITATTN_LLSA_MAX_LEVELS + 1];    /* n[l] = ceil(N / b^l), n[0] = N */
   int64_t span[DITATTN_LLSA_MAX_LEVELS + 1]; /* min(b^l, N): tokens of a full level-l block */
   int64_t keff[DITATTN_LLSA_MAX_LEVELS];     /* min(K_l, n_l): selection width kept on device */
-  float *pq[DITATTN_LLSA_MAX_LEVELS];        /* [B·H][n_l][D] f32 pooled means */
+  /* Pooled means, [B·H][n_l][D]: double for the selection (bit-identical to
+   * ref/), f32 for the attention. */
+  double *pq64[DITATTN_LLSA_MAX_LEVELS];
+  double *pk64[DITATTN_LLSA_MAX_LEVELS];
   float *pk[DITATTN_LLSA_MAX_LEVELS];
   float *pv[DITATTN_LLSA_MAX_LEVELS];
   int32_t *sel[DITATTN_LLSA_MAX_LEVELS]; /* [B·H][n_l][keff_l], -1 padded */
 } dt_gpu_llsa;
 
+/* Pooled q, k, v of level `level` from the original tokens (spec §1). */
+int DT_GPU_FN(launch_llsa_pool)(const dt_gpu_llsa *p, int level, const ditattn_tensor *q,
+                                const ditattn_tensor *k, const ditattn_tensor *v, void *stream);
 /* Candidates per query block of `level`: n_L at the coarsest level,
  * keff_{l+1}·b below it. */
 int64_t DT_GPU_FN(llsa_candidates)(const dt_gpu_llsa *p, int level);
 /* Scores and top-K for query-block rows [row0, row0 + rows) of `level`
  * (rows enumerate (b·h, g) pairs). scores/idx: scratch of rows × candidates. */
 int DT_GPU_FN(launch_llsa_select)(const dt_gpu_llsa *p, int level, int64_t row0, int64_t rows,
-                                  float *scores, int32_t *idx, void *stream);
+                                  double *scores, int32_t *idx, void *stream);
 /* The fused sparse + enrichment attention (spec §3), every query. */
 int DT_GPU_FN(launch_llsa_attend)(const dt_gpu_llsa *p, const ditattn_tensor *q,
                                   const ditattn_tensor *k, const ditattn_tensor *v,

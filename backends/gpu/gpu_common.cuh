@@ -32,6 +32,16 @@ template <typename T> static inline View<T> make_view(const ditattn_tensor *t) {
   return v;
 }
 
+/* Mean of channel d over tokens [j0, j1), accumulated in double in token
+ * order: the same operations as ref/, so the result is bit-identical. */
+template <typename T>
+DT_DEV double block_mean(const View<const T> &x, long long bh, long long j0, long long j1,
+                         long long d) {
+  double acc = 0.0;
+  for (long long j = j0; j < j1; j++) acc = add_rn(acc, (double)to_f32(x.row(bh, j)[d]));
+  return acc / (double)(j1 - j0);
+}
+
 /* Butterfly all-reduce over the warp (see warp_algos.h). */
 DT_DEV float warp_max(float v) {
   for (int off = DT_WARP / 2; off > 0; off >>= 1) v = dt_wa_max(v, shfl_xor(v, off));
@@ -41,9 +51,9 @@ DT_DEV float warp_sum(float v) {
   for (int off = DT_WARP / 2; off > 0; off >>= 1) v += shfl_xor(v, off);
   return v;
 }
-DT_DEV void warp_best(float *s, int *i) {
+DT_DEV void warp_best(double *s, int *i) {
   for (int off = DT_WARP / 2; off > 0; off >>= 1) {
-    float so = shfl_xor(*s, off);
+    double so = shfl_xor(*s, off);
     int io = shfl_xor(*i, off);
     dt_wa_best_of(s, i, so, io);
   }

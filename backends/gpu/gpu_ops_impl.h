@@ -206,7 +206,8 @@ static size_t gpu_llsa_layout(gpu_carver *c, dt_gpu_llsa *g, int64_t *scratch_ro
   int64_t max_cand = 1;
   for (int l = 1; l <= g->L; l++) {
     size_t rows = BH * (size_t)g->n[l];
-    g->pq[l - 1] = gpu_carve(c, rows, (size_t)g->D * sizeof(float));
+    g->pq64[l - 1] = gpu_carve(c, rows, (size_t)g->D * sizeof(double));
+    g->pk64[l - 1] = gpu_carve(c, rows, (size_t)g->D * sizeof(double));
     g->pk[l - 1] = gpu_carve(c, rows, (size_t)g->D * sizeof(float));
     g->pv[l - 1] = gpu_carve(c, rows, (size_t)g->D * sizeof(float));
     g->sel[l - 1] = gpu_carve(c, rows, (size_t)g->keff[l - 1] * sizeof(int32_t));
@@ -216,7 +217,7 @@ static size_t gpu_llsa_layout(gpu_carver *c, dt_gpu_llsa *g, int64_t *scratch_ro
   int64_t max_rows = 0;
   for (int l = 1; l <= g->L; l++)
     if ((int64_t)BH * g->n[l] > max_rows) max_rows = (int64_t)BH * g->n[l];
-  int64_t fit = (int64_t)(GPU_SELECT_SCRATCH_BYTES / ((size_t)max_cand * 8u));
+  int64_t fit = (int64_t)(GPU_SELECT_SCRATCH_BYTES / ((size_t)max_cand * 12u));
   *scratch_rows = fit < 1 ? 1 : (fit < max_rows ? fit : max_rows);
   return (size_t)max_cand;
 }
@@ -276,17 +277,13 @@ static ditattn_status gpu_llsa_export(ditattn_context *ctx, const dt_gpu_llsa *g
   return DITATTN_OK;
 }
 
-static ditattn_tensor gpu_f32_view(float *data, const dt_gpu_llsa *g, int64_t n) {
-  return ditattn_tensor_bhnd(data, DITATTN_F32, g->B, g->H, n, g->D);
-}
-
 static ditattn_status gpu_llsa_forward(ditattn_context *ctx, const dt_llsa_fwd *p) {
   dt_gpu_llsa g;
   TRY(gpu_llsa_describe(ctx, p, &g));
   gpu_carver sizing = {NULL, 0, 0};
   int64_t chunk_rows;
   size_t ncand_max = gpu_llsa_layout(&sizing, &g, &chunk_rows);
-  float *scores = gpu_carve(&sizing, (size_t)chunk_rows, ncand_max * sizeof(float));
+  double *scores = gpu_carve(&sizing, (size_t)chunk_rows, ncand_max * sizeof(double));
   (void)gpu_carve(&sizing, (size_t)chunk_rows, ncand_max * sizeof(int32_t));
   if (sizing.overflow)
     return dt_fail(ctx, DITATTN_ERR_OVERFLOW, "%s llsa workspace size", DT_GPU_NAME);
@@ -294,19 +291,12 @@ static ditattn_status gpu_llsa_forward(ditattn_context *ctx, const dt_llsa_fwd *
   TRY(gpu_workspace(ctx, sizing.used, &ws));
   gpu_carver carver = {(char *)ws, 0, 0};
   (void)gpu_llsa_layout(&carver, &g, &chunk_rows);
-  scores = gpu_carve(&carver, (size_t)chunk_rows, ncand_max * sizeof(float));
+  scores = gpu_carve(&carver, (size_t)chunk_rows, ncand_max * sizeof(double));
   int32_t *idx = gpu_carve(&carver, (size_t)chunk_rows, ncand_max * sizeof(int32_t));
 
   /* §1: exact means over the original tokens, every level. */
-  for (int l = 1; l <= g.L; l++) {
-    ditattn_tensor pq = gpu_f32_view(g.pq[l - 1], &g, g.n[l]);
-    ditattn_tensor pk = gpu_f32_view(g.pk[l - 1], &g, g.n[l]);
-    ditattn_tensor pv = gpu_f32_view(g.pv[l - 1], &g, g.n[l]);
-    const int64_t block = g.span[l]; /* min(b^l, N) */
-    GPU_TRY(ctx, DT_GPU_FN(launch_pool)(p->q, &pq, block, ctx->stream), "llsa pool q");
-    GPU_TRY(ctx, DT_GPU_FN(launch_pool)(p->k, &pk, block, ctx->stream), "llsa pool k");
-    GPU_TRY(ctx, DT_GPU_FN(launch_pool)(p->v, &pv, block, ctx->stream), "llsa pool v");
-  }
+  for (int l = 1; l <= g.L; l++)
+    GPU_TRY(ctx, DT_GPU_FN(launch_llsa_pool)(&g, l, p->q, p->k, p->v, ctx->stream), "llsa pool");
   /* §2: coarsest level first, then each finer level from its parent's picks. */
   for (int l = g.L; l >= 1; l--) {
     const int64_t rows = g.B * g.H * g.n[l];

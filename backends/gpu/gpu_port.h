@@ -92,6 +92,13 @@ DT_DEV float shfl_xor(float v, int lane_mask) {
   return __shfl_xor_sync(0xffffffffu, v, lane_mask, DT_WARP);
 #endif
 }
+DT_DEV double shfl_xor(double v, int lane_mask) {
+#if defined(DT_GPU_HIP)
+  return __shfl_xor(v, lane_mask, DT_WARP);
+#else
+  return __shfl_xor_sync(0xffffffffu, v, lane_mask, DT_WARP);
+#endif
+}
 DT_DEV int shfl_xor(int v, int lane_mask) {
 #if defined(DT_GPU_HIP)
   return __shfl_xor(v, lane_mask, DT_WARP);
@@ -111,6 +118,11 @@ struct f16_t {
 DT_DEV float to_f32(float x) { return x; }
 DT_DEV float to_f32(bf16_t x) { return __uint_as_float((unsigned)x.bits << 16); }
 DT_DEV float to_f32(f16_t x) { return __half2float(__ushort_as_half(x.bits)); }
+
+/* IEEE double ops that the compiler may not fuse into an fma (ref/ computes
+ * selection scores with separate multiplies and adds). */
+DT_DEV double mul_rn(double a, double b) { return __dmul_rn(a, b); }
+DT_DEV double add_rn(double a, double b) { return __dadd_rn(a, b); }
 
 template <typename T> DT_DEV T from_f32(float x);
 template <> DT_DEV float from_f32<float>(float x) { return x; }

@@ -1,5 +1,5 @@
-/* LLSA forward on the GPU (spec §2-3): hierarchical top-K selection and the
- * fused sparse + enrichment attention. Pooling is launch_pool (small_ops.cu). */
+/* LLSA forward on the GPU (spec §1-3): pooling, hierarchical top-K selection
+ * and the fused sparse + enrichment attention. */
 #include "attend.cuh"
 
 #include <limits.h>
@@ -65,25 +65,58 @@ struct LlsaKeys {
   }
 };
 
+/* ---------------------------------------------------------------- pooling */
+/* One thread per (b·h, c, d) of one level: q and k means kept in double for
+ * the selection, k and v means in f32 for the attention. */
+template <typename T>
+__global__ void llsa_pool_kernel(View<const T> q, View<const T> k, View<const T> v, dt_gpu_llsa p,
+                                 int level, long long total) {
+  const long long nl = p.n[level], span = p.span[level], D = p.D;
+  for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
+       e += (long long)gridDim.x * blockDim.x) {
+    const long long d = e % D, c = e / D % nl, bh = e / D / nl;
+    const long long j0 = c * span, j1 = p.N - j0 > span ? j0 + span : p.N;
+    const long long at = (bh * nl + c) * D + d;
+    const double mk = block_mean(k, bh, j0, j1, d);
+    p.pq64[level - 1][at] = block_mean(q, bh, j0, j1, d);
+    p.pk64[level - 1][at] = mk;
+    p.pk[level - 1][at] = (float)mk;
+    p.pv[level - 1][at] = (float)block_mean(v, bh, j0, j1, d);
+  }
+}
+
+template <typename T>
+static int llsa_pool_typed(const dt_gpu_llsa *p, int level, const ditattn_tensor *q,
+                           const ditattn_tensor *k, const ditattn_tensor *v, gpuStream_t s) {
+  const long long total = p->B * p->H * p->n[level] * p->D, threads = 256;
+  long long blocks = (total + threads - 1) / threads;
+  if (blocks > (1 << 20)) blocks = 1 << 20;
+  llsa_pool_kernel<T><<<(unsigned)blocks, (unsigned)threads, 0, s>>>(
+      make_view<const T>(q), make_view<const T>(k), make_view<const T>(v), *p, level, total);
+  return launch_status();
+}
+
 /* ---------------------------------------------------------------- selection */
 static const int kSelectThreads = 128;
 
 /* One warp per query-block row. Each lane scores candidates j = lane,
- * lane + DT_WARP, ... (fp32, fmaf over d = 0 .. D-1 in order, so every
- * platform and run gives the same scores) into its own scratch entries, then
- * keff passes each pick the best candidate ranked after the previous pick
- * (dt_wa_lane_scan + butterfly). A lane only reads scratch it wrote itself. */
+ * lane + DT_WARP, ... into its own scratch entries, in double with unfused
+ * multiplies and adds over d = 0 .. D-1 from the double pooled means: the
+ * operations of ref/llsa_select.c, so scores and therefore selections equal
+ * ref/'s exactly, ties included. Then keff passes each pick the best
+ * candidate ranked after the previous pick (dt_wa_lane_scan + butterfly).
+ * A lane only reads scratch it wrote itself. */
 __global__ void __launch_bounds__(kSelectThreads)
     select_kernel(dt_gpu_llsa p, int level, long long row0, long long rows, long long ncand,
-                  float *scores, int *idx) {
+                  double *scores, int *idx) {
   const int lane = threadIdx.x % DT_WARP;
   const long long w = blockIdx.x * (long long)(kSelectThreads / DT_WARP) + threadIdx.x / DT_WARP;
   if (w >= rows) return; /* uniform over the warp */
   const long long row = row0 + w, nl = p.n[level], bh = row / nl, g = row % nl;
   const int D = (int)p.D;
-  const float *qrow = p.pq[level - 1] + row * p.D;
-  const float *kbase = p.pk[level - 1] + bh * nl * p.D;
-  float *sc = scores + w * ncand;
+  const double *qrow = p.pq64[level - 1] + row * p.D;
+  const double *kbase = p.pk64[level - 1] + bh * nl * p.D;
+  double *sc = scores + w * ncand;
   int *ix = idx + w * ncand;
   const int32_t *parents = nullptr;
   if (level < p.L) parents = p.sel[level] + (bh * p.n[level + 1] + g / p.b) * p.keff[level];
@@ -95,23 +128,23 @@ __global__ void __launch_bounds__(kSelectThreads)
       c = par < 0 ? nl : par * p.b + j % p.b;
     }
     if (c >= nl) {
-      sc[j] = -INFINITY;
+      sc[j] = 0.0;
       ix[j] = DT_WA_NO_INDEX;
       continue;
     }
-    const float *krow = kbase + c * p.D;
-    float s = 0.0f;
-    for (int d = 0; d < D; d++) s = fmaf(qrow[d], krow[d], s);
+    const double *krow = kbase + c * p.D;
+    double s = 0.0;
+    for (int d = 0; d < D; d++) s = add_rn(s, mul_rn(qrow[d], krow[d]));
     sc[j] = s;
     ix[j] = (int)c;
   }
 
   const long long keff = p.keff[level - 1];
   int32_t *out = p.sel[level - 1] + row * keff;
-  float prev_s = 0.0f;
+  double prev_s = 0.0;
   int prev_i = -1;
   for (long long r = 0; r < keff; r++) {
-    float bs;
+    double bs;
     int bi;
     dt_wa_lane_scan(sc, ix, (int)ncand, lane, DT_WARP, prev_s, prev_i, &bs, &bi);
     warp_best(&bs, &bi);
@@ -131,12 +164,23 @@ using namespace DT_GPU_NS;
 
 extern "C" {
 
+int DT_GPU_FN(launch_llsa_pool)(const dt_gpu_llsa *p, int level, const ditattn_tensor *q,
+                                const ditattn_tensor *k, const ditattn_tensor *v, void *stream) {
+  gpuStream_t s = (gpuStream_t)stream;
+  switch (q->dtype) {
+  case DITATTN_F32: return llsa_pool_typed<float>(p, level, q, k, v, s);
+  case DITATTN_BF16: return llsa_pool_typed<bf16_t>(p, level, q, k, v, s);
+  case DITATTN_F16: return llsa_pool_typed<f16_t>(p, level, q, k, v, s);
+  }
+  return DT_GPU_NOT_IMPLEMENTED;
+}
+
 int64_t DT_GPU_FN(llsa_candidates)(const dt_gpu_llsa *p, int level) {
   return level == p->L ? p->n[level] : p->keff[level] * p->b;
 }
 
 int DT_GPU_FN(launch_llsa_select)(const dt_gpu_llsa *p, int level, int64_t row0, int64_t rows,
-                                  float *scores, int32_t *idx, void *stream) {
+                                  double *scores, int32_t *idx, void *stream) {
   const long long ncand = DT_GPU_FN(llsa_candidates)(p, level);
   if (ncand > INT_MAX || p->n[level] > INT_MAX) return DT_GPU_NOT_IMPLEMENTED;
   const int warps = kSelectThreads / DT_WARP;

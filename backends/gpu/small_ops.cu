@@ -13,18 +13,14 @@ static inline unsigned grid_for(long long work) {
 }
 
 /* ------------------------------------------------------------ pooling */
-/* Double accumulation: pooled blocks reach b^L tokens and the means feed the
- * top-K selection, whose ties we want to match ref/ (double) exactly. */
 template <typename Tin, typename Tout>
 __global__ void pool_kernel(View<const Tin> x, View<Tout> y, long long N, long long D,
                             long long n_out, long long block, long long total) {
   for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
        e += (long long)gridDim.x * blockDim.x) {
     long long d = e % D, c = e / D % n_out, bh = e / D / n_out;
-    long long j0 = c * block, j1 = j0 + block < N ? j0 + block : N;
-    double acc = 0.0;
-    for (long long j = j0; j < j1; j++) acc += (double)to_f32(x.row(bh, j)[d]);
-    y.row(bh, c)[d] = from_f32<Tout>((float)(acc / (double)(j1 - j0)));
+    long long j0 = c * block, j1 = N - j0 > block ? j0 + block : N;
+    y.row(bh, c)[d] = from_f32<Tout>((float)block_mean(x, bh, j0, j1, d));
   }
 }
 
@@ -127,8 +123,12 @@ __global__ void lse_merge_kernel(View<T> acc, float *lse_acc, View<const T> part
        r += (long long)gridDim.x * blockDim.x) {
     long long bh = r / N, n = r % N;
     float la = lse_acc[r], lp = lse_part[r];
-    if (lp == -INFINITY) continue; /* empty part: nothing to add */
     T *o = acc.row(bh, n);
+    if (lp == -INFINITY) { /* empty part adds nothing; two empty sides give zeros */
+      if (la == -INFINITY)
+        for (long long d = 0; d < D; d++) o[d] = from_f32<T>(0.0f);
+      continue;
+    }
     const T *op = part.row(bh, n);
     if (la == -INFINITY) { /* empty accumulator: its values are not read */
       for (long long d = 0; d < D; d++) o[d] = op[d];
@@ -161,18 +161,11 @@ extern "C" {
 int DT_GPU_FN(launch_pool)(const ditattn_tensor *x, const ditattn_tensor *y, int64_t block,
                            void *stream) {
   gpuStream_t s = (gpuStream_t)stream;
-  if (x->dtype == y->dtype) {
-    switch (x->dtype) {
-    case DITATTN_F32: return pool_typed<float, float>(x, y, block, s);
-    case DITATTN_BF16: return pool_typed<bf16_t, bf16_t>(x, y, block, s);
-    case DITATTN_F16: return pool_typed<f16_t, f16_t>(x, y, block, s);
-    }
-  } else if (y->dtype == DITATTN_F32) {
-    switch (x->dtype) {
-    case DITATTN_BF16: return pool_typed<bf16_t, float>(x, y, block, s);
-    case DITATTN_F16: return pool_typed<f16_t, float>(x, y, block, s);
-    default: break;
-    }
+  if (x->dtype != y->dtype) return DT_GPU_NOT_IMPLEMENTED;
+  switch (x->dtype) {
+  case DITATTN_F32: return pool_typed<float, float>(x, y, block, s);
+  case DITATTN_BF16: return pool_typed<bf16_t, bf16_t>(x, y, block, s);
+  case DITATTN_F16: return pool_typed<f16_t, f16_t>(x, y, block, s);
   }
   return DT_GPU_NOT_IMPLEMENTED;
 }

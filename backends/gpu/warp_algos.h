@@ -21,17 +21,22 @@
 /* Sentinel index of "no candidate": ranks after every real candidate. */
 #define DT_WA_NO_INDEX 2147483647
 
-/* Total order of selection candidates (spec §2): larger score first, then
- * smaller index. Returns nonzero if (s1, i1) ranks strictly before (s2, i2). */
-DT_WA_FN int dt_wa_ranks_before(float s1, int i1, float s2, int i2) {
+/* Total order of selection candidates (spec §2, as ref/llsa_select.c):
+ * larger score first, NaN scores after every number, then smaller index.
+ * Returns nonzero if (s1, i1) ranks strictly before (s2, i2). Scores are
+ * doubles: the GPU reproduces ref/'s double scores bit for bit. */
+DT_WA_FN int dt_wa_ranks_before(double s1, int i1, double s2, int i2) {
   if (i1 == DT_WA_NO_INDEX) return 0;
   if (i2 == DT_WA_NO_INDEX) return 1;
-  return s1 > s2 || (s1 == s2 && i1 < i2);
+  const int nan1 = s1 != s1, nan2 = s2 != s2;
+  if (nan1 != nan2) return nan2;
+  if (!nan1 && s1 != s2) return s1 > s2;
+  return i1 < i2;
 }
 
 /* The better of two candidates under dt_wa_ranks_before (associative and
  * commutative: the order is total on distinct indices). */
-DT_WA_FN void dt_wa_best_of(float *s, int *i, float s_other, int i_other) {
+DT_WA_FN void dt_wa_best_of(double *s, int *i, double s_other, int i_other) {
   if (dt_wa_ranks_before(s_other, i_other, *s, *i)) {
     *s = s_other;
     *i = i_other;
@@ -40,17 +45,16 @@ DT_WA_FN void dt_wa_best_of(float *s, int *i, float s_other, int i_other) {
 
 /* One lane's part of a selection pass: the best candidate among
  * scores[j], j = lane, lane + width, ... < n, that ranks strictly after the
- * previous pick (prev_s, prev_i) (prev_i < 0: no previous pick). index_of(j)
- * is the block index of candidate j, or DT_WA_NO_INDEX if j is not valid;
- * it is given as an array here (idx) so host and device share the code. */
-DT_WA_FN void dt_wa_lane_scan(const float *scores, const int *idx, int n, int lane, int width,
-                              float prev_s, int prev_i, float *best_s, int *best_i) {
-  float bs = -INFINITY;
+ * previous pick (prev_s, prev_i) (prev_i < 0: no previous pick). idx[j] is
+ * candidate j's block index, or DT_WA_NO_INDEX if j is not a candidate. */
+DT_WA_FN void dt_wa_lane_scan(const double *scores, const int *idx, int n, int lane, int width,
+                              double prev_s, int prev_i, double *best_s, int *best_i) {
+  double bs = 0.0;
   int bi = DT_WA_NO_INDEX;
   for (int j = lane; j < n; j += width) {
-    int c = idx[j];
+    const int c = idx[j];
     if (c == DT_WA_NO_INDEX) continue;
-    float s = scores[j];
+    const double s = scores[j];
     if (prev_i >= 0 && !dt_wa_ranks_before(prev_s, prev_i, s, c)) continue;
     dt_wa_best_of(&bs, &bi, s, c);
   }
