@@ -14,18 +14,9 @@ void dt_cpu_state_reset(const dt_cpu_softmax_state *st, int64_t rows, int64_t D)
   memset(st->acc, 0, (size_t)rows * (size_t)D * sizeof(float));
 }
 
-void dt_cpu_attend_tile(int64_t rows, int64_t n, int64_t D, const float *q, const float *k,
-                        int64_t k_ld, const float *v, int64_t v_ld, const float *lnw,
-                        float *scratch, const dt_cpu_softmax_state *st) {
-  if (rows <= 0 || n <= 0) return;
-  const int own = dt_cpu_use_own_kernel;
-  if (own) {
-    float *kp = scratch + (size_t)rows * (size_t)n;
-    dt_cpu_pack_keys(n, D, k, k_ld, kp);
-    dt_cpu_qk_packed(rows, n, D, q, D, kp, scratch, n);
-  } else {
-    dt_cpu_gemm(0, 1, rows, n, D, 1.0f, q, D, k, k_ld, 0.0f, scratch, n);
-  }
+/* Online-softmax update from the raw scores in scratch (rows × n), then acc += P·V. */
+static void softmax_update_pv(int64_t rows, int64_t n, int64_t D, const float *v, int64_t v_ld,
+                              const float *lnw, float *scratch, const dt_cpu_softmax_state *st) {
   for (int64_t r = 0; r < rows; r++) {
     float *s = scratch + r * n;
     const float tile_max = dt_cpu_max_plus(s, lnw, n);
@@ -38,6 +29,28 @@ void dt_cpu_attend_tile(int64_t rows, int64_t n, int64_t D, const float *q, cons
     if (corr != 1.0f) dt_cpu_scale(st->acc + r * D, D, corr);
   }
   dt_cpu_acc_pv(0, rows, n, D, scratch, n, v, v_ld, st->acc, D);
+}
+
+void dt_cpu_attend_tile(int64_t rows, int64_t n, int64_t D, const float *q, const float *k,
+                        int64_t k_ld, const float *v, int64_t v_ld, const float *lnw,
+                        float *scratch, const dt_cpu_softmax_state *st) {
+  if (rows <= 0 || n <= 0) return;
+  if (dt_cpu_use_own_kernel) {
+    float *kp = scratch + (size_t)rows * (size_t)n;
+    dt_cpu_pack_keys(n, D, k, k_ld, kp);
+    dt_cpu_qk_packed(rows, n, D, q, D, kp, scratch, n);
+  } else {
+    dt_cpu_gemm(0, 1, rows, n, D, 1.0f, q, D, k, k_ld, 0.0f, scratch, n);
+  }
+  softmax_update_pv(rows, n, D, v, v_ld, lnw, scratch, st);
+}
+
+void dt_cpu_attend_tile_packed(int64_t rows, int64_t n, int64_t D, const float *q, const float *kp,
+                               const float *v, int64_t v_ld, const float *lnw, float *scratch,
+                               const dt_cpu_softmax_state *st) {
+  if (rows <= 0 || n <= 0) return;
+  dt_cpu_qk_packed(rows, n, D, q, D, kp, scratch, n);
+  softmax_update_pv(rows, n, D, v, v_ld, lnw, scratch, st);
 }
 
 void dt_cpu_acc_pv(int trans_p, int64_t m, int64_t n, int64_t D, const float *pm, int64_t ldp,

@@ -18,15 +18,6 @@ void dt_cpu_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, floa
 
 #else
 
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__) && defined(__has_attribute)
-#if __has_attribute(target_clones)
-#define DT_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#endif
-#endif
-#ifndef DT_CLONES
-#define DT_CLONES
-#endif
-
 const char *dt_cpu_gemm_name(void) { return "own"; }
 
 enum { BLK = 64 };

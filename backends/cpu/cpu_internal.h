@@ -21,6 +21,17 @@ static inline int dt_cpu_thread_id(void) { return omp_get_thread_num(); }
 static inline int dt_cpu_thread_id(void) { return 0; }
 #endif
 
+/* Clones a function for AVX-512, AVX2 and baseline x86-64, picked at load
+ * time (ifunc), so committed flags stay portable. */
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__) && defined(__has_attribute)
+#if __has_attribute(target_clones)
+#define DT_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#endif
+#endif
+#ifndef DT_CLONES
+#define DT_CLONES
+#endif
+
 /* Threads an entry uses: ctx->num_threads, or the OpenMP default when 0. */
 int dt_cpu_num_threads(const ditattn_context *ctx);
 
@@ -63,6 +74,10 @@ void dt_cpu_state_reset(const dt_cpu_softmax_state *st, int64_t rows, int64_t D)
 void dt_cpu_attend_tile(int64_t rows, int64_t n, int64_t D, const float *q, const float *k,
                         int64_t k_ld, const float *v, int64_t v_ld, const float *lnw,
                         float *scratch, const dt_cpu_softmax_state *st);
+/* The same with keys already packed (dt_cpu_pack_keys); own kernels only. */
+void dt_cpu_attend_tile_packed(int64_t rows, int64_t n, int64_t D, const float *q, const float *kp,
+                               const float *v, int64_t v_ld, const float *lnw, float *scratch,
+                               const dt_cpu_softmax_state *st);
 /* Largest key chunk the callers hand to dt_cpu_attend_tile at once. */
 #define DT_CPU_KEY_CHUNK 512
 /* Floats of scratch dt_cpu_attend_tile needs for up to `rows` queries:
@@ -72,6 +87,8 @@ void dt_cpu_attend_tile(int64_t rows, int64_t n, int64_t D, const float *q, cons
 
 /* Own forward kernels (cpu_microkernel.c). kp: keys packed in panels of 16. */
 void dt_cpu_pack_keys(int64_t n, int64_t D, const float *k, int64_t k_ld, float *kp);
+/* The same from scattered key rows: row j at rows[j]. */
+void dt_cpu_pack_key_rows(int64_t n, int64_t D, const float *const *rows, float *kp);
 void dt_cpu_qk_packed(int64_t m, int64_t n, int64_t D, const float *q, int64_t ldq, const float *kp,
                       float *s, int64_t lds);
 /* o[m × D] += P[m × n] · v[n × D] with P(r, j) = pm[r·rs + j·cs] (rs = ld,

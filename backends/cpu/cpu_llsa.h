@@ -14,6 +14,7 @@ typedef struct dt_cpu_llsa_head {
   float *pk[DT_LLSA_LEVEL_SLOTS];    /* n_l × D: attention keys */
   float *pv[DT_LLSA_LEVEL_SLOTS];    /* n_l × D: attention values */
   float *lnw[DT_LLSA_LEVEL_SLOTS];   /* n_l: ln cnt_l[c] */
+  float *pk_coarse_packed;           /* level-L keys packed for the own kernel */
   int64_t *sel[DT_LLSA_LEVEL_SLOTS]; /* n_l × width[l], ref/'s layout */
   double *sel_work;                  /* per thread: max_cand scores */
   dt_llsa_scored *best_work;         /* per thread: max K_l entries */

@@ -15,13 +15,19 @@ static int64_t tile_blocks(const dt_llsa_geom *g) {
   return per > 1 ? per : 1;
 }
 
-/* Attends rows [r0, r0 + rows) of the tile to n gathered keys, KC at a time. */
+/* Attends rows [r0, r0 + rows) of the tile to n gathered keys, KC at a time;
+ * kp: the same keys already packed (own kernels), or NULL. */
 static void attend_chunked(int64_t r0, int64_t rows, int64_t n, int64_t D, const float *qt,
-                           const float *k, const float *v, const float *lnw, float *s,
-                           const dt_cpu_softmax_state *st) {
+                           const float *k, const float *kp, const float *v, const float *lnw,
+                           float *s, const dt_cpu_softmax_state *st) {
   const dt_cpu_softmax_state sub = {st->row_max + r0, st->row_sum + r0, st->acc + r0 * D};
   for (int64_t j0 = 0; j0 < n; j0 += KC) {
     const int64_t m = n - j0 < KC ? n - j0 : KC;
+    if (kp) { /* KC is a multiple of the 16-key panels */
+      dt_cpu_attend_tile_packed(rows, m, D, qt + r0 * D, kp + j0 * D, v + j0 * D, D,
+                                lnw ? lnw + j0 : NULL, s, &sub);
+      continue;
+    }
     dt_cpu_attend_tile(rows, m, D, qt + r0 * D, k + j0 * D, D, v + j0 * D, D, lnw ? lnw + j0 : NULL,
                        s, &sub);
   }
@@ -45,10 +51,12 @@ static int64_t gather_pooled(const dt_cpu_llsa_head *h, int l, int64_t gl, float
   return n;
 }
 
-/* Copies the fine tokens of the blocks in sel_1[g1] into gk, gv. */
+/* Gathers the fine tokens of the blocks in sel_1[g1]: values into gv, keys
+ * into gk (rows) or, with the own kernels (krow != NULL), packed into gk
+ * straight from the tensor. */
 static int64_t gather_fine(const dt_cpu_llsa_head *h, const ditattn_tensor *k,
                            const ditattn_tensor *v, int64_t b, int64_t hi, int64_t g1, float *gk,
-                           float *gv) {
+                           float *gv, const float **krow) {
   const dt_llsa_geom *g = &h->g;
   const int64_t D = g->D;
   const int64_t *row = h->sel[1] + g1 * g->width[1];
@@ -56,10 +64,14 @@ static int64_t gather_fine(const dt_cpu_llsa_head *h, const ditattn_tensor *k,
   for (int64_t r = 0; r < g->width[1] && row[r] >= 0; r++) {
     const int64_t start = dt_llsa_block_start(g, 1, row[r]);
     const int64_t cnt = dt_llsa_block_count(g, 1, row[r]);
-    dt_cpu_load_rows(k, b, hi, start, cnt, 1.0f, gk + n * D);
+    if (krow)
+      for (int64_t j = 0; j < cnt; j++) krow[n + j] = dt_f32_at(k, b, hi, start + j, 0);
+    else
+      dt_cpu_load_rows(k, b, hi, start, cnt, 1.0f, gk + n * D);
     dt_cpu_load_rows(v, b, hi, start, cnt, 1.0f, gv + n * D);
     n += cnt;
   }
+  if (krow) dt_cpu_pack_key_rows(n, D, krow, gk);
   return n;
 }
 
@@ -89,10 +101,13 @@ ditattn_status dt_cpu_llsa_forward(ditattn_context *ctx, const dt_llsa_fwd *p) {
   /* Per thread: q tile, acc (T×D), max, sum (T), scores (T×KC), gathered k, v (gmax×D), w (gmax).
    */
   const size_t per_thread = (size_t)T * (size_t)D * 2 + 2 * (size_t)T +
-                            DT_CPU_ATTEND_SCRATCH(T, D) + (size_t)gmax * (size_t)D * 2 +
+                            DT_CPU_ATTEND_SCRATCH(T, D) + (size_t)(gmax + 16) * (size_t)D * 2 +
                             (size_t)gmax;
   float *work = dt_llsa_alloc(dt_nt, (int64_t)per_thread, sizeof(float));
-  if (!work) {
+  const float **krows = dt_llsa_alloc(dt_nt, gmax, sizeof(const float *));
+  if (!work || !krows) {
+    dt_free(work);
+    dt_free(krows);
     dt_cpu_llsa_head_free(&h);
     return dt_fail(ctx, DITATTN_ERR_OUT_OF_MEMORY, "llsa forward (cpu): %d thread buffers", dt_nt);
   }
@@ -107,7 +122,10 @@ ditattn_status dt_cpu_llsa_forward(ditattn_context *ctx, const dt_llsa_fwd *p) {
       for (int64_t t = 0; t < ntiles; t++) {
         float *w = work + (size_t)dt_cpu_thread_id() * per_thread;
         float *qt = w, *acc = qt + T * D, *mx = acc + T * D, *sum = mx + T, *s = sum + T;
-        float *gk = s + DT_CPU_ATTEND_SCRATCH(T, D), *gv = gk + gmax * D, *gw = gv + gmax * D;
+        float *gk = s + DT_CPU_ATTEND_SCRATCH(T, D), *gv = gk + (gmax + 16) * D,
+              *gw = gv + (gmax + 16) * D;
+        const int own = dt_cpu_use_own_kernel;
+        const float **krow = own ? krows + (size_t)dt_cpu_thread_id() * (size_t)gmax : NULL;
         const dt_cpu_softmax_state st = {mx, sum, acc};
         const int64_t g1_0 = t * tb, g1_1 = g1_0 + tb < g->n[1] ? g1_0 + tb : g->n[1];
         const int64_t q0 = dt_llsa_block_start(g, 1, g1_0);
@@ -115,7 +133,8 @@ ditattn_status dt_cpu_llsa_forward(ditattn_context *ctx, const dt_llsa_fwd *p) {
         dt_cpu_load_rows(p->q, b, hi, q0, rows, p->params.scale, qt);
         dt_cpu_state_reset(&st, rows, D);
         /* (1) every pooled token of the coarsest level. */
-        attend_chunked(0, rows, g->n[L], D, qt, h.pk[L], h.pv[L], h.lnw[L], s, &st);
+        attend_chunked(0, rows, g->n[L], D, qt, h.pk[L], own ? h.pk_coarse_packed : NULL, h.pv[L],
+                       h.lnw[L], s, &st);
         /* (2) pooled candidates of levels 1 .. L−1, shared per parent block. */
         for (int l = 1; l < L; l++) {
           int64_t div = 1; /* g_l = g1 / b^(l−1), as ref/'s key list walks it */
@@ -128,15 +147,16 @@ ditattn_status dt_cpu_llsa_forward(ditattn_context *ctx, const dt_llsa_fwd *p) {
             const int64_t r0 = dt_llsa_block_start(g, 1, a) - q0;
             const int64_t r1 =
                 dt_llsa_block_start(g, 1, e - 1) + dt_llsa_block_count(g, 1, e - 1) - q0;
-            attend_chunked(r0, r1 - r0, n, D, qt, gk, gv, gw, s, &st);
+            attend_chunked(r0, r1 - r0, n, D, qt, gk, NULL, gv, gw, s, &st);
             a = e;
           }
         }
         /* (3) fine tokens of each level-1 block's selection. */
         for (int64_t g1 = g1_0; g1 < g1_1; g1++) {
-          const int64_t n = gather_fine(&h, p->k, p->v, b, hi, g1, gk, gv);
+          const int64_t n = gather_fine(&h, p->k, p->v, b, hi, g1, gk, gv, krow);
           const int64_t r0 = dt_llsa_block_start(g, 1, g1) - q0;
-          attend_chunked(r0, dt_llsa_block_count(g, 1, g1), n, D, qt, gk, gv, NULL, s, &st);
+          attend_chunked(r0, dt_llsa_block_count(g, 1, g1), n, D, qt, krow ? NULL : gk,
+                         krow ? gk : NULL, gv, NULL, s, &st);
         }
         dt_cpu_state_finish(&st, rows, D, dt_f32_at(p->out, b, hi, q0, 0), p->out->stride[2],
                             p->lse ? p->lse + bh * N + q0 : NULL);
@@ -144,6 +164,7 @@ ditattn_status dt_cpu_llsa_forward(ditattn_context *ctx, const dt_llsa_fwd *p) {
     }
   dt_cpu_blas_leave(blas);
   dt_free(work);
+  dt_free(krows);
   dt_cpu_llsa_head_free(&h);
   return DITATTN_OK;
 }

@@ -20,6 +20,7 @@ void dt_cpu_llsa_head_free(dt_cpu_llsa_head *h) {
   }
   dt_free(h->sel_work);
   dt_free(h->best_work);
+  dt_free(h->pk_coarse_packed);
   memset(h, 0, sizeof *h);
 }
 
@@ -42,11 +43,12 @@ ditattn_status dt_cpu_llsa_head_alloc(ditattn_context *ctx, const ditattn_llsa_p
     if (g->width[l] > kmax) kmax = g->width[l];
   }
   if (ok) {
-    h->work_stride = g->max_cand > D ? g->max_cand : D;
+    h->work_stride = g->max_cand > g->L * D ? g->max_cand : g->L * D;
     h->best_stride = kmax;
     h->sel_work = dt_llsa_alloc(nt, h->work_stride, sizeof(double));
     h->best_work = dt_llsa_alloc(nt, kmax, sizeof(dt_llsa_scored));
-    ok = h->sel_work && h->best_work;
+    h->pk_coarse_packed = dt_llsa_alloc(g->n[g->L] + 16, D, sizeof(float));
+    ok = h->sel_work && h->best_work && h->pk_coarse_packed;
   }
   if (!ok) {
     dt_cpu_llsa_head_free(h);
@@ -59,22 +61,49 @@ ditattn_status dt_cpu_llsa_head_alloc(ditattn_context *ctx, const ditattn_llsa_p
   return DITATTN_OK;
 }
 
-/* Mean of level-l block c of x into dst (double, as ref/'s dt_llsa_pool_mean). */
-static void block_mean(const dt_llsa_geom *g, const ditattn_tensor *x, int64_t b, int64_t hi, int l,
-                       int64_t c, double *dst) {
-  const int64_t start = dt_llsa_block_start(g, l, c), count = dt_llsa_block_count(g, l, c);
-  for (int64_t d = 0; d < g->D; d++) dst[d] = 0.0;
-  for (int64_t t = start; t < start + count; t++) {
+/* Pools tensor x (which: 0 = q, 1 = k, 2 = v) over coarsest block C for
+ * every level in one pass. Each level's accumulator sees exactly the
+ * additions of ref/'s dt_llsa_pool_mean (tokens in order, in double) and
+ * the same division, so the means are bitwise equal. acc: L × D doubles. */
+DT_CLONES static void pool_pass(dt_cpu_llsa_head *h, const ditattn_tensor *x, int which, int64_t b,
+                                int64_t hi, int64_t C, double *acc) {
+  const dt_llsa_geom *g = &h->g;
+  const int L = g->L;
+  const int64_t D = g->D;
+  const int64_t t0 = dt_llsa_block_start(g, L, C), t1 = t0 + dt_llsa_block_count(g, L, C);
+  for (int64_t i = 0; i < L * D; i++) acc[i] = 0.0;
+  for (int64_t t = t0; t < t1; t++) {
     const float *xt = dt_f32_at(x, b, hi, t, 0);
-    for (int64_t d = 0; d < g->D; d++) dst[d] += (double)xt[d];
+    for (int l = 0; l < L; l++) {
+      double *a = acc + l * D;
+      for (int64_t d = 0; d < D; d++) a[d] += (double)xt[d];
+    }
+    /* Blocks are nested: a level-(l+1) block can only end where a level-l one does. */
+    for (int l = 1; l <= L; l++) {
+      if ((t + 1) % g->span[l] != 0 && t + 1 != g->N) break;
+      const int64_t c = t / g->span[l], nl = g->n[l];
+      const double cnt = (double)dt_llsa_block_count(g, l, c);
+      double *a = acc + (l - 1) * D;
+      for (int64_t d = 0; d < D; d++) {
+        const double mean = a[d] / cnt;
+        if (which == 0) {
+          h->pq[l][c * D + d] = mean;
+        } else if (which == 1) {
+          h->pkt[l][d * nl + c] = mean;
+          h->pk[l][c * D + d] = (float)mean;
+        } else {
+          h->pv[l][c * D + d] = (float)mean;
+        }
+        a[d] = 0.0;
+      }
+    }
   }
-  for (int64_t d = 0; d < g->D; d++) dst[d] /= (double)count;
 }
 
 /* Scores of `count` consecutive candidates c0.. against one pooled query:
  * out[j] = Σ_d pq[d]·pk[c0+j][d], summed in d order like ref/'s dot(). */
-static void score_run(const double *pq_row, const double *pkt, int64_t nl, int64_t D, int64_t c0,
-                      int64_t count, double *out) {
+DT_CLONES static void score_run(const double *pq_row, const double *pkt, int64_t nl, int64_t D,
+                                int64_t c0, int64_t count, double *out) {
   for (int64_t j = 0; j < count; j++) out[j] = 0.0;
   for (int64_t d = 0; d < D; d++) {
     const double a = pq_row[d];
@@ -123,21 +152,15 @@ void dt_cpu_llsa_head_prepare(dt_cpu_llsa_head *h, const ditattn_tensor *q, cons
   const dt_llsa_geom *g = &h->g;
   const int64_t D = g->D;
   const int dt_nt = h->nt;
-  for (int l = 1; l <= g->L; l++) {
-    const int64_t nl = g->n[l];
-    DT_OMP_PARALLEL_FOR
-    for (int64_t c = 0; c < nl; c++) {
-      double *tmp = h->sel_work + (size_t)dt_cpu_thread_id() * (size_t)h->work_stride;
-      block_mean(g, q, b, hi, l, c, h->pq[l] + c * D);
-      block_mean(g, v, b, hi, l, c, tmp);
-      for (int64_t d = 0; d < D; d++) h->pv[l][c * D + d] = (float)tmp[d];
-      block_mean(g, k, b, hi, l, c, tmp);
-      for (int64_t d = 0; d < D; d++) {
-        h->pkt[l][d * nl + c] = tmp[d];
-        h->pk[l][c * D + d] = (float)tmp[d];
-      }
-    }
+  /* One work item per (coarsest block, tensor): 3·n_L items. */
+  const int64_t items = 3 * g->n[g->L];
+  DT_OMP_PARALLEL_FOR
+  for (int64_t it = 0; it < items; it++) {
+    double *acc = h->sel_work + (size_t)dt_cpu_thread_id() * (size_t)h->work_stride;
+    const int which = (int)(it % 3);
+    pool_pass(h, which == 0 ? q : which == 1 ? k : v, which, b, hi, it / 3, acc);
   }
+  dt_cpu_pack_keys(g->n[g->L], D, h->pk[g->L], D, h->pk_coarse_packed);
   for (int l = g->L; l >= 1; l--) {
     DT_OMP_PARALLEL_FOR
     for (int64_t gq = 0; gq < g->n[l]; gq++) {

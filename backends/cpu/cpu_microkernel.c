@@ -7,15 +7,6 @@
 
 #include <string.h>
 
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__) && defined(__has_attribute)
-#if __has_attribute(target_clones)
-#define DT_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#endif
-#endif
-#ifndef DT_CLONES
-#define DT_CLONES
-#endif
-
 typedef float v16 __attribute__((vector_size(64)));
 typedef float v16u __attribute__((vector_size(64), aligned(4), may_alias));
 
@@ -33,6 +24,20 @@ void dt_cpu_pack_keys(int64_t n, int64_t D, const float *k, int64_t k_ld, float 
     const int64_t j1 = n - 16 * p < 16 ? n - 16 * p : 16;
     for (int64_t j = 0; j < j1; j++) {
       const float *src = k + (16 * p + j) * k_ld;
+      for (int64_t d = 0; d < D; d++) dst[d * 16 + j] = src[d];
+    }
+    for (int64_t j = j1; j < 16; j++)
+      for (int64_t d = 0; d < D; d++) dst[d * 16 + j] = 0.0f;
+  }
+}
+
+void dt_cpu_pack_key_rows(int64_t n, int64_t D, const float *const *rows, float *kp) {
+  const int64_t panels = (n + 15) / 16;
+  for (int64_t p = 0; p < panels; p++) {
+    float *dst = kp + p * D * 16;
+    const int64_t j1 = n - 16 * p < 16 ? n - 16 * p : 16;
+    for (int64_t j = 0; j < j1; j++) {
+      const float *src = rows[16 * p + j];
       for (int64_t d = 0; d < D; d++) dst[d * 16 + j] = src[d];
     }
     for (int64_t j = j1; j < 16; j++)

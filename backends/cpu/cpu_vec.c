@@ -6,15 +6,6 @@
 #include <math.h>
 #include <string.h>
 
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__) && defined(__has_attribute)
-#if __has_attribute(target_clones)
-#define DT_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#endif
-#endif
-#ifndef DT_CLONES
-#define DT_CLONES
-#endif
-
 /* Cephes-style expf: |rel err| < 2e-7 on [-87, 88]; inputs are clamped
  * there (exp of anything below -87 is < 2e-38, far below float sums). */
 static inline float exp_poly(float x) {
