@@ -248,6 +248,11 @@ ditattn_status ditattn_order_apply(ditattn_context *ctx, const ditattn_order_par
                                    ditattn_tensor *y);
 
 /* ---------------------------------------------------------------- RoPeSLR */
+/* 3D-RoPE sparse + low-rank attention (spec ropeslr.md; ditattn's choices in
+ * docs/ropeslr.md). Per (batch, head): exact softmax attention of each query
+ * block over its K selected key blocks (the spikes), plus a positive-feature
+ * linear attention over every other key token (the background), mixed as
+ * o = o_sparse + Wᵀ o_lowrank. */
 typedef enum ditattn_slr_policy {
   DITATTN_SLR_KEEP_FRACTION = 0, /* K = max(1, ceil(rho · n)) */
   DITATTN_SLR_FIXED_K = 1,       /* K = topk (clamped to n) */
@@ -260,39 +265,55 @@ typedef enum ditattn_slr_feature {
 } ditattn_slr_feature;
 
 typedef struct ditattn_ropeslr_params {
-  int64_t block; /* b >= 1; default 64 */
+  int64_t block; /* b >= 1, for query and key blocks alike; default 64 */
   ditattn_slr_policy policy;
   double rho;          /* KEEP_FRACTION: (0, 1]; default 0.10 */
   int64_t topk;        /* FIXED_K: >= 1 */
   double sqrt_c;       /* SQRT: > 0 */
-  int force_own_block; /* 1: the query's own block always selected (default) */
-  int64_t rank;        /* r >= 1 */
+  int force_own_block; /* 1: the query's own block always selected (default); 0: pure top-K */
+  int64_t rank;        /* r >= 1 (any r, also r > D); default 64 */
   ditattn_slr_feature feature;
-  float scale;     /* <= 0 means 1/sqrt(D) */
-  int64_t grid[3]; /* T, H, W of the token positions */
+  float scale;     /* <= 0 means 1/sqrt(D); applies to the sparse branch only */
+  int64_t grid[3]; /* T, H, W of the token positions: no default, must be set */
 } ditattn_ropeslr_params;
 
+/* block 64, KEEP_FRACTION rho = 0.10, own block forced, rank 64, ELU1,
+ * scale 1/sqrt(D), grid {0, 0, 0} (invalid until the caller sets it). */
 ditattn_ropeslr_params ditattn_ropeslr_params_default(void);
 
-/* Per-head learned weights, each a 4-D tensor view with shape[0] = 1:
+/* Per-head learned weights, each a 4-D tensor view with shape[0] = 1, f32,
+ * in the same memory as q (device memory on GPU backends):
  * A, Bk: (1, H, D, r); Et: (1, H, T, r); Ey: (1, H, H_grid, r); Ex: (1, H, W, r);
- * W: (1, H, D, D). f32. Gradients use the same struct. */
+ * W: (1, H, D, D) (o += Wᵀ o_lowrank, i.e. o[e] += Σ_d W[d][e] o_lowrank[d]).
+ * Bk is the spec's B (key projection), renamed to avoid the batch size. */
 typedef struct ditattn_ropeslr_weights {
   ditattn_tensor A, Bk, Et, Ey, Ex, W;
 } ditattn_ropeslr_weights;
 
-/* Number of kept key blocks per query block for N tokens (0 on bad args). */
+/* Number K of kept key blocks per query block for N tokens, 1 <= K <= n =
+ * ceil(N/b) (0 on bad params or N < 1). */
 int64_t ditattn_ropeslr_topk(const ditattn_ropeslr_params *params, int64_t N);
+/* Entries of the optional selection output: B·H·n·K (0 on bad arguments). */
+int64_t ditattn_ropeslr_selection_count(const ditattn_ropeslr_params *params, int64_t B, int64_t H,
+                                        int64_t N);
 
-/* o = o_sparse + Wᵀ o_lowrank (spec §4). pos: N triples (t,y,x) or NULL for
- * raster order. lse_sparse: optional [B][H][N]. sel: optional, B*H*n*K int32
- * (n = ceil(N/b), K = ditattn_ropeslr_topk). */
+/* o = o_sparse + Wᵀ o_lowrank (spec §4). q, k, v, out: (B,H,N,D), RoPE
+ * already applied to q and k. pos: N triples (t,y,x) in sequence order, host
+ * memory, or NULL for raster order (then N = T·H·W). lse_sparse: optional
+ * [B][H][N], the sparse branch's natural-log LSE. sel: optional, host memory,
+ * [B][H][n][K] int32 key-block indices in rank order (score desc, index asc;
+ * a forced own block takes the last slot). */
 ditattn_status ditattn_ropeslr_forward(ditattn_context *ctx, const ditattn_ropeslr_params *params,
                                        const ditattn_ropeslr_weights *weights, const int32_t *pos,
                                        const ditattn_tensor *q, const ditattn_tensor *k,
                                        const ditattn_tensor *v, ditattn_tensor *out,
                                        float *lse_sparse, int32_t *sel);
 
+/* Gradients of Σ dout·o w.r.t. q, k, v and every weight, the selection held
+ * constant (it is recomputed from q, k, as is everything else: no forward
+ * state is needed). dq, dk, dv and every dweights tensor are overwritten;
+ * weight gradients are summed over the batch. dweights: same shapes as
+ * weights. No output may overlap an input or another output. */
 ditattn_status ditattn_ropeslr_backward(ditattn_context *ctx, const ditattn_ropeslr_params *params,
                                         const ditattn_ropeslr_weights *weights, const int32_t *pos,
                                         const ditattn_tensor *q, const ditattn_tensor *k,
