@@ -1,6 +1,7 @@
 /* `ditattn`: the command-line front end of the library (run, bench, info). */
 #include "algos.h"
 #include "commands.h"
+#include "verify/verify_cmd.h"
 
 #include "ditattn/ditattn.h"
 
@@ -17,6 +18,7 @@ static const command commands[] = {
     {"run", cmd_run, "one forward pass of an algorithm on .npy inputs"},
     {"bench", cmd_bench, "time dense vs sparse attention on video-like inputs (the main job)"},
     {"info", cmd_info, "version, backends, supported operations and dtypes"},
+    {"verify", dt_verify_main, "check a backend against the golden vectors; sweep backends vs ref"},
 };
 enum { NUM_COMMANDS = sizeof commands / sizeof commands[0] };
 
