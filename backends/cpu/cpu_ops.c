@@ -75,6 +75,7 @@ static const dt_backend_ops cpu_ops = {
     .order = dt_cpu_order,
     .pool = dt_cpu_pool,
     .lse_merge = dt_cpu_lse_merge,
+    .ropeslr_forward = dt_cpu_ropeslr_forward,
 };
 
 const dt_backend_ops *dt_cpu_ops(void) { return &cpu_ops; }
