@@ -92,7 +92,8 @@ ditattn_status dt_check_shape(ditattn_context *ctx, const char *name, const dita
 ditattn_status dt_check_dtype(ditattn_context *ctx, const char *name, const ditattn_tensor *t,
                               ditattn_dtype dtype) {
   if (t->dtype != dtype)
-    return dt_fail(ctx, DITATTN_ERR_DTYPE, "%s has dtype %d, expected %d (same as q)", name,
+    return dt_fail(ctx, DITATTN_ERR_DTYPE,
+                   "%s has dtype %d, expected %d (the dtype of the first tensor argument)", name,
                    (int)t->dtype, (int)dtype);
   if (!(ctx->ops->dtypes & (1u << (unsigned)dtype)))
     return dt_fail(ctx, DITATTN_ERR_DTYPE, "backend %s does not accept dtype %d (%s)",
