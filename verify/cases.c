@@ -506,6 +506,8 @@ int vc_run(ditattn_context *ctx, const char *op, const va_args *args, vc_source 
     st = op_ropeslr(&r, 1);
   else
     fail(&r, "unknown op %s", op);
+  /* Keep the library's message: freeing device memory below starts a new call. */
+  if (st != DITATTN_OK) snprintf(src->error, sizeof src->error, "%s", ditattn_last_error(ctx));
   for (int i = 0; i < r.n_tensors; i++) {
     vt_free(&r.tensors[i]->host);
     free(r.tensors[i]);

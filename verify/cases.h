@@ -56,7 +56,8 @@ typedef struct vc_source {
 /* Exit-style codes of vc_run. */
 enum { VC_OK = 0, VC_USAGE = 2, VC_STATUS = 3 };
 
-/* Runs `op` on ctx. On VC_STATUS *status holds the library's answer; on
+/* Runs `op` on ctx. On VC_STATUS *status holds the library's answer (its
+ * message is copied to src->error); on
  * VC_USAGE a reason is printed to stderr. inputs/outputs receive the arrays
  * (inputs first, even on failure). Random inputs use vt_srand's generator. */
 int vc_run(ditattn_context *ctx, const char *op, const va_args *args, vc_source *src,

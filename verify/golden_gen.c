@@ -192,7 +192,7 @@ int main(int argc, char **argv) {
     ditattn_status st;
     if (vc_run(ctx, c->op, &args, &src, &inputs, &outputs, &st) != VC_OK) {
       fprintf(stderr, "golden_gen: case %s failed: %s (%s)\n", c->name, ditattn_strerror(st),
-              ditattn_last_error(ctx));
+              src.error);
       rc = 1;
     } else {
       snprintf(path, sizeof path, "%s/%s", outdir, c->name);

@@ -57,7 +57,7 @@ int main(int argc, char **argv) {
   int rc = vc_run(ctx, argv[1], &args, &src, &inputs, &outputs, &st);
   if (rc == VC_STATUS)
     fprintf(stderr, "oracle_driver: %s: %s%s: %s\n", argv[1], ditattn_strerror(st),
-            st == DITATTN_ERR_UNSUPPORTED ? " (UNSUPPORTED)" : "", ditattn_last_error(ctx));
+            st == DITATTN_ERR_UNSUPPORTED ? " (UNSUPPORTED)" : "", src.error);
   const char *unused = va_unused(&args);
   if (rc == VC_OK && unused) {
     fprintf(stderr, "oracle_driver: unknown argument %s\n", unused);

@@ -228,10 +228,10 @@ static int run_golden(const options *o) {
       double worst = 0.0;
       if (run == VC_STATUS && st == DITATTN_ERR_UNSUPPORTED) {
         unsupported++;
-        printf("UNSUPPORTED %-26s %s\n", name, ditattn_last_error(ctx));
+        printf("UNSUPPORTED %-26s %s\n", name, src.error);
       } else if (run != VC_OK) {
         failed++;
-        printf("FAIL %-26s %s: %s\n", name, ditattn_strerror(st), ditattn_last_error(ctx));
+        printf("FAIL %-26s %s: %s\n", name, ditattn_strerror(st), src.error);
       } else if (compare_outputs(name, &outputs, &expected, tol->number * o->tol_scale, &worst)) {
         passed++;
         printf("ok   %-26s worst rel err %.2e\n", name, worst);
