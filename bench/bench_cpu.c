@@ -1,6 +1,7 @@
 /* CPU backend benchmark (issue 4): one program, several sections.
  *   bench_cpu all [--quick]   sections 1-4 and 6, tables on stdout,
  *                             scaling rows also as CSV (--csv PATH)
+ *   bench_cpu backward N      forward and backward times, dense (N <= 16384) and LLSA
  *   bench_cpu memory dense|llsa N
  *                             one call at N tokens (D = 64, one head), then
  *                             the process's peak RSS (getrusage)
@@ -292,6 +293,51 @@ static int cmd_memory(const char *what, int64_t N, int threads) {
   return 0;
 }
 
+/* Forward and backward times of dense (N <= 16384) and LLSA at N tokens. */
+static int cmd_backward(int64_t N, int threads) {
+  ditattn_context *cpu = context(DITATTN_BACKEND_CPU, threads);
+  problem p = problem_new(N);
+  float *dout = rand_buf((size_t)N * D), *dq = rand_buf((size_t)N * D);
+  float *dk = rand_buf((size_t)N * D), *dv = rand_buf((size_t)N * D);
+  ditattn_tensor q = ditattn_tensor_bhnd(p.q, DITATTN_F32, 1, 1, N, D);
+  ditattn_tensor k = ditattn_tensor_bhnd(p.k, DITATTN_F32, 1, 1, N, D);
+  ditattn_tensor v = ditattn_tensor_bhnd(p.v, DITATTN_F32, 1, 1, N, D);
+  ditattn_tensor o = ditattn_tensor_bhnd(p.out, DITATTN_F32, 1, 1, N, D);
+  ditattn_tensor g = ditattn_tensor_bhnd(dout, DITATTN_F32, 1, 1, N, D);
+  ditattn_tensor tq = ditattn_tensor_bhnd(dq, DITATTN_F32, 1, 1, N, D);
+  ditattn_tensor tk = ditattn_tensor_bhnd(dk, DITATTN_F32, 1, 1, N, D);
+  ditattn_tensor tv = ditattn_tensor_bhnd(dv, DITATTN_F32, 1, 1, N, D);
+  printf("%-6s %8s %12s %12s %14s\n", "op", "N", "forward s", "backward s", "bwd GFLOP/s");
+  for (int llsa = N > 16384; llsa <= 1; llsa++) {
+    const double tf = run_best(cpu, &p, llsa, 3, 5.0);
+    double tb = INFINITY;
+    for (int r = 0; r < 3; r++) {
+      const double t0 = now_s();
+      if (llsa) {
+        ditattn_llsa_params prm = llsa_params();
+        check(ditattn_llsa_backward(cpu, &prm, &q, &k, &v, &o, p.lse, &g, &tq, &tk, &tv), cpu,
+              "llsa_backward");
+      } else {
+        check(ditattn_dense_backward(cpu, &q, &k, &v, &o, p.lse, &g, 0.0f, &tq, &tk, &tv), cpu,
+              "dense_backward");
+      }
+      const double t = now_s() - t0;
+      tb = t < tb ? t : tb;
+    }
+    /* Backward ≈ 2.5× the forward's FLOPs (5 matrix products instead of 2). */
+    const double flops = 2.5 * (llsa ? llsa_flops(N) : dense_flops(N));
+    printf("%-6s %8lld %12.4f %12.4f %14.1f\n", llsa ? "llsa" : "dense", (long long)N, tf, tb,
+           flops / tb * 1e-9);
+  }
+  free(dout);
+  free(dq);
+  free(dk);
+  free(dv);
+  problem_free(&p);
+  ditattn_context_destroy(cpu);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   int threads = 2;
   const char *env = getenv("DITATTN_BENCH_THREADS");
@@ -309,7 +355,10 @@ int main(int argc, char **argv) {
   }
   if (argc == 4 && strcmp(argv[1], "memory") == 0)
     return cmd_memory(argv[2], strtoll(argv[3], NULL, 10), threads);
+  if (argc == 3 && strcmp(argv[1], "backward") == 0)
+    return cmd_backward(strtoll(argv[2], NULL, 10), threads);
   fprintf(stderr, "usage: bench_cpu all [--quick] [--csv PATH] | bench_cpu memory dense|llsa N\n"
+                  "       bench_cpu backward N\n"
                   "  threads: DITATTN_BENCH_THREADS (default 2)\n");
   return 2;
 }
