@@ -40,6 +40,19 @@ struct AttendArgs {
   float *lse; /* [B·H][Nq] or NULL */
 };
 
+/* KVs[c][0..DMAX) = row c of the tile (zeros past D and for masked keys). */
+template <typename T, int DMAX, int KT, int NT>
+DT_DEV void load_key_rows(float (*KVs)[DMAX + 1], const void *const *rows, const int *level,
+                          int D) {
+  for (int e = threadIdx.x; e < KT * DMAX; e += NT) {
+    const int c = e / DMAX, d = e % DMAX, lvl = level[c];
+    float val = 0.0f;
+    if (d < D && lvl == 0) val = to_f32(((const T *)rows[c])[d]);
+    if (d < D && lvl > 0) val = ((const float *)rows[c])[d];
+    KVs[c][d] = val;
+  }
+}
+
 template <typename T, int DMAX, typename Keys>
 __global__ void __launch_bounds__(kAttendThreads)
     attend_kernel(View<const T> q, View<const T> k, View<const T> v, View<T> out, AttendArgs a,
@@ -92,13 +105,7 @@ __global__ void __launch_bounds__(kAttendThreads)
       key_lnw[tid] = kr.lnw;
     }
     __syncthreads(); /* also: the previous tile's P·V reads of KVs are done */
-    for (int e = tid; e < KT * DMAX; e += NT) {
-      int c = e / DMAX, d = e % DMAX, lvl = key_level[c];
-      float val = 0.0f;
-      if (d < D && lvl == 0) val = to_f32(((const T *)key_k[c])[d]);
-      if (d < D && lvl > 0) val = ((const float *)key_k[c])[d];
-      KVs[c][d] = val;
-    }
+    load_key_rows<T, DMAX, KT, NT>(KVs, key_k, key_level, D);
     __syncthreads();
     for (int e = tid; e < QT * KT; e += NT) {
       int r = e / KT, c = e % KT;
@@ -131,13 +138,7 @@ __global__ void __launch_bounds__(kAttendThreads)
       }
     }
     __syncthreads(); /* K no longer read: V may replace it */
-    for (int e = tid; e < KT * DMAX; e += NT) {
-      int c = e / DMAX, d = e % DMAX, lvl = key_level[c];
-      float val = 0.0f;
-      if (d < D && lvl == 0) val = to_f32(((const T *)key_v[c])[d]);
-      if (d < D && lvl > 0) val = ((const float *)key_v[c])[d];
-      KVs[c][d] = val;
-    }
+    load_key_rows<T, DMAX, KT, NT>(KVs, key_v, key_level, D);
     __syncthreads();
 #pragma unroll
     for (int j = 0; j < OPT; j++) {

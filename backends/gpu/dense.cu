@@ -30,32 +30,24 @@ template <typename T> DT_DEV unsigned pack2(float lo, float hi) {
 
 /* d += a·b for a 16×16 (row) by 16×8 (col) tile; register layouts as in the
  * PTX ISA "Matrix Fragments for mma.m16n8k16". */
+#define DT_MMA16816(ty)                                                                            \
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." ty "." ty ".f32 {%0,%1,%2,%3}, "           \
+               "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"                                          \
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])                                    \
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1))
 template <typename T>
-DT_DEV void mma16816(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1);
-template <>
-DT_DEV void mma16816<bf16_t>(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+DT_DEV void mma16816(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
 #if defined(DT_GPU_DEVICE_HAS_MMA)
-  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
-               "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  if constexpr (T::is_bf16)
+    DT_MMA16816("bf16");
+  else
+    DT_MMA16816("f16");
 #else
   (void)d, (void)a, (void)b0, (void)b1;
   __trap();
 #endif
 }
-template <>
-DT_DEV void mma16816<f16_t>(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
-#if defined(DT_GPU_DEVICE_HAS_MMA)
-  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, "
-               "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-#else
-  (void)d, (void)a, (void)b0, (void)b1;
-  __trap();
-#endif
-}
+#undef DT_MMA16816
 
 DT_DEV unsigned ld_pair(const unsigned short *row, int d) {
   return row ? *(const unsigned *)(row + d) : 0u;

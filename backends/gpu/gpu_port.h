@@ -84,22 +84,9 @@ typedef cudaStream_t gpuStream_t;
 
 namespace DT_GPU_NS {
 
-/* Lane exchange within a warp of DT_WARP lanes (all lanes participate). */
-DT_DEV float shfl_xor(float v, int lane_mask) {
-#if defined(DT_GPU_HIP)
-  return __shfl_xor(v, lane_mask, DT_WARP);
-#else
-  return __shfl_xor_sync(0xffffffffu, v, lane_mask, DT_WARP);
-#endif
-}
-DT_DEV double shfl_xor(double v, int lane_mask) {
-#if defined(DT_GPU_HIP)
-  return __shfl_xor(v, lane_mask, DT_WARP);
-#else
-  return __shfl_xor_sync(0xffffffffu, v, lane_mask, DT_WARP);
-#endif
-}
-DT_DEV int shfl_xor(int v, int lane_mask) {
+/* Lane exchange within a warp of DT_WARP lanes (all lanes participate);
+ * T is float, double or int. */
+template <typename T> DT_DEV T shfl_xor(T v, int lane_mask) {
 #if defined(DT_GPU_HIP)
   return __shfl_xor(v, lane_mask, DT_WARP);
 #else
@@ -110,9 +97,11 @@ DT_DEV int shfl_xor(int v, int lane_mask) {
 /* Storage types: raw 16-bit words; arithmetic is always fp32. */
 struct bf16_t {
   unsigned short bits;
+  static const bool is_bf16 = true;
 };
 struct f16_t {
   unsigned short bits;
+  static const bool is_bf16 = false;
 };
 
 DT_DEV float to_f32(float x) { return x; }
