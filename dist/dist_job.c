@@ -8,9 +8,11 @@
 #include <string.h>
 
 static const char *const param_names[DT_DP_COUNT] = {
-    "operation", "n_global", "B",       "H",       "D",       "dtype",
-    "backend",   "scale",    "block",   "levels",  "topk[0]", "topk[1]",
-    "topk[2]",   "topk[3]",  "topk[4]", "topk[5]", "topk[6]", "topk[7]"};
+    "operation", "n_global", "B",       "H",
+    "D",         "dtype",    "backend", "scale (float bits)",
+    "block",     "levels",   "topk[0]", "topk[1]",
+    "topk[2]",   "topk[3]",  "topk[4]", "topk[5]",
+    "topk[6]",   "topk[7]"};
 
 static ditattn_dist_stats g_last_stats;
 
@@ -45,7 +47,12 @@ static ditattn_status spread_failure(dt_dist_job *job, int64_t first_bad, ditatt
   memset(&f, 0, sizeof f);
   if (first_bad == job->rank) {
     f.status = (int64_t)local;
-    snprintf(f.msg, sizeof f.msg, "%.240s", job->ctx ? job->ctx->last_error : "ctx is NULL");
+    const char *m = job->ctx ? job->ctx->last_error : "ctx is NULL";
+    /* dt_fail's text starts with the status name, which the new one repeats. */
+    const char *name = ditattn_strerror(local);
+    const size_t nl = strlen(name);
+    if (strncmp(m, name, nl) == 0 && m[nl] == ':' && m[nl + 1] == ' ') m += nl + 2;
+    snprintf(f.msg, sizeof f.msg, "%.240s", m);
   }
   double t0 = MPI_Wtime();
   int err = MPI_Bcast(&f, (int)sizeof f, MPI_BYTE, (int)first_bad, job->comm);
