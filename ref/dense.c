@@ -32,10 +32,10 @@ ditattn_status dt_ref_dense_forward(ditattn_context *ctx, const dt_dense_fwd *p)
         double sum = 0.0;
         for (int64_t j = 0; j < Nk; j++) sum += exp(score[j] - max);
         const double lse = max + log(sum);
+        for (int64_t j = 0; j < Nk; j++) score[j] = exp(score[j] - lse); /* now P_ij */
         for (int64_t d = 0; d < D; d++) {
           double acc = 0.0;
-          for (int64_t j = 0; j < Nk; j++)
-            acc += exp(score[j] - lse) * (double)*dt_f32_at(v, b, h, j, d);
+          for (int64_t j = 0; j < Nk; j++) acc += score[j] * (double)*dt_f32_at(v, b, h, j, d);
           *dt_f32_at(out, b, h, i, d) = (float)acc;
         }
         if (p->lse) p->lse[(b * H + h) * Nq + i] = (float)lse;
