@@ -257,6 +257,49 @@ static void llsa_forward_matches_ref(void **state) {
   if (!second_pass) check_problem(&big, 0);
 }
 
+/* Exact ties of the selection scores: k repeats a few block patterns and
+ * every value is a multiple of 1/4, so pooled means and scores are exact
+ * and equal; the order must fall back to the smaller block index, as ref/. */
+static void llsa_selection_ties_match_ref(void **state) {
+  (void)state;
+  tu_seed();
+  for (int trial = 0; trial < trials(6); trial++) {
+    problem p = random_llsa(400);
+    p.llsa.block = tu_rand_int(2, 6);
+    tensors in = {0}, ref = {0}, c2 = {0};
+    inputs_new(&p, &in);
+    const int64_t patterns = tu_rand_int(1, 3), blk = p.llsa.block;
+    for (int64_t ib = 0; ib < p.B; ib++)
+      for (int64_t ih = 0; ih < p.H; ih++)
+        for (int64_t n = 0; n < p.Nq; n++)
+          for (int64_t d = 0; d < p.D; d++) {
+            const int64_t src = (n / blk) % patterns * blk + n % blk; /* same pattern per block */
+            *tu_at(&in.q.t, ib, ih, n, d) = (float)tu_rand_int(-4, 4) * 0.25f;
+            *tu_at(&in.k.t, ib, ih, n, d) = (float)((src * 7 + d * 3) % 9 - 4) * 0.25f;
+          }
+    outputs_new(&p, &ref);
+    outputs_new(&p, &c2);
+    ditattn_context *rctx = make_ctx(DITATTN_BACKEND_REF, 0),
+                    *ctx = make_ctx(DITATTN_BACKEND_CPU, 2);
+    run_forward(rctx, &p, &in, &ref);
+    run_forward(ctx, &p, &in, &c2);
+    for (int l = 0; l < p.llsa.levels; l++) {
+      const size_t n = (size_t)ditattn_llsa_selection_count(&p.llsa, p.B, p.H, p.Nq, l + 1);
+      if (memcmp(c2.sel[l], ref.sel[l], n * sizeof(int32_t)) != 0) {
+        fprintf(stderr, "tied selection of level %d differs from ref/\n", l + 1);
+        print_problem("llsa selection ties", &p, 0.0);
+        fail();
+      }
+    }
+    expect_close("forward out (ties) vs ref", &p, tu_rel_err(&c2.out.t, &ref.out.t));
+    ditattn_context_destroy(rctx);
+    ditattn_context_destroy(ctx);
+    outputs_free(&p, &ref);
+    outputs_free(&p, &c2);
+    inputs_free(&in);
+  }
+}
+
 static void llsa_backward_matches_ref(void **state) {
   (void)state;
   tu_seed();
@@ -272,9 +315,8 @@ static void llsa_backward_matches_ref(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(dense_forward_matches_ref),
-      cmocka_unit_test(dense_backward_matches_ref),
-      cmocka_unit_test(llsa_forward_matches_ref),
+      cmocka_unit_test(dense_forward_matches_ref), cmocka_unit_test(dense_backward_matches_ref),
+      cmocka_unit_test(llsa_forward_matches_ref),  cmocka_unit_test(llsa_selection_ties_match_ref),
       cmocka_unit_test(llsa_backward_matches_ref),
   };
   /* Once with the default forward kernels, once with DITATTN_CPU_KERNEL=blas. */
