@@ -7,7 +7,7 @@
 #include <math.h>
 #include <string.h>
 
-enum { QT = DT_CPU_QUERY_TILE, KC = DT_CPU_KEY_CHUNK, BT = 128 /* backward block */ };
+enum { QT = DT_CPU_QUERY_TILE, KC = DT_CPU_KEY_CHUNK, BT = 256 /* backward block */ };
 
 static int64_t ceil_div(int64_t a, int64_t b) { return a / b + (a % b != 0); }
 

@@ -103,7 +103,7 @@ void dt_cpu_acc_pv(int trans_p, int64_t m, int64_t n, int64_t D, const float *pm
  * Set once at context creation from DITATTN_CPU_KERNEL=own|blas. */
 extern int dt_cpu_use_own_kernel;
 /* Query tile rows for dense attention. */
-#define DT_CPU_QUERY_TILE 128
+#define DT_CPU_QUERY_TILE 256
 
 /* Writes out rows (normalized acc) and lse from st. */
 void dt_cpu_state_finish(const dt_cpu_softmax_state *st, int64_t rows, int64_t D, float *out,
@@ -142,5 +142,8 @@ ditattn_status dt_cpu_order(ditattn_context *ctx, const dt_order *p);
 ditattn_status dt_cpu_pool(ditattn_context *ctx, const dt_pool *p);
 ditattn_status dt_cpu_lse_merge(ditattn_context *ctx, const dt_lse_merge *p);
 ditattn_status dt_cpu_ropeslr_forward(ditattn_context *ctx, const dt_ropeslr_fwd *p);
+/* RoPeSLR with a parallel block-factor low-rank branch (cpu_ropeslr_*.c). */
+ditattn_status dt_cpu_slr_forward(ditattn_context *ctx, const dt_ropeslr_fwd *p);
+ditattn_status dt_cpu_slr_backward(ditattn_context *ctx, const dt_ropeslr_bwd *p);
 
 #endif

@@ -173,7 +173,8 @@ ditattn_status dt_cpu_llsa_backward(ditattn_context *ctx, const dt_llsa_bwd *p) 
         query_grads(0, rows, g->n[L], D, scale, h.pk[L], D, h.pv[L], D, h.lnw[L], &tb_);
         for (int l = 1; l < L; l++) {
           int64_t div = 1;
-          for (int m = 1; m < l; m++) div *= g->b;
+          for (int m = 1; m < l; m++)
+            div = div > INT64_MAX / g->b ? INT64_MAX : div * g->b; /* saturate */
           for (int64_t a = g1_0; a < g1_1;) {
             const int64_t parent = a / div / g->b;
             int64_t e = a + 1;

@@ -138,7 +138,8 @@ ditattn_status dt_cpu_llsa_forward(ditattn_context *ctx, const dt_llsa_fwd *p) {
         /* (2) pooled candidates of levels 1 .. L−1, shared per parent block. */
         for (int l = 1; l < L; l++) {
           int64_t div = 1; /* g_l = g1 / b^(l−1), as ref/'s key list walks it */
-          for (int m = 1; m < l; m++) div *= g->b;
+          for (int m = 1; m < l; m++)
+            div = div > INT64_MAX / g->b ? INT64_MAX : div * g->b; /* saturate */
           for (int64_t a = g1_0; a < g1_1;) {
             const int64_t parent = a / div / g->b;
             int64_t e = a + 1;

@@ -75,7 +75,8 @@ static const dt_backend_ops cpu_ops = {
     .order = dt_cpu_order,
     .pool = dt_cpu_pool,
     .lse_merge = dt_cpu_lse_merge,
-    .ropeslr_forward = dt_cpu_ropeslr_forward,
+    .ropeslr_forward = dt_cpu_slr_forward,
+    .ropeslr_backward = dt_cpu_slr_backward,
 };
 
 const dt_backend_ops *dt_cpu_ops(void) { return &cpu_ops; }
