@@ -7,6 +7,8 @@
 
 #include "../../ref/ref.h"
 
+#include <stdatomic.h>
+
 #ifdef _OPENMP
 #include <omp.h>
 /* Needs a local `int dt_nt` (thread count) in scope. */
@@ -101,7 +103,7 @@ void dt_cpu_acc_pv(int trans_p, int64_t m, int64_t n, int64_t D, const float *pm
                    const float *v, int64_t ldv, float *o, int64_t ldo);
 /* Which GEMMs the forward tile uses: 1 = own kernels, 0 = dt_cpu_gemm.
  * Set once at context creation from DITATTN_CPU_KERNEL=own|blas. */
-extern int dt_cpu_use_own_kernel;
+extern _Atomic int dt_cpu_use_own_kernel; /* atomic: contexts may be created concurrently */
 /* Query tile rows for dense attention. */
 #define DT_CPU_QUERY_TILE 256
 

@@ -37,7 +37,7 @@ void dt_cpu_blas_leave(int saved) {
 #include <stdlib.h>
 #include <string.h>
 
-int dt_cpu_use_own_kernel = 1;
+_Atomic int dt_cpu_use_own_kernel = 1;
 
 static ditattn_status cpu_init(ditattn_context *ctx) {
   (void)ctx;

@@ -189,6 +189,7 @@ static void query_block(const dt_ropeslr_bwd *p, const dt_cpu_slr_problem *pr,
     dt_cpu_gemm(1, 0, D, D, rows, 1.0f, t->olr, D, t->dO, D, 1.0f, dWG, D);
     dt_cpu_gemm(0, 1, rows, D, D, 1.0f, t->dO, D, dt_f32_at(W, 0, h, 0, 0), W->stride[2], 0.0f,
                 t->dolr, D);
+    memset(t->du, 0, (size_t)(rows * r) * sizeof(float));
     if (kept < s->n) {
       for (int64_t i = 0; i < rows; i++) {
         const double den = t->den[i];
@@ -203,15 +204,17 @@ static void query_block(const dt_ropeslr_bwd *p, const dt_cpu_slr_problem *pr,
         for (int64_t d = 0; d < D; d++) yi[d] = (float)(t->dolr[i * D + d] / den);
         t->cc[i] = (float)(c / den);
       }
-      dt_cpu_gemm(0, 1, rows, r, D, 1.0f, t->y, D, t->Sbg_f, D, 0.0f, t->df, r);
-      for (int64_t i = 0; i < rows; i++)
-        for (int64_t m = 0; m < r; m++) t->df[i * r + m] -= (float)(t->cc[i] * t->zbg[m]);
       dt_cpu_gemm(1, 0, r, D, rows, 1.0f, f, r, t->y, D, 1.0f, t->PGf, D);
       for (int64_t i = 0; i < rows; i++)
         for (int64_t m = 0; m < r; m++) t->pG[m] -= (double)f[i * r + m] * t->cc[i];
-      phi_backward(p->params.feature, rows, r, f, t->df, t->du);
-    } else {
-      memset(t->du, 0, (size_t)(rows * r) * sizeof(float));
+      /* f·df = 0 on every row (o_lr does not change when f_i is scaled), so
+       * with r = 1 df is exactly 0: keep du = 0 rather than rounding noise. */
+      if (r > 1) {
+        dt_cpu_gemm(0, 1, rows, r, D, 1.0f, t->y, D, t->Sbg_f, D, 0.0f, t->df, r);
+        for (int64_t i = 0; i < rows; i++)
+          for (int64_t m = 0; m < r; m++) t->df[i * r + m] -= (float)(t->cc[i] * t->zbg[m]);
+        phi_backward(p->params.feature, rows, r, f, t->df, t->du);
+      }
     }
     memcpy(bh->duf + q0 * r, t->du, (size_t)(rows * r) * sizeof(float));
     /* Sparse dq = scale · dS · K over the selected blocks. */
