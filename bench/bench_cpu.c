@@ -2,6 +2,7 @@
  *   bench_cpu all [--quick]   sections 1-4 and 6, tables on stdout,
  *                             scaling rows also as CSV (--csv PATH)
  *   bench_cpu backward N      forward and backward times, dense (N <= 16384) and LLSA
+ *   bench_cpu ropeslr T       RoPeSLR forward on a T×32×32 grid, CPU vs ref
  *   bench_cpu memory dense|llsa N
  *                             one call at N tokens (D = 64, one head), then
  *                             the process's peak RSS (getrusage)
@@ -162,6 +163,50 @@ static double sgemm_gflops(int64_t m, int64_t n, int64_t k, int threads) {
 }
 #endif
 
+/* RoPeSLR forward (defaults: b = 64, rho = 0.1, r = 64) on a T×32×32 grid, CPU vs ref. */
+static void ropeslr_vs_ref(int64_t T, int threads) {
+  const int64_t N = T * 32 * 32, r = 64;
+  ditattn_ropeslr_params prm = ditattn_ropeslr_params_default();
+  prm.rank = r;
+  prm.grid[0] = T;
+  prm.grid[1] = prm.grid[2] = 32;
+  const int64_t rows[6] = {D, D, T, 32, 32, D}, cols[6] = {r, r, r, r, r, D};
+  float *wbuf[6];
+  ditattn_tensor wt[6];
+  for (int a = 0; a < 6; a++) {
+    wbuf[a] = rand_buf((size_t)(rows[a] * cols[a]));
+    for (int64_t i = 0; i < rows[a] * cols[a]; i++) wbuf[a][i] *= 0.1f;
+    wt[a] = ditattn_tensor_bhnd(wbuf[a], DITATTN_F32, 1, 1, rows[a], cols[a]);
+  }
+  ditattn_ropeslr_weights w = {wt[0], wt[1], wt[2], wt[3], wt[4], wt[5]};
+  problem p = problem_new(N);
+  float *ref_out = rand_buf((size_t)N * D);
+  ditattn_tensor q = ditattn_tensor_bhnd(p.q, DITATTN_F32, 1, 1, N, D);
+  ditattn_tensor k = ditattn_tensor_bhnd(p.k, DITATTN_F32, 1, 1, N, D);
+  ditattn_tensor v = ditattn_tensor_bhnd(p.v, DITATTN_F32, 1, 1, N, D);
+  ditattn_tensor o = ditattn_tensor_bhnd(p.out, DITATTN_F32, 1, 1, N, D);
+  ditattn_tensor ro = ditattn_tensor_bhnd(ref_out, DITATTN_F32, 1, 1, N, D);
+  ditattn_context *ref = context(DITATTN_BACKEND_REF, 1),
+                  *cpu = context(DITATTN_BACKEND_CPU, threads);
+  double t0 = now_s();
+  check(ditattn_ropeslr_forward(ref, &prm, &w, NULL, &q, &k, &v, &ro, NULL, NULL), ref, "ropeslr");
+  const double tr = now_s() - t0;
+  double tc = INFINITY;
+  for (int rep = 0; rep < 3; rep++) {
+    t0 = now_s();
+    check(ditattn_ropeslr_forward(cpu, &prm, &w, NULL, &q, &k, &v, &o, NULL, NULL), cpu, "ropeslr");
+    const double t = now_s() - t0;
+    tc = t < tc ? t : tc;
+  }
+  printf("%-8s %8lld %12.4f %12.4f %8.1fx %12.2e   (b=64, rho=0.1, r=64)\n", "ropeslr",
+         (long long)N, tr, tc, tr / tc, rel_err(p.out, ref_out, (size_t)N * D));
+  for (int a = 0; a < 6; a++) free(wbuf[a]);
+  free(ref_out);
+  problem_free(&p);
+  ditattn_context_destroy(ref);
+  ditattn_context_destroy(cpu);
+}
+
 static int cmd_all(int quick, const char *csv_path, int threads) {
   printf("# ditattn CPU backend benchmark: D = %d, one head, f32, %d threads (unless stated)\n", D,
          threads);
@@ -219,6 +264,7 @@ static int cmd_all(int quick, const char *csv_path, int threads) {
       problem_free(&p);
     }
     ditattn_context_destroy(ref);
+    ropeslr_vs_ref(4, threads);
   }
 
   /* (4) thread scaling. */
@@ -355,10 +401,14 @@ int main(int argc, char **argv) {
   }
   if (argc == 4 && strcmp(argv[1], "memory") == 0)
     return cmd_memory(argv[2], strtoll(argv[3], NULL, 10), threads);
+  if (argc == 3 && strcmp(argv[1], "ropeslr") == 0) {
+    ropeslr_vs_ref(strtoll(argv[2], NULL, 10), threads);
+    return 0;
+  }
   if (argc == 3 && strcmp(argv[1], "backward") == 0)
     return cmd_backward(strtoll(argv[2], NULL, 10), threads);
   fprintf(stderr, "usage: bench_cpu all [--quick] [--csv PATH] | bench_cpu memory dense|llsa N\n"
-                  "       bench_cpu backward N\n"
+                  "       bench_cpu backward N | bench_cpu ropeslr T (grid T x 32 x 32)\n"
                   "  threads: DITATTN_BENCH_THREADS (default 2)\n");
   return 2;
 }

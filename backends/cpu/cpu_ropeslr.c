@@ -1,9 +1,10 @@
 /* RoPeSLR forward on the CPU (spec ropeslr.md §2-4). The sparse branch, the
  * O(N·K·b·D) part, runs through the tile kernel: one query tile per work
  * item, attending block by block to its selected key blocks straight from
- * the tensors. Selection, features and the O(N·r·D) low-rank factors reuse
- * ref/'s double-precision helpers (same selected sets by construction);
- * making those parallel is future work. Backward: not implemented here. */
+ * the tensors. Selection reuses ref/'s helper (same selected sets by
+ * construction); features and the O(N·r·D) low-rank factors follow ref/'s
+ * double arithmetic exactly, split across threads. Backward: not
+ * implemented for the CPU backend. */
 #include "../../ref/ropeslr_internal.h"
 #include "cpu_internal.h"
 
@@ -12,6 +13,87 @@
 enum { KC = DT_CPU_KEY_CHUNK };
 
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/* ref/'s dt_slr_features over token chunks in parallel (each token is
+ * independent, so the result is the same). */
+static void features_parallel(const dt_slr_shape *s, const ditattn_tensor *proj,
+                              const ditattn_ropeslr_weights *w, int64_t h, const int32_t *pos,
+                              ditattn_slr_feature feature, const double *x, double *u, double *f,
+                              int dt_nt) {
+  enum { CHUNK = 256 };
+  const int64_t chunks = s->N / CHUNK + (s->N % CHUNK != 0);
+  DT_OMP_PARALLEL_FOR
+  for (int64_t c = 0; c < chunks; c++) {
+    dt_slr_shape sub = *s;
+    const int64_t i0 = c * CHUNK;
+    sub.N = min64(CHUNK, s->N - i0);
+    dt_slr_features(&sub, proj, w, h, pos + 3 * i0, feature, x + i0 * s->D, u + i0 * s->r,
+                    f + i0 * s->r);
+  }
+}
+
+/* ref/'s dt_slr_lowrank_factors (spec §3) with its loops split across
+ * threads; every sum keeps ref/'s order, so olr and den are identical.
+ * fac: n·r·D + r·D + (n + 1)·r doubles; per-thread: r·D + r doubles + n bytes. */
+static void lowrank_factors_parallel(const dt_slr_shape *s, const int32_t *sel, const double *f,
+                                     const double *g, const double *v, double *fac,
+                                     double *thread_bg, unsigned char *thread_in_sel, double *olr,
+                                     double *den, int dt_nt) {
+  const int64_t N = s->N, D = s->D, r = s->r, n = s->n, rd = r * D;
+  double *SC = fac, *S = SC + n * rd, *zC = S + rd, *z = zC + n * r;
+  DT_OMP_PARALLEL_FOR
+  for (int64_t C = 0; C < n; C++) { /* S_C, z_C: tokens of block C in order */
+    double *Sj = SC + C * rd, *zj = zC + C * r;
+    memset(Sj, 0, (size_t)rd * sizeof(double));
+    memset(zj, 0, (size_t)r * sizeof(double));
+    for (int64_t j = C * s->block; j < min64((C + 1) * s->block, N); j++)
+      for (int64_t m = 0; m < r; m++) {
+        const double gm = g[j * r + m];
+        zj[m] += gm;
+        for (int64_t d = 0; d < D; d++) Sj[m * D + d] += gm * v[j * D + d];
+      }
+  }
+  DT_OMP_PARALLEL_FOR
+  for (int64_t m = 0; m < r; m++) { /* S = Σ_C S_C, z = Σ_C z_C in C order */
+    z[m] = 0.0;
+    for (int64_t C = 0; C < n; C++) z[m] += zC[C * r + m];
+    for (int64_t d = 0; d < D; d++) {
+      double acc = 0.0;
+      for (int64_t C = 0; C < n; C++) acc += SC[C * rd + m * D + d];
+      S[m * D + d] = acc;
+    }
+  }
+  DT_OMP_PARALLEL_FOR
+  for (int64_t G = 0; G < n; G++) {
+    const int tid = dt_cpu_thread_id();
+    double *Sbg = thread_bg + (size_t)tid * (size_t)(rd + r), *zbg = Sbg + rd;
+    unsigned char *in_sel = thread_in_sel + (size_t)tid * (size_t)n;
+    const int64_t kept = dt_slr_mark_selected(s, sel, G, in_sel);
+    memcpy(Sbg, S, (size_t)rd * sizeof(double));
+    memcpy(zbg, z, (size_t)r * sizeof(double));
+    for (int64_t C = 0; C < n; C++) {
+      if (!in_sel[C]) continue;
+      for (int64_t m = 0; m < r; m++) zbg[m] -= zC[C * r + m];
+      for (int64_t e = 0; e < rd; e++) Sbg[e] -= SC[C * rd + e];
+    }
+    for (int64_t i = G * s->block; i < min64((G + 1) * s->block, N); i++) {
+      double *oi = olr + i * D, sum = 0.0;
+      for (int64_t d = 0; d < D; d++) oi[d] = 0.0;
+      if (kept < n) {
+        for (int64_t m = 0; m < r; m++) {
+          const double fm = f[i * r + m];
+          sum += fm * zbg[m];
+          for (int64_t d = 0; d < D; d++) oi[d] += fm * Sbg[m * D + d];
+        }
+        if (sum != 0.0)
+          for (int64_t d = 0; d < D; d++) oi[d] /= sum;
+        else
+          for (int64_t d = 0; d < D; d++) oi[d] = 0.0;
+      }
+      den[i] = sum;
+    }
+  }
+}
 
 ditattn_status dt_cpu_ropeslr_forward(ditattn_context *ctx, const dt_ropeslr_fwd *p) {
   const int64_t B = p->q->shape[0], H = p->q->shape[1], N = p->q->shape[2], D = p->q->shape[3];
@@ -30,7 +112,18 @@ ditattn_status dt_cpu_ropeslr_forward(ditattn_context *ctx, const dt_ropeslr_fwd
                     : NULL;
   float *os = dt_malloc((size_t)N * (size_t)D * sizeof(float));
   float *lse = dt_malloc((size_t)N * sizeof(float));
-  if (!work || !os || !lse) {
+  const int64_t rd = s.r * D;
+  /* Low-rank factors: n·r·D + r·D + (n + 1)·r doubles; per thread r·D + r doubles, n bytes.
+   * Each term is below the N·D·r-sized arrays ref/'s workspace already holds. */
+  size_t nrd = 0;
+  const int fac_fits = dt_mul_size((size_t)n, (size_t)rd, &nrd) && nrd < (size_t)INT64_MAX / 4;
+  double *fac = fac_fits ? dt_slr_alloc_doubles((int64_t)nrd + rd + (n + 1) * s.r) : NULL;
+  double *thread_bg = dt_slr_alloc_doubles((int64_t)dt_nt * (rd + s.r));
+  unsigned char *thread_in_sel = dt_malloc((size_t)dt_nt * (size_t)n);
+  if (!work || !os || !lse || !fac || !thread_bg || !thread_in_sel) {
+    dt_free(fac);
+    dt_free(thread_bg);
+    dt_free(thread_in_sel);
     dt_free(work);
     dt_free(os);
     dt_free(lse);
@@ -71,13 +164,13 @@ ditattn_status dt_cpu_ropeslr_forward(ditattn_context *ctx, const dt_ropeslr_fwd
         dt_cpu_state_finish(&sm, rows, D, os + q0 * D, D, lse + q0);
       }
 
-      /* Low-rank branch (ref/ helpers, double). */
-      dt_slr_features(&s, &p->weights->A, p->weights, h, p->pos, p->params.feature, ws.q, ws.u,
-                      ws.f);
-      dt_slr_features(&s, &p->weights->Bk, p->weights, h, p->pos, p->params.feature, ws.k, ws.w,
-                      ws.g);
-      st = dt_slr_lowrank_factors(ctx, &s, ws.sel, ws.f, ws.g, ws.v, ws.olr, ws.den);
-      if (st != DITATTN_OK) break;
+      /* Low-rank branch: ref/'s arithmetic in double, loops split across threads. */
+      features_parallel(&s, &p->weights->A, p->weights, h, p->pos, p->params.feature, ws.q, ws.u,
+                        ws.f, dt_nt);
+      features_parallel(&s, &p->weights->Bk, p->weights, h, p->pos, p->params.feature, ws.k, ws.w,
+                        ws.g, dt_nt);
+      lowrank_factors_parallel(&s, ws.sel, ws.f, ws.g, ws.v, fac, thread_bg, thread_in_sel, ws.olr,
+                               ws.den, dt_nt);
 
       /* o = o_sparse + Wᵀ o_lowrank. */
       const ditattn_tensor *W = &p->weights->W;
@@ -95,6 +188,9 @@ ditattn_status dt_cpu_ropeslr_forward(ditattn_context *ctx, const dt_ropeslr_fwd
       if (p->sel) memcpy(p->sel + head * n * s.K, ws.sel, (size_t)(n * s.K) * sizeof(int32_t));
     }
   dt_cpu_blas_leave(blas);
+  dt_free(fac);
+  dt_free(thread_bg);
+  dt_free(thread_in_sel);
   dt_free(work);
   dt_free(os);
   dt_free(lse);
