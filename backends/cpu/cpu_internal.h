@@ -143,7 +143,6 @@ ditattn_status dt_cpu_rope(ditattn_context *ctx, const dt_rope *p);
 ditattn_status dt_cpu_order(ditattn_context *ctx, const dt_order *p);
 ditattn_status dt_cpu_pool(ditattn_context *ctx, const dt_pool *p);
 ditattn_status dt_cpu_lse_merge(ditattn_context *ctx, const dt_lse_merge *p);
-ditattn_status dt_cpu_ropeslr_forward(ditattn_context *ctx, const dt_ropeslr_fwd *p);
 /* RoPeSLR with a parallel block-factor low-rank branch (cpu_ropeslr_*.c). */
 ditattn_status dt_cpu_slr_forward(ditattn_context *ctx, const dt_ropeslr_fwd *p);
 ditattn_status dt_cpu_slr_backward(ditattn_context *ctx, const dt_ropeslr_bwd *p);
