@@ -137,7 +137,7 @@ static void gradients_match_finite_differences(void **state) {
       {1, 1, 40, 2, 16, 2, {1, 1}, 0, 0, 0},   /* b = 16 */
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_gradients(&cases[i]);
-  for (int rep = 0; rep < 4; rep++) {
+  for (int rep = 0; rep < 10; rep++) {
     const int64_t bs[3] = {2, 3, 4};
     llsa_case c = {1,
                    tu_rand_int(1, 2),

@@ -318,9 +318,11 @@ static void shapes_match_naive_model(void **state) {
       {1, 1, 600, 2, 16, 2, {8, 8}, 0, 0, 0},        /* official defaults, partial blocks */
       {2, 1, 17, 3, 2, 3, {8, 8, 8}, 0, 0, 0},       /* K above every candidate count */
       {1, 1, 40, 2, 2, 5, {3, 2, 2, 1, 1}, 0, 0, 0}, /* deep: L = 5 */
+      {1, 1, 1000, 8, 16, 2, {8, 8}, 0, 0, 1},       /* official defaults, n_2 = 4 */
+      {1, 1, 700, 4, 4, 3, {4, 3, 2}, 0, 0, 0},      /* L = 3, b = 4, larger N */
   };
   for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) check_case(&fixed[i]);
-  for (int rep = 0; rep < 20; rep++) {
+  for (int rep = 0; rep < 60; rep++) {
     const int64_t bs[3] = {2, 4, 16};
     llsa_case c = {tu_rand_int(1, 2),
                    tu_rand_int(1, 2),
