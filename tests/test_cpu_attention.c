@@ -308,6 +308,12 @@ static void llsa_backward_matches_ref(void **state) {
     if (p.Nq < 2) p.Nq = p.Nk = 2;
     check_problem(&p, 1);
   }
+  /* Level-1 blocks wider than the query tile (split tiles), partial last block. */
+  problem wide = {1, 2, 1000, 1000, 16, 1, 1, 0.0f, ditattn_llsa_params_default()};
+  wide.llsa.block = 300;
+  wide.llsa.topk[0] = 2;
+  wide.llsa.topk[1] = 1;
+  if (!second_pass) check_problem(&wide, 1);
   problem d128 = {2, 1, 700, 700, 128, 0, 1, 0.3f, ditattn_llsa_params_default()};
   d128.llsa.scale = d128.scale;
   if (!second_pass) check_problem(&d128, 1);

@@ -29,4 +29,52 @@ void dt_cpu_llsa_head_free(dt_cpu_llsa_head *h);
 void dt_cpu_llsa_head_prepare(dt_cpu_llsa_head *h, const ditattn_tensor *q, const ditattn_tensor *k,
                               const ditattn_tensor *v, int64_t b, int64_t hi);
 
+/* Query tiles of the LLSA loops: whole level-1 blocks, about
+ * DT_CPU_QUERY_TILE rows together; a level-1 block wider than that is split
+ * into several tiles (so buffers never grow with b). */
+typedef struct dt_cpu_llsa_tiling {
+  int64_t per;   /* level-1 blocks per tile (1 when split) */
+  int64_t split; /* tiles per level-1 block (1 unless blocks are wide) */
+  int64_t T;     /* most rows of a tile */
+  int64_t count; /* tiles */
+} dt_cpu_llsa_tiling;
+
+static inline dt_cpu_llsa_tiling dt_cpu_llsa_tiles(const dt_llsa_geom *g) {
+  dt_cpu_llsa_tiling t;
+  const int64_t span = g->span[1], QT = DT_CPU_QUERY_TILE;
+  t.split = span > QT ? span / QT + (span % QT != 0) : 1;
+  t.per = t.split > 1 ? 1 : QT / span;
+  t.T = t.split > 1 ? QT : t.per * span;
+  t.count = t.split > 1 ? g->n[1] * t.split : g->n[1] / t.per + (g->n[1] % t.per != 0);
+  return t;
+}
+
+/* Tile i: level-1 blocks [g1_0, g1_1) and rows [q0, q0 + rows); rows may be
+ * 0 (a split tile past the end of a partial last block). */
+static inline void dt_cpu_llsa_tile(const dt_llsa_geom *g, const dt_cpu_llsa_tiling *t, int64_t i,
+                                    int64_t *g1_0, int64_t *g1_1, int64_t *q0, int64_t *rows) {
+  if (t->split > 1) {
+    *g1_0 = i / t->split;
+    *g1_1 = *g1_0 + 1;
+    const int64_t end = dt_llsa_block_start(g, 1, *g1_0) + dt_llsa_block_count(g, 1, *g1_0);
+    *q0 = dt_llsa_block_start(g, 1, *g1_0) + (i % t->split) * t->T;
+    *rows = end - *q0 < t->T ? end - *q0 : t->T;
+    if (*rows < 0) *rows = 0;
+    return;
+  }
+  *g1_0 = i * t->per;
+  *g1_1 = *g1_0 + t->per < g->n[1] ? *g1_0 + t->per : g->n[1];
+  *q0 = dt_llsa_block_start(g, 1, *g1_0);
+  *rows = dt_llsa_block_start(g, 1, *g1_1 - 1) + dt_llsa_block_count(g, 1, *g1_1 - 1) - *q0;
+}
+
+/* Rows of the tile [q0, q0 + rows) that lie in level-1 blocks [a, e): [*r0, *r1). */
+static inline void dt_cpu_llsa_rows_of(const dt_llsa_geom *g, int64_t a, int64_t e, int64_t q0,
+                                       int64_t rows, int64_t *r0, int64_t *r1) {
+  const int64_t lo = dt_llsa_block_start(g, 1, a) - q0;
+  const int64_t hi = dt_llsa_block_start(g, 1, e - 1) + dt_llsa_block_count(g, 1, e - 1) - q0;
+  *r0 = lo > 0 ? lo : 0;
+  *r1 = hi < rows ? hi : rows;
+}
+
 #endif

@@ -117,9 +117,8 @@ ditattn_status dt_cpu_llsa_backward(ditattn_context *ctx, const dt_llsa_bwd *p) 
   TRY_CPU(dt_cpu_llsa_head_alloc(ctx, &p->params, N, D, dt_nt, &h));
   const dt_llsa_geom *g = &h.g;
   const int L = g->L;
-  int64_t tb = DT_CPU_QUERY_TILE / g->span[1];
-  if (tb < 1) tb = 1;
-  const int64_t T = tb * g->span[1], ntiles = g->n[1] / tb + (g->n[1] % tb != 0);
+  const dt_cpu_llsa_tiling tiling = dt_cpu_llsa_tiles(g);
+  const int64_t T = tiling.T, ntiles = tiling.count;
   const int64_t gmax = g->max_keys;
   const size_t per_thread = (size_t)T * (size_t)D * 3 + 2 * (size_t)T + 2 * (size_t)T * KC +
                             (size_t)(KC + 16) * (size_t)D + (size_t)gmax * (size_t)D * 2 +
@@ -165,9 +164,9 @@ ditattn_status dt_cpu_llsa_backward(ditattn_context *ctx, const dt_llsa_bwd *p) 
       DT_OMP_PARALLEL_FOR
       for (int64_t t = 0; t < ntiles; t++) {
         thread_bufs tb_ = bufs_of(work + (size_t)dt_cpu_thread_id() * per_thread, T, D, gmax);
-        const int64_t g1_0 = t * tb, g1_1 = g1_0 + tb < g->n[1] ? g1_0 + tb : g->n[1];
-        const int64_t q0 = dt_llsa_block_start(g, 1, g1_0);
-        const int64_t rows = (q0 + T < N ? q0 + T : N) - q0;
+        int64_t g1_0, g1_1, q0, rows;
+        dt_cpu_llsa_tile(g, &tiling, t, &g1_0, &g1_1, &q0, &rows);
+        if (rows == 0) continue;
         load_query_rows(p, b, hi, q0, rows, lse_bh, delta, &tb_);
         memset(tb_.dq, 0, (size_t)(rows * D) * sizeof(float));
         query_grads(0, rows, g->n[L], D, scale, h.pk[L], D, h.pv[L], D, h.lnw[L], &tb_);
@@ -188,9 +187,8 @@ ditattn_status dt_cpu_llsa_backward(ditattn_context *ctx, const dt_llsa_bwd *p) 
               memcpy(tb_.gw + n, h.lnw[l] + c0, (size_t)cnt * sizeof(float));
               n += cnt;
             }
-            const int64_t r0 = dt_llsa_block_start(g, 1, a) - q0;
-            const int64_t r1 =
-                dt_llsa_block_start(g, 1, e - 1) + dt_llsa_block_count(g, 1, e - 1) - q0;
+            int64_t r0, r1;
+            dt_cpu_llsa_rows_of(g, a, e, q0, rows, &r0, &r1);
             query_grads(r0, r1 - r0, n, D, scale, tb_.gk, D, tb_.gv, D, tb_.gw, &tb_);
             a = e;
           }
@@ -205,8 +203,9 @@ ditattn_status dt_cpu_llsa_backward(ditattn_context *ctx, const dt_llsa_bwd *p) 
             dt_cpu_load_rows(p->v, b, hi, s0, cnt, 1.0f, tb_.gv + n * D);
             n += cnt;
           }
-          query_grads(dt_llsa_block_start(g, 1, g1) - q0, dt_llsa_block_count(g, 1, g1), n, D,
-                      scale, tb_.gk, D, tb_.gv, D, NULL, &tb_);
+          int64_t r0, r1;
+          dt_cpu_llsa_rows_of(g, g1, g1 + 1, q0, rows, &r0, &r1);
+          query_grads(r0, r1 - r0, n, D, scale, tb_.gk, D, tb_.gv, D, NULL, &tb_);
         }
         dt_cpu_store_rows(p->dq, b, hi, q0, rows, tb_.dq);
       }

@@ -9,12 +9,6 @@
 
 enum { KC = DT_CPU_KEY_CHUNK };
 
-/* Query tile: whole level-1 blocks, about DT_CPU_QUERY_TILE rows. */
-static int64_t tile_blocks(const dt_llsa_geom *g) {
-  const int64_t per = DT_CPU_QUERY_TILE / g->span[1];
-  return per > 1 ? per : 1;
-}
-
 /* Attends rows [r0, r0 + rows) of the tile to n gathered keys, KC at a time;
  * kp: the same keys already packed (own kernels), or NULL. */
 static void attend_chunked(int64_t r0, int64_t rows, int64_t n, int64_t D, const float *qt,
@@ -95,8 +89,8 @@ ditattn_status dt_cpu_llsa_forward(ditattn_context *ctx, const dt_llsa_fwd *p) {
   dt_cpu_llsa_head h;
   TRY_CPU(dt_cpu_llsa_head_alloc(ctx, &p->params, N, D, dt_nt, &h));
   const dt_llsa_geom *g = &h.g;
-  const int64_t tb = tile_blocks(g), T = tb * g->span[1],
-                ntiles = g->n[1] / tb + (g->n[1] % tb != 0);
+  const dt_cpu_llsa_tiling tiling = dt_cpu_llsa_tiles(g);
+  const int64_t T = tiling.T, ntiles = tiling.count;
   const int64_t gmax = g->max_keys;
   /* Per thread: q tile, acc (T×D), max, sum (T), scores (T×KC), gathered k, v (gmax×D), w (gmax).
    */
@@ -127,9 +121,9 @@ ditattn_status dt_cpu_llsa_forward(ditattn_context *ctx, const dt_llsa_fwd *p) {
         const int own = dt_cpu_use_own_kernel;
         const float **krow = own ? krows + (size_t)dt_cpu_thread_id() * (size_t)gmax : NULL;
         const dt_cpu_softmax_state st = {mx, sum, acc};
-        const int64_t g1_0 = t * tb, g1_1 = g1_0 + tb < g->n[1] ? g1_0 + tb : g->n[1];
-        const int64_t q0 = dt_llsa_block_start(g, 1, g1_0);
-        const int64_t rows = (q0 + T < N ? q0 + T : N) - q0;
+        int64_t g1_0, g1_1, q0, rows;
+        dt_cpu_llsa_tile(g, &tiling, t, &g1_0, &g1_1, &q0, &rows);
+        if (rows == 0) continue;
         dt_cpu_load_rows(p->q, b, hi, q0, rows, p->params.scale, qt);
         dt_cpu_state_reset(&st, rows, D);
         /* (1) every pooled token of the coarsest level. */
@@ -145,9 +139,8 @@ ditattn_status dt_cpu_llsa_forward(ditattn_context *ctx, const dt_llsa_fwd *p) {
             int64_t e = a + 1;
             while (e < g1_1 && e / div / g->b == parent) e++;
             const int64_t n = gather_pooled(&h, l, a / div, gk, gv, gw);
-            const int64_t r0 = dt_llsa_block_start(g, 1, a) - q0;
-            const int64_t r1 =
-                dt_llsa_block_start(g, 1, e - 1) + dt_llsa_block_count(g, 1, e - 1) - q0;
+            int64_t r0, r1;
+            dt_cpu_llsa_rows_of(g, a, e, q0, rows, &r0, &r1);
             attend_chunked(r0, r1 - r0, n, D, qt, gk, NULL, gv, gw, s, &st);
             a = e;
           }
@@ -155,9 +148,10 @@ ditattn_status dt_cpu_llsa_forward(ditattn_context *ctx, const dt_llsa_fwd *p) {
         /* (3) fine tokens of each level-1 block's selection. */
         for (int64_t g1 = g1_0; g1 < g1_1; g1++) {
           const int64_t n = gather_fine(&h, p->k, p->v, b, hi, g1, gk, gv, krow);
-          const int64_t r0 = dt_llsa_block_start(g, 1, g1) - q0;
-          attend_chunked(r0, dt_llsa_block_count(g, 1, g1), n, D, qt, krow ? NULL : gk,
-                         krow ? gk : NULL, gv, NULL, s, &st);
+          int64_t r0, r1;
+          dt_cpu_llsa_rows_of(g, g1, g1 + 1, q0, rows, &r0, &r1);
+          attend_chunked(r0, r1 - r0, n, D, qt, krow ? NULL : gk, krow ? gk : NULL, gv, NULL, s,
+                         &st);
         }
         dt_cpu_state_finish(&st, rows, D, dt_f32_at(p->out, b, hi, q0, 0), p->out->stride[2],
                             p->lse ? p->lse + bh * N + q0 : NULL);
