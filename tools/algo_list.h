@@ -2,3 +2,4 @@
  * bench order: dense first, since the others are compared with it. */
 DT_ALGO(dense)
 DT_ALGO(llsa)
+DT_ALGO(ropeslr)
