@@ -434,6 +434,36 @@ static void partial_selection_request(void **state) {
   ditattn_context_destroy(ctx);
 }
 
+/* K far above any candidate count keeps every candidate (and allocates no
+ * more than that); a block wider than N acts like one block of N tokens. */
+static void huge_k_and_huge_b_are_bounded(void **state) {
+  (void)state;
+  tu_seed();
+  llsa_case c = {1, 2, 23, 3, 2, 2, {12, 6}, 0, 0, 0}; /* n_1 = 12, n_2 = 6: everything kept */
+  llsa_run r = run_new(&c);
+  ditattn_context *ctx = ref_ctx();
+  assert_int_equal(run_forward(ctx, &c, &r), DITATTN_OK);
+  tu_tensor out2 = tu_tensor_new(c.B, c.H, c.N, c.D, 0, 0);
+  ditattn_llsa_params huge = llsa_case_params(&c);
+  huge.topk[0] = INT32_MAX;
+  huge.topk[1] = INT32_MAX;
+  assert_int_equal(ditattn_llsa_forward(ctx, &huge, &r.q.t, &r.k.t, &r.v.t, &out2.t, NULL, NULL),
+                   DITATTN_OK);
+  assert_true(tu_rel_err(&out2.t, &r.out.t) == 0.0);
+  /* b = N and b = 2^62 give one block per level covering all N tokens. */
+  ditattn_llsa_params wide = {c.N, 3, {1, 1, 1}, 0.0f};
+  assert_int_equal(ditattn_llsa_forward(ctx, &wide, &r.q.t, &r.k.t, &r.v.t, &r.out.t, NULL, NULL),
+                   DITATTN_OK);
+  wide.block = (int64_t)1 << 62;
+  tu_poison(&out2);
+  assert_int_equal(ditattn_llsa_forward(ctx, &wide, &r.q.t, &r.k.t, &r.v.t, &out2.t, NULL, NULL),
+                   DITATTN_OK);
+  assert_true(tu_rel_err(&out2.t, &r.out.t) == 0.0);
+  tu_tensor_free(&out2);
+  run_free(&r);
+  ditattn_context_destroy(ctx);
+}
+
 /* Every allocation of the forward can fail: status OUT_OF_MEMORY, a message,
  * no leak (ASan), and the next call still succeeds. */
 static void allocation_failures_are_reported(void **state) {
@@ -466,6 +496,7 @@ int main(void) {
       cmocka_unit_test(ties_rank_smaller_index_first),
       cmocka_unit_test(strided_layout_matches_contiguous),
       cmocka_unit_test(partial_selection_request),
+      cmocka_unit_test(huge_k_and_huge_b_are_bounded),
       cmocka_unit_test(allocation_failures_are_reported),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
