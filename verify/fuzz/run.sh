@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer harnesses with clang (ASan + UBSan) and runs each one
 # for a bounded time: verify/fuzz/run.sh [seconds per harness, default 60].
-#   fuzz_api  public API argument validation (verify/fuzz/fuzz_api.c)
+#   fuzz_api  public API argument validation, ref and cpu (verify/fuzz/fuzz_api.c)
 #   fuzz_npy  .npy reader (tools/npy.c), seeded from verify/fuzz/corpus_npy/
 # Build and working corpora live in build/fuzz/ (the seed corpus is never
 # modified). Exit status is nonzero if a harness finds a crash; the input is
@@ -12,9 +12,10 @@ root="$(cd "$(dirname "$0")/../.." && pwd)"
 out="${DITATTN_FUZZ_BUILD:-$root/build/fuzz}"
 cc="${CC_FUZZ:-clang}"
 mkdir -p "$out/artifacts" "$out/corpus_api" "$out/corpus_npy"
-flags=(-std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+flags=(-std=c11 -g -O1 -DDITATTN_HAVE_CPU=1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
        -fno-omit-frame-pointer -I"$root/include" -I"$root" -I"$root/tools")
-lib=("$root"/backends/*.c "$root"/ref/*.c)
+# The library: API layer, ref/ and the CPU backend (single-threaded, own GEMM).
+lib=("$root"/backends/*.c "$root"/ref/*.c "$root"/backends/cpu/*.c)
 
 echo "fuzz: building with $cc into $out" >&2
 "$cc" "${flags[@]}" "$root/verify/fuzz/fuzz_api.c" "${lib[@]}" -lm -o "$out/fuzz_api"
