@@ -522,6 +522,62 @@ static int gc_check_dense(gc_env *env) {
   return ok;
 }
 
+/* Dense backward: out and lse from ref's forward (out rounded to the dtype),
+ * the same given to both backends; dq, dk, dv compared. */
+static int gc_check_dense_backward(gc_env *env) {
+  int ok = 1;
+  for (int i = 0; i < 6; i++) {
+    const int64_t D = i % 3 == 0 ? 64 : gc_int(1, 256);
+    gc_shape s = gc_random_shape(gc_int(1, 150), D, gc_pick_dtype(i));
+    const int64_t Nk = i == 1 ? 1 : gc_int(1, 170);
+    const float scale = i % 2 ? (float)gc_uniform(0.05, 0.5) : 0.0f;
+    char what[256], extra[64];
+    snprintf(extra, sizeof extra, "Nk=%lld scale=%g", (long long)Nk, scale);
+    gc_describe(what, sizeof what, "dense_backward", &s, extra);
+    const size_t rows = (size_t)(s.B * s.H * s.N);
+    gc_tensor t[8]; /* q k v out dout dq dk dv */
+    memset(t, 0, sizeof t);
+    const int64_t n_of[8] = {s.N, Nk, Nk, s.N, s.N, s.N, Nk, Nk};
+    float *lse = malloc(rows * sizeof(float)), *dlse = gc_dev_floats(env, rows);
+    int made = lse && dlse;
+    for (int j = 0; made && j < 8; j++)
+      made = gc_tensor_new(env, &t[j], s.B, s.H, n_of[j], D, j % 2 ? s.pad : 0, (j + s.bnhd) % 2,
+                           s.dt);
+    if (made) {
+      gc_fill(&t[0]), gc_fill(&t[1]), gc_fill(&t[2]), gc_fill(&t[4]);
+      ok &= gc_status(env,
+                      ditattn_dense_forward(env->ref, &t[0].host, &t[1].host, &t[2].host, scale,
+                                            &t[3].host, lse),
+                      env->ref, what);
+      for (size_t j = 0; j < t[3].count; j++) t[3].buf[j] = gc_round(s.dt, t[3].buf[j]);
+      for (int j = 0; ok && j < 8; j++) ok &= gc_upload(env, &t[j]);
+      ok =
+          ok && gc_put_floats(env, dlse, lse, rows) &&
+          gc_status(env,
+                    ditattn_dense_backward(env->ref, &t[0].host, &t[1].host, &t[2].host, &t[3].host,
+                                           lse, &t[4].host, scale, &t[5].host, &t[6].host,
+                                           &t[7].host),
+                    env->ref, what) &&
+          gc_status(env,
+                    ditattn_dense_backward(env->gpu, &t[0].dev, &t[1].dev, &t[2].dev, &t[3].dev,
+                                           dlse, &t[4].dev, scale, &t[5].dev, &t[6].dev, &t[7].dev),
+                    env->gpu, what);
+      static const char *const names[3] = {"dq", "dk", "dv"};
+      for (int j = 0; ok && j < 3; j++) {
+        char gwhat[512];
+        snprintf(gwhat, sizeof gwhat, "%s [%s]", what, names[j]);
+        ok &= gc_compare_out(env, &t[5 + j], gwhat, gc_tol(s.dt));
+      }
+    } else {
+      ok = 0;
+    }
+    free(lse);
+    if (dlse) ditattn_free(env->gpu, dlse);
+    for (int j = 0; j < 8; j++) gc_tensor_free(env, &t[j]);
+  }
+  return ok;
+}
+
 /* One LLSA forward vs ref: outputs, lse, and the selection of every level
  * (which must be identical: both score in double with the same operations). */
 static int gc_llsa_case(gc_env *env, const gc_shape *s, const ditattn_llsa_params *lp,
@@ -665,8 +721,6 @@ static int gc_check_unsupported(gc_env *env) {
   const ditattn_backend be = ditattn_context_backend(env->gpu);
   if (be != DITATTN_BACKEND_CUDA && be != DITATTN_BACKEND_HIP) return 1;
   int ok = 1;
-  ok &= gc_report(env, !ditattn_backend_supports(be, DITATTN_OP_DENSE_BACKWARD),
-                  "dense_backward is not listed", 0, 0);
   ok &= gc_report(env, !ditattn_backend_supports(be, DITATTN_OP_LLSA_BACKWARD),
                   "llsa_backward is not listed", 0, 0);
   gc_shape s = {1, 1, 5, 300, 0, 0, DITATTN_F32};
@@ -724,13 +778,10 @@ static void gc_env_close(gc_env *env) {
 static const struct {
   const char *name;
   gc_check_fn fn;
-} gc_checks[] = {{"pool", gc_check_pool},
-                 {"rope", gc_check_rope},
-                 {"order", gc_check_order},
-                 {"lse_merge", gc_check_merge},
-                 {"dense", gc_check_dense},
-                 {"llsa", gc_check_llsa},
-                 {"unsupported", gc_check_unsupported}};
+} gc_checks[] = {{"pool", gc_check_pool},   {"rope", gc_check_rope},
+                 {"order", gc_check_order}, {"lse_merge", gc_check_merge},
+                 {"dense", gc_check_dense}, {"dense_backward", gc_check_dense_backward},
+                 {"llsa", gc_check_llsa},   {"unsupported", gc_check_unsupported}};
 #define GC_NCHECKS ((int)(sizeof gc_checks / sizeof gc_checks[0]))
 
 #ifndef GC_NO_MAIN

@@ -39,6 +39,7 @@ static void run_check(ditattn_backend be, const char *check) {
   GPU_TEST(backend, order)                                                                         \
   GPU_TEST(backend, lse_merge)                                                                     \
   GPU_TEST(backend, dense)                                                                         \
+  GPU_TEST(backend, dense_backward)                                                                \
   GPU_TEST(backend, llsa)                                                                          \
   GPU_TEST(backend, unsupported)
 GPU_TESTS(CUDA)
@@ -49,11 +50,11 @@ GPU_TESTS(HIP)
 static void gpu_tables_list_finished_ops(void **state) {
   (void)state;
   const ditattn_backend gpus[2] = {DITATTN_BACKEND_CUDA, DITATTN_BACKEND_HIP};
-  const ditattn_op done[] = {DITATTN_OP_DENSE_FORWARD, DITATTN_OP_LLSA_FORWARD,
-                             DITATTN_OP_ROPE,          DITATTN_OP_ORDER,
-                             DITATTN_OP_POOL,          DITATTN_OP_LSE_MERGE};
-  const ditattn_op missing[] = {DITATTN_OP_DENSE_BACKWARD, DITATTN_OP_LLSA_BACKWARD,
-                                DITATTN_OP_ROPESLR_FORWARD, DITATTN_OP_ROPESLR_BACKWARD};
+  const ditattn_op done[] = {
+      DITATTN_OP_DENSE_FORWARD, DITATTN_OP_DENSE_BACKWARD, DITATTN_OP_LLSA_FORWARD, DITATTN_OP_ROPE,
+      DITATTN_OP_ORDER,         DITATTN_OP_POOL,           DITATTN_OP_LSE_MERGE};
+  const ditattn_op missing[] = {DITATTN_OP_LLSA_BACKWARD, DITATTN_OP_ROPESLR_FORWARD,
+                                DITATTN_OP_ROPESLR_BACKWARD};
   for (int g = 0; g < 2; g++) {
     if (!ditattn_backend_compiled(gpus[g])) {
       print_message("%s not compiled in\n", ditattn_backend_name(gpus[g]));
@@ -124,6 +125,7 @@ int main(void) {
       cmocka_unit_test(CUDA_order),
       cmocka_unit_test(CUDA_lse_merge),
       cmocka_unit_test(CUDA_dense),
+      cmocka_unit_test(CUDA_dense_backward),
       cmocka_unit_test(CUDA_llsa),
       cmocka_unit_test(CUDA_unsupported),
       cmocka_unit_test(HIP_pool),
@@ -131,6 +133,7 @@ int main(void) {
       cmocka_unit_test(HIP_order),
       cmocka_unit_test(HIP_lse_merge),
       cmocka_unit_test(HIP_dense),
+      cmocka_unit_test(HIP_dense_backward),
       cmocka_unit_test(HIP_llsa),
       cmocka_unit_test(HIP_unsupported),
   };

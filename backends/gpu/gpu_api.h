@@ -60,6 +60,11 @@ int DT_GPU_FN(launch_dense_f32)(const ditattn_tensor *q, const ditattn_tensor *k
                                 const ditattn_tensor *v, const ditattn_tensor *out, float *lse,
                                 float scale, void *stream);
 
+/* Backward: tensors = {q, k, v, out, dout, dq, dk, dv}; lse: the forward's
+ * [B·H][Nq]; delta: scratch of B·H·Nq floats. fp32 arithmetic, D <= 256. */
+int DT_GPU_FN(launch_dense_bwd)(const ditattn_tensor *const tensors[8], const float *lse,
+                                float scale, float *delta, void *stream);
+
 /* ------------------------------------------------------------ LLSA */
 /* Device-side description of one LLSA forward (spec §1-3). Index l below is
  * the level (1..L); arrays are indexed [l - 1] for levels, [l] for n/span. */

@@ -178,6 +178,23 @@ static ditattn_status gpu_dense_forward(ditattn_context *ctx, const dt_dense_fwd
   return DITATTN_OK;
 }
 
+static ditattn_status gpu_dense_backward(ditattn_context *ctx, const dt_dense_bwd *p) {
+  const int64_t D = p->q->shape[3];
+  if (D > DT_GPU_MAX_D)
+    return dt_fail(ctx, DITATTN_ERR_UNSUPPORTED, "%s dense_backward: D = %lld > %d", DT_GPU_NAME,
+                   (long long)D, DT_GPU_MAX_D);
+  size_t bytes;
+  const size_t rows = (size_t)(p->q->shape[0] * p->q->shape[1] * p->q->shape[2]);
+  if (!dt_mul_size(rows, sizeof(float), &bytes))
+    return dt_fail(ctx, DITATTN_ERR_OVERFLOW, "%s dense_backward: %zu rows", DT_GPU_NAME, rows);
+  void *delta;
+  TRY(gpu_workspace(ctx, bytes, &delta));
+  const ditattn_tensor *t[8] = {p->q, p->k, p->v, p->out, p->dout, p->dq, p->dk, p->dv};
+  GPU_TRY(ctx, DT_GPU_FN(launch_dense_bwd)(t, p->lse, p->scale, (float *)delta, ctx->stream),
+          "dense_backward");
+  return DITATTN_OK;
+}
+
 /* ------------------------------------------------------------ LLSA */
 /* Carves aligned pieces out of one workspace; sizes are counted first (base
  * NULL), then the same sequence runs on the real buffer. */
@@ -330,6 +347,7 @@ static const dt_backend_ops gpu_ops_table = {
     .copy_to_backend = gpu_copy_to_backend,
     .copy_to_host = gpu_copy_to_host,
     .dense_forward = gpu_dense_forward,
+    .dense_backward = gpu_dense_backward,
     .llsa_forward = gpu_llsa_forward,
     .rope = gpu_rope,
     .order = gpu_order,

@@ -4,6 +4,7 @@ set(DITATTN_GPU_KERNELS
   ${DITATTN_GPU_DIR}/runtime.cu
   ${DITATTN_GPU_DIR}/small_ops.cu
   ${DITATTN_GPU_DIR}/dense.cu
+  ${DITATTN_GPU_DIR}/dense_bwd.cu
   ${DITATTN_GPU_DIR}/llsa.cu)
 file(GLOB DITATTN_GPU_HEADERS CONFIGURE_DEPENDS ${DITATTN_GPU_DIR}/*.h ${DITATTN_GPU_DIR}/*.cuh
      ${PROJECT_SOURCE_DIR}/include/ditattn/ditattn.h)
