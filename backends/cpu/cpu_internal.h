@@ -17,9 +17,7 @@
 #define DT_OMP_FOR          _Pragma("omp for schedule(dynamic, 1)")
 static inline int dt_cpu_thread_id(void) { return omp_get_thread_num(); }
 #else
-#define DT_OMP_PARALLEL_FOR
-#define DT_OMP_PARALLEL
-#define DT_OMP_FOR
+#define DT_OMP_PARALLEL_FOR (void)dt_nt; /* serial build: keeps dt_nt used */
 static inline int dt_cpu_thread_id(void) { return 0; }
 #endif
 
