@@ -13,8 +13,6 @@
 #include <omp.h>
 /* Needs a local `int dt_nt` (thread count) in scope. */
 #define DT_OMP_PARALLEL_FOR _Pragma("omp parallel for schedule(dynamic, 1) num_threads(dt_nt)")
-#define DT_OMP_PARALLEL     _Pragma("omp parallel num_threads(dt_nt)")
-#define DT_OMP_FOR          _Pragma("omp for schedule(dynamic, 1)")
 static inline int dt_cpu_thread_id(void) { return omp_get_thread_num(); }
 #else
 #define DT_OMP_PARALLEL_FOR (void)dt_nt; /* serial build: keeps dt_nt used */
