@@ -4,6 +4,7 @@
 #define DITATTN_DIST_LLSA_H
 
 #include "dist_internal.h"
+#include "backends/cpu/cpu_internal.h"
 #include "ref/llsa_internal.h"
 
 typedef struct dt_dist_pooled {
@@ -33,5 +34,38 @@ void dt_dist_pool_free(dt_dist_pooled *p);
  * the block's token count, as ref/ does. */
 ditattn_status dt_dist_pool(dt_dist_job *job, dt_dist_pooled *p, const ditattn_tensor *q,
                             const ditattn_tensor *k, const ditattn_tensor *v);
+
+/* The state of one distributed LLSA forward (dist_llsa_forward.c). */
+typedef struct llsa_run {
+  ditattn_context *ctx;
+  int use_cpu;
+  dt_dist_job *job;
+  dt_dist_pooled pool;
+  int64_t H, D, len, off;
+  int64_t *sel_data;                     /* BH × sel_per_bh */
+  int64_t sel_base[DT_LLSA_LEVEL_SLOTS]; /* level l's rows inside one (b, h) */
+  int64_t sel_per_bh;
+  int64_t *cand;
+  dt_llsa_scored *scored;
+  float *qs;                /* BH × len × D, scaled */
+  float *row_max, *row_sum; /* BH × len */
+  float *acc;               /* BH × len × D */
+  float *tile;              /* DT_CPU_ATTEND_SCRATCH(span_1, D) */
+  float *kf, *vf, *lnw;     /* pooled keys of one block: max_keys rows */
+  dt_llsa_key *keys;        /* max_keys */
+} llsa_run;
+
+/* Selection rows of (b, h) index bh, by level (global block indices). */
+void dt_dist_llsa_sel_of(const llsa_run *R, int64_t bh, int64_t *sel[DT_LLSA_LEVEL_SLOTS]);
+/* Local query rows of level-1 block g1: count, first state row, state view. */
+int64_t dt_dist_llsa_block_rows(const llsa_run *R, int64_t bh, int64_t g1, int64_t *row0,
+                                dt_cpu_softmax_state *st);
+/* Folds the pooled keys (levels 1 .. L) of every local query block of bh. */
+void dt_dist_llsa_attend_pooled(llsa_run *R, int64_t bh);
+/* Collective alternative to the ring: each rank receives only the parts of
+ * its selected fine blocks that other ranks hold (MPI_Alltoallv of requests,
+ * then of K/V rows, overlapped with the pooled and local keys). Returns the
+ * agreed status. */
+ditattn_status dt_dist_llsa_fetch(llsa_run *R, const ditattn_tensor *k, const ditattn_tensor *v);
 
 #endif

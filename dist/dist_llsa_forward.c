@@ -6,6 +6,7 @@
 #include "dist_ring.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 static ditattn_status check_params(ditattn_context *ctx, const ditattn_llsa_params *params) {
@@ -25,26 +26,7 @@ static ditattn_status check_params(ditattn_context *ctx, const ditattn_llsa_para
   return DITATTN_OK;
 }
 
-typedef struct llsa_run {
-  ditattn_context *ctx;
-  int use_cpu;
-  dt_dist_job *job;
-  dt_dist_pooled pool;
-  int64_t H, D, len, off;
-  int64_t *sel_data;                     /* BH × sel_per_bh */
-  int64_t sel_base[DT_LLSA_LEVEL_SLOTS]; /* level l's rows inside one (b, h) */
-  int64_t sel_per_bh;
-  int64_t *cand;
-  dt_llsa_scored *scored;
-  float *qs;                /* BH × len × D, scaled */
-  float *row_max, *row_sum; /* BH × len */
-  float *acc;               /* BH × len × D */
-  float *tile;              /* DT_CPU_ATTEND_SCRATCH(span_1, D) */
-  float *kf, *vf, *lnw;     /* pooled keys of one block: max_keys rows */
-  dt_llsa_key *keys;        /* max_keys */
-} llsa_run;
-
-static void sel_of(const llsa_run *R, int64_t bh, int64_t *sel[DT_LLSA_LEVEL_SLOTS]) {
+void dt_dist_llsa_sel_of(const llsa_run *R, int64_t bh, int64_t *sel[DT_LLSA_LEVEL_SLOTS]) {
   sel[0] = NULL;
   for (int l = 1; l <= R->pool.g.L; l++) sel[l] = R->sel_data + bh * R->sel_per_bh + R->sel_base[l];
 }
@@ -62,7 +44,7 @@ static double score_dot(const double *a, const double *b, int64_t D) {
 static void select_local(llsa_run *R, int64_t bh) {
   const dt_llsa_geom *g = &R->pool.g;
   int64_t *sel[DT_LLSA_LEVEL_SLOTS];
-  sel_of(R, bh, sel);
+  dt_dist_llsa_sel_of(R, bh, sel);
   for (int l = g->L; l >= 1; l--) {
     const double *pq = dt_dist_pooled_at(&R->pool, bh, l, 0);
     const double *pk = dt_dist_pooled_at(&R->pool, bh, l, 1);
@@ -80,8 +62,8 @@ static void select_local(llsa_run *R, int64_t bh) {
 }
 
 /* The local query rows of level-1 block g1 and their state. */
-static int64_t block_rows(const llsa_run *R, int64_t bh, int64_t g1, int64_t *row0,
-                          dt_cpu_softmax_state *st) {
+int64_t dt_dist_llsa_block_rows(const llsa_run *R, int64_t bh, int64_t g1, int64_t *row0,
+                                dt_cpu_softmax_state *st) {
   const int64_t start = dt_llsa_block_start(&R->pool.g, 1, g1);
   const int64_t end = start + dt_llsa_block_count(&R->pool.g, 1, g1);
   const int64_t a = start > R->off ? start : R->off;
@@ -94,11 +76,11 @@ static int64_t block_rows(const llsa_run *R, int64_t bh, int64_t g1, int64_t *ro
 }
 
 /* Pooled keys (levels 1 .. L) of every local query block. */
-static void attend_pooled(llsa_run *R, int64_t bh) {
+void dt_dist_llsa_attend_pooled(llsa_run *R, int64_t bh) {
   const dt_llsa_geom *g = &R->pool.g;
   const int64_t D = R->D;
   int64_t *sel[DT_LLSA_LEVEL_SLOTS];
-  sel_of(R, bh, sel);
+  dt_dist_llsa_sel_of(R, bh, sel);
   for (int64_t g1 = R->pool.lo[1]; g1 <= R->pool.hi[1]; g1++) {
     const int64_t nk = dt_llsa_keys(g, (const int64_t *const *)sel, g1, R->keys, R->cand);
     int64_t np = 0;
@@ -115,7 +97,7 @@ static void attend_pooled(llsa_run *R, int64_t bh) {
     }
     int64_t row0;
     dt_cpu_softmax_state st;
-    const int64_t rows = block_rows(R, bh, g1, &row0, &st);
+    const int64_t rows = dt_dist_llsa_block_rows(R, bh, g1, &row0, &st);
     dt_dist_attend(R->use_cpu, rows, np, D, R->qs + row0 * D, R->kf, D, R->vf, D, R->lnw, R->tile,
                    &st);
   }
@@ -129,14 +111,14 @@ static ditattn_status llsa_step(void *user, int step, int src, const ditattn_ten
   const int64_t D = R->D, BH = R->pool.BH;
   const int64_t s_off = R->job->offset[src], s_end = s_off + R->job->length[src];
   for (int64_t bh = 0; bh < BH; bh++) {
-    if (step == 0) attend_pooled(R, bh);
+    if (step == 0) dt_dist_llsa_attend_pooled(R, bh);
     const int64_t bi = bh / R->H, hi = bh % R->H;
     int64_t *sel[DT_LLSA_LEVEL_SLOTS];
-    sel_of(R, bh, sel);
+    dt_dist_llsa_sel_of(R, bh, sel);
     for (int64_t g1 = R->pool.lo[1]; g1 <= R->pool.hi[1]; g1++) {
       int64_t row0;
       dt_cpu_softmax_state st;
-      const int64_t rows = block_rows(R, bh, g1, &row0, &st);
+      const int64_t rows = dt_dist_llsa_block_rows(R, bh, g1, &row0, &st);
       const int64_t *row = sel[1] + g1 * g->width[1];
       for (int64_t r = 0; r < g->width[1] && row[r] >= 0; r++) {
         const int64_t start = dt_llsa_block_start(g, 1, row[r]);
@@ -187,6 +169,57 @@ static ditattn_status run_alloc(llsa_run *R, const ditattn_llsa_params *params, 
                    "llsa workspace for %lld local rows of %lld and %lld keys per query",
                    (long long)rows, (long long)D, (long long)g->max_keys);
   return DITATTN_OK;
+}
+
+/* K/V bytes of the selected fine blocks outside this rank's slice: what a
+ * fetch-only-what-is-selected scheme would receive (see docs/dist.md). */
+static int64_t fetch_bytes(const llsa_run *R) {
+  const dt_llsa_geom *g = &R->pool.g;
+  const int64_t lo = R->pool.lo[1], hi = R->pool.hi[1];
+  unsigned char *seen = dt_calloc((size_t)g->n[1], 1);
+  if (!seen) return -1;
+  int64_t rows = 0;
+  for (int64_t bh = 0; bh < R->pool.BH; bh++) {
+    int64_t *sel[DT_LLSA_LEVEL_SLOTS];
+    dt_dist_llsa_sel_of(R, bh, sel);
+    memset(seen, 0, (size_t)g->n[1]);
+    for (int64_t g1 = lo; g1 <= hi; g1++)
+      for (int64_t r = 0; r < g->width[1]; r++) {
+        const int64_t c = sel[1][g1 * g->width[1] + r];
+        if (c < 0 || seen[c]) continue;
+        seen[c] = 1;
+        const int64_t start = dt_llsa_block_start(g, 1, c);
+        const int64_t end = start + dt_llsa_block_count(g, 1, c);
+        const int64_t a = start > R->off ? start : R->off;
+        const int64_t e = end < R->off + R->len ? end : R->off + R->len;
+        rows += (end - start) - (e > a ? e - a : 0);
+      }
+  }
+  dt_free(seen);
+  return 2 * rows * R->D * (int64_t)sizeof(float);
+}
+
+/* Ring or fetch, the same on every rank. DITATTN_DIST_LLSA=ring|fetch forces
+ * one; otherwise fetch when every rank would receive under half of what the
+ * ring brings it (measured on this call's selection). */
+static int choose_fetch(llsa_run *R, int64_t fetch) {
+  dt_dist_job *job = R->job;
+  if (job->size == 1) return 0;
+  const char *env = getenv("DITATTN_DIST_LLSA");
+  int want;
+  if (env && !strcmp(env, "ring"))
+    want = 0;
+  else if (env && !strcmp(env, "fetch"))
+    want = 1;
+  else {
+    const int64_t ring = 2 * (R->pool.g.N - R->len) * R->pool.BH * R->D * (int64_t)sizeof(float);
+    want = fetch >= 0 && 2 * fetch < ring;
+  }
+  int all = 0;
+  double t0 = MPI_Wtime();
+  if (MPI_Allreduce(&want, &all, 1, MPI_INT, MPI_MIN, job->comm) != MPI_SUCCESS) all = 0;
+  dt_dist_tick(&t0, &job->stats.comm_wait_s);
+  return all;
 }
 
 /* Local selection, scaled q, empty state. */
@@ -252,8 +285,11 @@ ditattn_status ditattn_dist_llsa_forward(ditattn_context *ctx, MPI_Comm comm,
     double t0 = MPI_Wtime();
     int saved = R.use_cpu ? dt_cpu_blas_enter() : 0;
     prepare(&R, q, scale);
+    job.stats.llsa_fetch_bytes = fetch_bytes(&R);
     dt_dist_tick(&t0, &job.stats.compute_s);
-    st = dt_ring_run(&job, k, v, llsa_step, &R);
+    job.stats.llsa_fetched = choose_fetch(&R, job.stats.llsa_fetch_bytes);
+    st = job.stats.llsa_fetched ? dt_dist_llsa_fetch(&R, k, v)
+                                : dt_ring_run(&job, k, v, llsa_step, &R);
     t0 = MPI_Wtime();
     if (st == DITATTN_OK) finish(&R, out, lse);
     if (R.use_cpu) dt_cpu_blas_leave(saved);

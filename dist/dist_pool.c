@@ -111,7 +111,7 @@ ditattn_status dt_dist_pool(dt_dist_job *job, dt_dist_pooled *p, const ditattn_t
     dt_dist_tick(&t0, &job->stats.compute_s);
     int err = MPI_Allgatherv(send, (int)mine, row, recv, counts, displs, row, job->comm);
     dt_dist_tick(&t0, &job->stats.comm_wait_s);
-    job->stats.bytes_sent += mine * D * (int64_t)sizeof(double);
+    if (P > 1) job->stats.bytes_sent += mine * D * (int64_t)sizeof(double);
     if (err != MPI_SUCCESS) local = dt_dist_mpi_fail(job->ctx, err, "MPI_Allgatherv (pooling)");
     /* Add the partial sums in rank order, then divide like ref/. */
     memset(p->data, 0, (size_t)(p->BH * p->per_bh) * sizeof(double));

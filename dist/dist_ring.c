@@ -92,6 +92,8 @@ ditattn_status dt_ring_run(dt_dist_job *job, const ditattn_tensor *k, const dita
       if (e1 != MPI_SUCCESS || e2 != MPI_SUCCESS)
         mpi = dt_dist_mpi_fail(job->ctx, e1 != MPI_SUCCESS ? e1 : e2, "ring MPI_Irecv/Isend");
       job->stats.bytes_sent += BH2 * job->length[src] * k->shape[3] * (int64_t)sizeof(float);
+      job->stats.ring_bytes_received +=
+          BH2 * job->length[next_src] * k->shape[3] * (int64_t)sizeof(float);
     }
     if (local == DITATTN_OK) {
       ditattn_tensor kv[2];

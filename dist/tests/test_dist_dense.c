@@ -12,6 +12,10 @@ typedef struct dense_case {
   float scale;
 } dense_case;
 
+#define DENSE_FMT                                                                                  \
+  "case %d: B=%lld H=%lld N=%lld D=%lld pad=%lld bnhd=%d P=%d slice=[%lld,+%lld) "                 \
+  "backend=%s: %s = %g"
+
 static void run_case(ditattn_context *ctx, MPI_Comm comm, uint64_t seed, int ci,
                      const dense_case *c) {
   int rank = 0, P = 1;
@@ -46,16 +50,14 @@ static void run_case(ditattn_context *ctx, MPI_Comm comm, uint64_t seed, int ci,
   ditattn_dist_slice slice = {c->N, offset, len};
   st = ditattn_dist_dense_forward(ctx, comm, &slice, &ql.t, &kl.t, &vl.t, c->scale, &ol.t,
                                   c->with_lse ? lse : NULL);
-  const char *fmt = "case %d: B=%lld H=%lld N=%lld D=%lld pad=%lld bnhd=%d P=%d slice=[%lld,+%lld) "
-                    "backend=%s: %s = %g";
   dtu_check(st == DITATTN_OK, "case %d: dist dense failed: %s", ci, ditattn_last_error(ctx));
   double e = dtu_rel_err_slice(&ol.t, &ref.t, offset);
-  dtu_check(e <= 1e-5, fmt, ci, (long long)c->B, (long long)c->H, (long long)c->N, (long long)c->D,
-            (long long)c->pad, c->bnhd, P, (long long)offset, (long long)len,
+  dtu_check(e <= 1e-5, DENSE_FMT, ci, (long long)c->B, (long long)c->H, (long long)c->N,
+            (long long)c->D, (long long)c->pad, c->bnhd, P, (long long)offset, (long long)len,
             ditattn_backend_name(ditattn_context_backend(ctx)), "out rel err", e);
   if (c->with_lse) {
     e = dtu_rel_err_lse(lse, lse_ref, BH, len, c->N, offset);
-    dtu_check(e <= 1e-5, fmt, ci, (long long)c->B, (long long)c->H, (long long)c->N,
+    dtu_check(e <= 1e-5, DENSE_FMT, ci, (long long)c->B, (long long)c->H, (long long)c->N,
               (long long)c->D, (long long)c->pad, c->bnhd, P, (long long)offset, (long long)len,
               ditattn_backend_name(ditattn_context_backend(ctx)), "lse rel err", e);
   }

@@ -1,6 +1,7 @@
 /* Mismatched parameters across ranks, or one rank with an invalid argument,
  * give the SAME status and message on every rank, quickly (no hang: ctest's
  * TIMEOUT would catch one). A valid call afterwards still works. */
+#define _POSIX_C_SOURCE 200809L /* setenv, nanosleep */
 #include "dist_test_util.h"
 
 #include "backends/backend.h" /* dt_debug_fail_alloc_at */
@@ -195,9 +196,14 @@ int main(int argc, char **argv) {
   for (int bi = 0; bi < 2; bi++) {
     ditattn_context *fctx = NULL;
     if (ditattn_context_create(fault_backends[bi], &fctx) != DITATTN_OK) continue;
-    for (int op = OP_DENSE; op <= OP_LLSA; op++)
-      for (int64_t k = 1; k < 200 && run_alloc_fault(fctx, comm, seed, op, k); k++) {
+    for (int mode = 0; mode < 3; mode++) {
+      /* LLSA twice more: fine keys by the ring, then by fetching. */
+      const int op = mode == 0 ? OP_DENSE : OP_LLSA;
+      setenv("DITATTN_DIST_LLSA", mode == 2 ? "fetch" : "ring", 1);
+      for (int64_t k = 1; k < 300 && run_alloc_fault(fctx, comm, seed, op, k); k++) {
       }
+    }
+    unsetenv("DITATTN_DIST_LLSA");
     ditattn_context_destroy(fctx);
   }
   /* After all the failures, a valid call still succeeds everywhere. */

@@ -1,6 +1,7 @@
 /* Distributed LLSA forward equals the single-process LLSA forward on every
  * rank: uneven slices, blocks straddling slice boundaries (tiny slices
  * included), slices in reversed rank order, several (b, L, K), ref and cpu. */
+#define _POSIX_C_SOURCE 200809L /* setenv, nanosleep */
 #include "dist_test_util.h"
 
 #include <math.h>
@@ -14,6 +15,10 @@ typedef struct llsa_case {
   int levels;
   int64_t topk[3];
 } llsa_case;
+
+#define LLSA_FMT                                                                                   \
+  "case %d: B=%lld H=%lld N=%lld D=%lld b=%lld L=%d K=(%lld,%lld,%lld) P=%d "                      \
+  "slice=[%lld,+%lld) reversed=%d backend=%s mode=%s: %s rel err = %g"
 
 static void run_case(ditattn_context *ctx, MPI_Comm comm, uint64_t seed, int ci,
                      const llsa_case *c) {
@@ -55,19 +60,18 @@ static void run_case(ditattn_context *ctx, MPI_Comm comm, uint64_t seed, int ci,
   ditattn_dist_slice slice = {c->N, offset, len};
   st = ditattn_dist_llsa_forward(ctx, comm, &slice, &prm, &ql.t, &kl.t, &vl.t, &ol.t, lse);
   dtu_check(st == DITATTN_OK, "case %d: dist llsa failed: %s", ci, ditattn_last_error(ctx));
-  const char *fmt = "case %d: B=%lld H=%lld N=%lld D=%lld b=%lld L=%d K=(%lld,%lld,%lld) P=%d "
-                    "slice=[%lld,+%lld) reversed=%d backend=%s: %s rel err = %g";
   const char *bname = ditattn_backend_name(ditattn_context_backend(ctx));
+  const char *mode = getenv("DITATTN_DIST_LLSA") ? getenv("DITATTN_DIST_LLSA") : "auto";
   double e = dtu_rel_err_slice(&ol.t, &ref.t, offset);
-  dtu_check(e <= 1e-5, fmt, ci, (long long)c->B, (long long)c->H, (long long)c->N, (long long)c->D,
-            (long long)c->block, c->levels, (long long)c->topk[0], (long long)c->topk[1],
-            (long long)c->topk[2], P, (long long)offset, (long long)len, c->reversed, bname, "out",
-            e);
+  dtu_check(e <= 1e-5, LLSA_FMT, ci, (long long)c->B, (long long)c->H, (long long)c->N,
+            (long long)c->D, (long long)c->block, c->levels, (long long)c->topk[0],
+            (long long)c->topk[1], (long long)c->topk[2], P, (long long)offset, (long long)len,
+            c->reversed, bname, mode, "out", e);
   e = dtu_rel_err_lse(lse, lse_ref, BH, len, c->N, offset);
-  dtu_check(e <= 1e-5, fmt, ci, (long long)c->B, (long long)c->H, (long long)c->N, (long long)c->D,
-            (long long)c->block, c->levels, (long long)c->topk[0], (long long)c->topk[1],
-            (long long)c->topk[2], P, (long long)offset, (long long)len, c->reversed, bname, "lse",
-            e);
+  dtu_check(e <= 1e-5, LLSA_FMT, ci, (long long)c->B, (long long)c->H, (long long)c->N,
+            (long long)c->D, (long long)c->block, c->levels, (long long)c->topk[0],
+            (long long)c->topk[1], (long long)c->topk[2], P, (long long)offset, (long long)len,
+            c->reversed, bname, mode, "lse", e);
   dtu_tensor *all[] = {&q, &k, &v, &ref, &ql, &kl, &vl, &ol};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) dtu_tensor_free(all[i]);
   free(lse);
@@ -92,8 +96,20 @@ int main(int argc, char **argv) {
       ditattn_context_destroy(ctx);
       continue;
     }
-    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++)
-      run_case(ctx, comm, seed, (int)ci, &cases[ci]);
+    /* Both ways of moving the fine keys (ring, fetch) must give the result. */
+    const char *modes[] = {"ring", "fetch"};
+    for (int m = 0; m < 2; m++) {
+      setenv("DITATTN_DIST_LLSA", modes[m], 1);
+      for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++)
+        run_case(ctx, comm, seed, (int)ci, &cases[ci]);
+      ditattn_dist_stats stats;
+      ditattn_dist_last_stats(&stats);
+      int P = 1;
+      MPI_Comm_size(comm, &P);
+      dtu_check(stats.llsa_fetched == (P > 1 && m == 1), "mode %s: llsa_fetched = %d", modes[m],
+                stats.llsa_fetched);
+    }
+    unsetenv("DITATTN_DIST_LLSA");
     ditattn_context_destroy(ctx);
   }
   int rc = dtu_finish(comm, "test_dist_llsa");

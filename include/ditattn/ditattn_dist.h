@@ -49,8 +49,10 @@ ditattn_status ditattn_dist_dense_forward(ditattn_context *ctx, MPI_Comm comm,
 /* LLSA forward (spec/llsa.md §1-3) on a sliced sequence. Pooled tokens of
  * every level are all-gathered so each rank selects GLOBALLY exactly as
  * the single-process operation (same tie rule; blocks may straddle slice
- * boundaries); the fine K/V slices then travel the ring and each rank
- * attends to the parts of its selected blocks as they pass. f32 only.
+ * boundaries). Fine keys: either the K/V slices travel the ring and each
+ * rank attends to the parts of its selected blocks as they pass, or each
+ * rank fetches only the parts of its selected blocks that others hold; the
+ * call measures which moves less (see ditattn_dist_stats). f32 only.
  * q, k, v, out: (B, H, slice->length, D). lse: optional, [B][H][length]. */
 ditattn_status ditattn_dist_llsa_forward(ditattn_context *ctx, MPI_Comm comm,
                                          const ditattn_dist_slice *slice,
@@ -67,6 +69,15 @@ typedef struct ditattn_dist_stats {
   double comm_wait_s;
   double compute_s;
   int64_t bytes_sent; /* by this rank */
+  /* LLSA only: K/V bytes this rank would have to receive if it fetched just
+   * the fine blocks its queries selected, vs ring_bytes_received for the
+   * ring (all other slices). Measures what a fetch scheme could save. */
+  int64_t llsa_fetch_bytes;
+  int64_t ring_bytes_received;
+  /* LLSA only: 1 when the call fetched the selected blocks instead of
+   * running the ring (environment DITATTN_DIST_LLSA=ring|fetch forces one;
+   * by default fetch when every rank would receive under half as much). */
+  int llsa_fetched;
 } ditattn_dist_stats;
 void ditattn_dist_last_stats(ditattn_dist_stats *stats);
 
