@@ -20,7 +20,8 @@ typedef struct bench_opts {
   ditattn_backend backend;
   int dense, llsa;
   int max_p;
-  int smooth; /* inputs with positional structure (local selections) */
+  int smooth;            /* inputs with positional structure (local selections) */
+  const char *llsa_mode; /* ring, fetch, auto or both */
   const char *json;
 } bench_opts;
 
@@ -45,7 +46,7 @@ static void usage(void) {
 }
 
 static int parse(int argc, char **argv, bench_opts *o) {
-  *o = (bench_opts){131072, 64, 1, 1, 1, DITATTN_BACKEND_CPU, 1, 1, 0, 0, NULL};
+  *o = (bench_opts){131072, 64, 1, 1, 1, DITATTN_BACKEND_CPU, 1, 1, 0, 0, "both", NULL};
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) return 1;
@@ -68,6 +69,10 @@ static int parse(int argc, char **argv, bench_opts *o) {
       o->max_p = atoi(val);
     else if (!strcmp(a, "--backend")) {
       if (ditattn_backend_parse(val, &o->backend) != DITATTN_OK) return -1;
+    } else if (!strcmp(a, "--llsa-mode")) {
+      if (strcmp(val, "ring") && strcmp(val, "fetch") && strcmp(val, "auto") && strcmp(val, "both"))
+        return -1;
+      o->llsa_mode = val;
     } else if (!strcmp(a, "--input")) {
       o->smooth = !strcmp(val, "smooth");
       if (!o->smooth && strcmp(val, "random")) return -1;
@@ -131,14 +136,15 @@ typedef struct result {
 } result;
 
 /* Times one operation on `group` (all its ranks call). */
-static result time_group(const bench_opts *o, MPI_Comm group, int is_llsa, ditattn_context *ctx) {
+static result time_group(const bench_opts *o, MPI_Comm group, int is_llsa, ditattn_context *ctx,
+                         const char *name) {
   int r = 0, p = 1;
   MPI_Comm_rank(group, &r);
   MPI_Comm_size(group, &p);
   const int64_t off = o->N * r / p, len = o->N * (r + 1) / p - off;
   const size_t n = (size_t)(o->H * len * o->D);
   float *buf = malloc(4 * n * sizeof(float));
-  result res = {is_llsa ? "llsa" : "dense", p, 0, 0, 0, 0, 0, 0};
+  result res = {name, p, 0, 0, 0, 0, 0, 0};
   int ok = buf != NULL, all_ok = 0;
   MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, group);
   if (!all_ok) {
@@ -193,10 +199,10 @@ static void report(const bench_opts *o, const result *res, int nres, int world) 
          (long long)o->N, (long long)o->D, (long long)o->H, ditattn_backend_name(o->backend),
          o->threads, world, o->reps);
   printf("inputs: %s\n", o->smooth ? "smooth (positional structure)" : "uniform random");
-  printf("%-6s %3s %12s %11s %11s %14s %12s\n", "op", "P", "wall s", "efficiency", "comm wait",
+  printf("%-10s %3s %12s %11s %11s %14s %12s\n", "op", "P", "wall s", "efficiency", "comm wait",
          "MB sent/rank", "fetch/ring");
   for (int i = 0; i < nres; i++)
-    printf("%-6s %3d %12.4f %10.1f%% %10.1f%% %14.1f %11.1f%%%s\n", res[i].op, res[i].p,
+    printf("%-10s %3d %12.4f %10.1f%% %10.1f%% %14.1f %11.1f%%%s\n", res[i].op, res[i].p,
            res[i].wall, 100.0 * res[i].eff, 100.0 * res[i].wait_share, (double)res[i].bytes / 1e6,
            100.0 * res[i].fetch_ratio, res[i].ok ? "" : "  FAILED");
   if (!o->json) return;
@@ -251,15 +257,33 @@ int dt_dist_bench_main(int argc, char **argv) {
   }
   result res[32];
   int nres = 0, failed = 0;
-  for (int is_llsa = 0; is_llsa <= 1; is_llsa++) {
-    if ((is_llsa && !o.llsa) || (!is_llsa && !o.dense)) continue;
+  /* Runs: dense, then LLSA in the requested fine-key mode(s). */
+  const char *names[4] = {"dense", NULL, NULL, NULL}, *modes[4] = {NULL, NULL, NULL, NULL};
+  int nruns = o.dense ? 1 : 0, first = nruns;
+  if (o.llsa) {
+    if (!strcmp(o.llsa_mode, "both")) {
+      names[nruns] = "llsa/ring", modes[nruns++] = "ring";
+      names[nruns] = "llsa/fetch", modes[nruns++] = "fetch";
+    } else {
+      names[nruns] = !strcmp(o.llsa_mode, "auto")   ? "llsa/auto"
+                     : !strcmp(o.llsa_mode, "ring") ? "llsa/ring"
+                                                    : "llsa/fetch";
+      modes[nruns++] = o.llsa_mode;
+    }
+  }
+  for (int run = o.dense ? 0 : first; run < nruns; run++) {
+    const int is_llsa = modes[run] != NULL;
+    if (is_llsa && strcmp(modes[run], "auto"))
+      setenv("DITATTN_DIST_LLSA", modes[run], 1);
+    else
+      unsetenv("DITATTN_DIST_LLSA");
     double t1 = 0.0;
     for (int p = 1; p <= o.max_p && nres < 32; p *= 2) {
       MPI_Comm group;
       MPI_Comm_split(MPI_COMM_WORLD, rank < p ? 0 : MPI_UNDEFINED, rank, &group);
-      result r = {is_llsa ? "llsa" : "dense", p, 0, 0, 0, 0, 0, 0};
+      result r = {names[run], p, 0, 0, 0, 0, 0, 0};
       if (rank < p) {
-        r = time_group(&o, group, is_llsa, ctx);
+        r = time_group(&o, group, is_llsa, ctx, names[run]);
         MPI_Comm_free(&group);
       }
       sleepy_barrier(MPI_COMM_WORLD);

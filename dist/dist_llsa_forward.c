@@ -290,6 +290,9 @@ ditattn_status ditattn_dist_llsa_forward(ditattn_context *ctx, MPI_Comm comm,
     job.stats.llsa_fetched = choose_fetch(&R, job.stats.llsa_fetch_bytes);
     st = job.stats.llsa_fetched ? dt_dist_llsa_fetch(&R, k, v)
                                 : dt_ring_run(&job, k, v, llsa_step, &R);
+    /* What the ring receives (or would have), for comparison with fetching. */
+    job.stats.ring_bytes_received =
+        2 * (R.pool.g.N - R.len) * R.pool.BH * R.D * (int64_t)sizeof(float);
     t0 = MPI_Wtime();
     if (st == DITATTN_OK) finish(&R, out, lse);
     if (R.use_cpu) dt_cpu_blas_leave(saved);
