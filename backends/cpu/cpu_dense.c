@@ -20,7 +20,7 @@ ditattn_status dt_cpu_dense_forward(ditattn_context *ctx, const dt_dense_fwd *p)
   float *work = dt_malloc((size_t)dt_nt * per_thread * sizeof(float));
   if (!work)
     return dt_fail(ctx, DITATTN_ERR_OUT_OF_MEMORY, "dense forward: %d thread buffers", dt_nt);
-  const int blas = dt_cpu_blas_enter();
+  const int blas = dt_cpu_tiles_use_blas(D) ? dt_cpu_blas_enter() : 1;
   const int64_t items = B * H * tiles;
   DT_OMP_PARALLEL_FOR
   for (int64_t it = 0; it < items; it++) {
@@ -68,7 +68,7 @@ ditattn_status dt_cpu_dense_backward(ditattn_context *ctx, const dt_dense_bwd *p
   float *work = dt_malloc((size_t)dt_nt * per_thread * sizeof(float));
   if (!work)
     return dt_fail(ctx, DITATTN_ERR_OUT_OF_MEMORY, "dense backward: %d thread buffers", dt_nt);
-  const int blas = dt_cpu_blas_enter();
+  const int blas = dt_cpu_tiles_use_blas(D) ? dt_cpu_blas_enter() : 1;
 
   /* Pass 1: dK, dV, one key block per work item. */
   const int64_t kitems = B * H * kblocks;

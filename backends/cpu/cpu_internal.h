@@ -37,6 +37,10 @@ int dt_cpu_num_threads(const ditattn_context *ctx);
  * call it concurrently); the previous count is restored afterwards. */
 int dt_cpu_blas_enter(void);
 void dt_cpu_blas_leave(int saved);
+/* Whether the tile kernels call BLAS for head dimension D (own kernels off,
+ * or D not a multiple of 64). When not, entries leave OpenBLAS's thread count
+ * alone: setting it wakes OpenBLAS's workers, whose spinning steals cores. */
+int dt_cpu_tiles_use_blas(int64_t D);
 
 /* C = alpha·op(A)·op(B) + beta·C, row-major; trans_* != 0 means transposed. */
 void dt_cpu_gemm(int trans_a, int trans_b, int64_t m, int64_t n, int64_t k, float alpha,

@@ -145,7 +145,7 @@ ditattn_status dt_cpu_llsa_backward(ditattn_context *ctx, const dt_llsa_bwd *p) 
     return dt_fail(ctx, DITATTN_ERR_OUT_OF_MEMORY, "llsa backward (cpu): work buffers (N = %lld)",
                    (long long)N);
   }
-  const int blas = dt_cpu_blas_enter();
+  const int blas = dt_cpu_tiles_use_blas(D) ? dt_cpu_blas_enter() : 1;
   for (int64_t b = 0; b < B; b++)
     for (int64_t hi = 0; hi < H; hi++) {
       const int64_t bh = b * H + hi;

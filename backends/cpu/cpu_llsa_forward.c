@@ -105,7 +105,7 @@ ditattn_status dt_cpu_llsa_forward(ditattn_context *ctx, const dt_llsa_fwd *p) {
     dt_cpu_llsa_head_free(&h);
     return dt_fail(ctx, DITATTN_ERR_OUT_OF_MEMORY, "llsa forward (cpu): %d thread buffers", dt_nt);
   }
-  const int blas = dt_cpu_blas_enter();
+  const int blas = dt_cpu_tiles_use_blas(D) ? dt_cpu_blas_enter() : 1;
   const int L = g->L;
   for (int64_t b = 0; b < B; b++)
     for (int64_t hi = 0; hi < H; hi++) {

@@ -26,6 +26,15 @@ int dt_cpu_blas_enter(void) {
 #endif
 }
 
+int dt_cpu_tiles_use_blas(int64_t D) {
+#ifdef DITATTN_CPU_OPENBLAS
+  return !dt_cpu_use_own_kernel || D % 64 != 0;
+#else
+  (void)D;
+  return 0;
+#endif
+}
+
 void dt_cpu_blas_leave(int saved) {
 #ifdef DITATTN_CPU_OPENBLAS
   if (saved != 1) openblas_set_num_threads(saved);
