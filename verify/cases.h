@@ -63,7 +63,8 @@ enum { VC_OK = 0, VC_USAGE = 2, VC_STATUS = 3 };
 int vc_run(ditattn_context *ctx, const char *op, const va_args *args, vc_source *src,
            vc_list *inputs, vc_list *outputs, ditattn_status *status);
 
-/* ‖got − want‖ / ‖want‖ (‖got − want‖ when want = 0); inf on NaN/Inf in got
+/* ‖got − want‖ / max(‖want‖, 1e-2·√n) (an RMS floor of 1e-2, so outputs that
+ * are ~0 by cancellation compare absolutely); inf on NaN/Inf in got
  * where want is finite, or on shape mismatch. Exact (0 or inf) for int32.
  * Entries where want is ±inf must match exactly. */
 double vc_rel_err(const vc_array *got, const vc_array *want);
