@@ -37,7 +37,7 @@ typedef struct bwd_head {
 typedef struct bwd_bufs {
   double *Sbg, *zbg, *den, *pG;
   float *Sbg_f, *PGf, *qraw, *qs, *acc, *os, *olr, *dO, *dolr, *y, *dq;
-  float *mx, *sum, *lse, *delta, *cc, *scratch, *p, *ds, *kpack, *df, *du;
+  float *mx, *sum, *lse, *delta, *cc, *scratch, *kbuf, *vbuf, *p, *ds, *kpack, *df, *du;
   float *dk, *dv, *dG;
   unsigned char *in_sel;
 } bwd_bufs;
@@ -59,6 +59,8 @@ static size_t bwd_layout(char *base, const dt_slr_shape *s, int64_t T, bwd_bufs 
   for (size_t i = 0; i < sizeof tz / sizeof tz[0]; i++)
     *tz[i] = dt_cpu_slr_take(&a, Tz, sizeof(float));
   t->scratch = dt_cpu_slr_take(&a, DT_CPU_ATTEND_SCRATCH(T, D), sizeof(float));
+  t->kbuf = dt_cpu_slr_take(&a, (DT_CPU_KEY_CHUNK + 16) * D, sizeof(float));
+  t->vbuf = dt_cpu_slr_take(&a, DT_CPU_KEY_CHUNK * D, sizeof(float));
   t->p = dt_cpu_slr_take(&a, Tz * KC, sizeof(float));
   t->ds = dt_cpu_slr_take(&a, Tz * KC, sizeof(float));
   t->kpack = dt_cpu_slr_take(&a, (KC + 16) * D, sizeof(float));
@@ -178,7 +180,8 @@ static void query_block(const dt_ropeslr_bwd *p, const dt_cpu_slr_problem *pr,
     dt_cpu_load_rows(p->q, b, h, q0, rows, 1.0f, t->qraw);
     dt_cpu_load_rows(p->q, b, h, q0, rows, scale, t->qs);
     dt_cpu_load_rows(p->dout, b, h, q0, rows, 1.0f, t->dO);
-    dt_cpu_slr_sparse_rows(hd, pr, G, rows, t->qs, &sm, t->scratch, t->os, t->lse);
+    dt_cpu_slr_sparse_rows(hd, pr, G, rows, t->qs, &sm, t->scratch, t->kbuf, t->vbuf, t->os,
+                           t->lse);
     dt_cpu_slr_lowrank_rows(hd, kept, t->Sbg_f, t->zbg, q0, rows, t->olr, t->den);
     for (int64_t i = 0; i < rows; i++) {
       double acc = 0.0;

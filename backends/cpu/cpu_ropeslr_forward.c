@@ -10,7 +10,7 @@
 /* One thread's buffers; T = query tile rows. */
 typedef struct fwd_bufs {
   double *Sbg, *zbg, *den;
-  float *Sbg_f, *qs, *acc, *mx, *sum, *os, *olr, *lse, *scratch;
+  float *Sbg_f, *qs, *acc, *mx, *sum, *os, *olr, *lse, *scratch, *kbuf, *vbuf;
   unsigned char *in_sel;
 } fwd_bufs;
 
@@ -29,6 +29,8 @@ static size_t fwd_layout(char *base, const dt_slr_shape *s, int64_t T, fwd_bufs 
   t->sum = dt_cpu_slr_take(&a, (size_t)T, sizeof(float));
   t->lse = dt_cpu_slr_take(&a, (size_t)T, sizeof(float));
   t->scratch = dt_cpu_slr_take(&a, DT_CPU_ATTEND_SCRATCH(T, D), sizeof(float));
+  t->kbuf = dt_cpu_slr_take(&a, (DT_CPU_KEY_CHUNK + 16) * D, sizeof(float));
+  t->vbuf = dt_cpu_slr_take(&a, DT_CPU_KEY_CHUNK * D, sizeof(float));
   t->in_sel = dt_cpu_slr_take(&a, (size_t)s->n, 1);
   return a.used;
 }
@@ -70,7 +72,8 @@ ditattn_status dt_cpu_slr_forward(ditattn_context *ctx, const dt_ropeslr_fwd *p)
         for (int64_t t0 = 0; t0 < count; t0 += T) {
           const int64_t rows = count - t0 < T ? count - t0 : T, q0 = first + t0;
           dt_cpu_load_rows(p->q, b, h, q0, rows, p->params.scale, t.qs);
-          dt_cpu_slr_sparse_rows(&hd, &pr, G, rows, t.qs, &sm, t.scratch, t.os, t.lse);
+          dt_cpu_slr_sparse_rows(&hd, &pr, G, rows, t.qs, &sm, t.scratch, t.kbuf, t.vbuf, t.os,
+                                 t.lse);
           dt_cpu_slr_lowrank_rows(&hd, kept, t.Sbg_f, t.zbg, q0, rows, t.olr, t.den);
           /* o = o_s + o_lr W (o[e] += Σ_d W[d][e] o_lr[d]) */
           dt_cpu_gemm(0, 0, rows, D, D, 1.0f, t.olr, D, dt_f32_at(W, 0, h, 0, 0), W->stride[2],

@@ -23,12 +23,16 @@ ditattn_status dt_cpu_slr_head_alloc(ditattn_context *ctx, const dt_slr_shape *s
   *hd = (dt_cpu_slr_head){0};
   hd->s = *s;
   hd->dt_nt = dt_nt;
+  /* Packed keys only with the own kernels (ceil(b/16)·16 ≤ N + 15). */
+  const int64_t kp_stride =
+      dt_cpu_use_own_kernel ? ((s->block < N ? s->block : N) + 15) / 16 * 16 * D : 0;
   size_t doubles = 0, floats = 0, bytes = 0, ints = 0;
   int ok = add_bytes(&doubles, n, 2 * (size_t)D) && add_bytes(&doubles, n, (size_t)dt_nt) &&
            add_bytes(&doubles, n, (size_t)r) && add_bytes(&doubles, r, (size_t)D + 1) &&
            add_bytes(&floats, N, 2 * (size_t)r) && add_bytes(&floats, n * r, (size_t)D) &&
-           add_bytes(&bytes, n, (size_t)dt_nt) && add_bytes(&ints, n, (size_t)s->K) &&
-           doubles < SIZE_MAX / 8 && floats < SIZE_MAX / 4 && ints < SIZE_MAX / 4;
+           add_bytes(&floats, n, (size_t)kp_stride) && add_bytes(&bytes, n, (size_t)dt_nt) &&
+           add_bytes(&ints, n, (size_t)s->K) && doubles < SIZE_MAX / 8 && floats < SIZE_MAX / 4 &&
+           ints < SIZE_MAX / 4;
   if (!ok)
     return dt_fail(ctx, DITATTN_ERR_OVERFLOW,
                    "ropeslr (cpu): head buffers overflow (N = %lld, D = %lld, r = %lld)",
@@ -52,6 +56,8 @@ ditattn_status dt_cpu_slr_head_alloc(ditattn_context *ctx, const dt_slr_shape *s
   hd->z = hd->S + r * D;
   hd->g = hd->f + N * r;
   hd->SC = hd->g + N * r;
+  hd->kpacked = hd->SC + n * r * D;
+  hd->kp_stride = kp_stride;
   return DITATTN_OK;
 }
 
@@ -154,6 +160,9 @@ void dt_cpu_slr_head_prepare(dt_cpu_slr_head *hd, const dt_cpu_slr_problem *p, i
     const float *g = hd->g + first * r;
     dt_cpu_gemm(1, 0, r, D, count, 1.0f, g, r, dt_f32_at(p->v, b, h, first, 0), p->v->stride[2],
                 0.0f, hd->SC + c * r * D, D);
+    if (hd->kp_stride)
+      dt_cpu_pack_keys(count, D, dt_f32_at(p->k, b, h, first, 0), p->k->stride[2],
+                       hd->kpacked + c * hd->kp_stride);
     double *zc = hd->zC + c * r;
     for (int64_t m = 0; m < r; m++) zc[m] = 0.0;
     for (int64_t j = 0; j < count; j++)
@@ -214,21 +223,55 @@ int64_t dt_cpu_slr_background(const dt_cpu_slr_head *hd, int64_t G, unsigned cha
   return kept;
 }
 
+/* Attends the `have` gathered keys (kbuf: packed with the own kernels,
+ * else rows of D) and values (vbuf). */
+static void attend_gathered(const dt_cpu_slr_head *hd, int64_t rows, int64_t have, const float *qs,
+                            const float *kbuf, const float *vbuf, float *scratch,
+                            const dt_cpu_softmax_state *sm) {
+  const int64_t D = hd->s.D;
+  if (hd->kp_stride)
+    dt_cpu_attend_tile_packed(rows, have, D, qs, kbuf, vbuf, D, NULL, scratch, sm);
+  else
+    dt_cpu_attend_tile(rows, have, D, qs, kbuf, D, vbuf, D, NULL, scratch, sm);
+}
+
 void dt_cpu_slr_sparse_rows(const dt_cpu_slr_head *hd, const dt_cpu_slr_problem *p, int64_t G,
                             int64_t rows, const float *qs, const dt_cpu_softmax_state *sm,
-                            float *scratch, float *os, float *lse) {
+                            float *scratch, float *kbuf, float *vbuf, float *os, float *lse) {
   const dt_slr_shape *s = &hd->s;
-  const int64_t D = s->D;
+  const int64_t D = s->D, b = hd->b, h = hd->h;
+  const size_t row_bytes = (size_t)D * sizeof(float);
   dt_cpu_state_reset(sm, rows, D);
+  /* Selected blocks are gathered into chunks of up to KC keys (one softmax
+   * update and one PV product per chunk); packed panels concatenate only
+   * for whole panels, so a block of a size not a multiple of 16 (the
+   * partial last one) goes alone, straight from the tensors. */
+  int64_t have = 0;
   for (int64_t t = 0; t < s->K; t++) {
     int64_t k0, kn;
     dt_cpu_slr_block_rows(s, hd->sel[G * s->K + t], &k0, &kn);
-    for (int64_t j0 = 0; j0 < kn; j0 += KC)
-      dt_cpu_attend_tile(rows, kn - j0 < KC ? kn - j0 : KC, D, qs,
-                         dt_f32_at(p->k, hd->b, hd->h, k0 + j0, 0), p->k->stride[2],
-                         dt_f32_at(p->v, hd->b, hd->h, k0 + j0, 0), p->v->stride[2], NULL, scratch,
-                         sm);
+    if (kn % 16 != 0 || kn > KC) {
+      for (int64_t j0 = 0; j0 < kn; j0 += KC)
+        dt_cpu_attend_tile(rows, kn - j0 < KC ? kn - j0 : KC, D, qs,
+                           dt_f32_at(p->k, b, h, k0 + j0, 0), p->k->stride[2],
+                           dt_f32_at(p->v, b, h, k0 + j0, 0), p->v->stride[2], NULL, scratch, sm);
+      continue;
+    }
+    if (have + kn > KC) {
+      attend_gathered(hd, rows, have, qs, kbuf, vbuf, scratch, sm);
+      have = 0;
+    }
+    if (hd->kp_stride)
+      memcpy(kbuf + have * D, hd->kpacked + (k0 / s->block) * hd->kp_stride,
+             (size_t)kn * row_bytes);
+    else
+      for (int64_t j = 0; j < kn; j++)
+        memcpy(kbuf + (have + j) * D, dt_f32_at(p->k, b, h, k0 + j, 0), row_bytes);
+    for (int64_t j = 0; j < kn; j++)
+      memcpy(vbuf + (have + j) * D, dt_f32_at(p->v, b, h, k0 + j, 0), row_bytes);
+    have += kn;
   }
+  if (have) attend_gathered(hd, rows, have, qs, kbuf, vbuf, scratch, sm);
   dt_cpu_state_finish(sm, rows, D, os, D, lse);
 }
 

@@ -32,6 +32,8 @@ typedef struct dt_cpu_slr_head {
   float *SC;           /* n×r×D: S_C = Σ_{j∈C} g_j v_jᵀ */
   double *zC;          /* n×r: z_C = Σ_{j∈C} g_j */
   double *S, *z;       /* r×D, r: sums over all blocks */
+  float *kpacked;      /* own kernels: block c's keys packed at c·kp_stride */
+  int64_t kp_stride;   /* floats per packed block: ceil(b/16)·16·D */
 } dt_cpu_slr_head;
 
 ditattn_status dt_cpu_slr_head_alloc(ditattn_context *ctx, const dt_slr_shape *s, int dt_nt,
@@ -50,10 +52,12 @@ int64_t dt_cpu_slr_background(const dt_cpu_slr_head *hd, int64_t G, unsigned cha
 
 /* Sparse branch of `rows` queries of block G: qs holds them times scale;
  * writes os (rows × D) and lse (rows). sm: the tile's online-softmax state;
- * scratch: DT_CPU_ATTEND_SCRATCH(rows, D) floats. */
+ * scratch: DT_CPU_ATTEND_SCRATCH(rows, D) floats; kbuf, vbuf: the selected
+ * blocks' keys and values gathered into chunks of up to DT_CPU_KEY_CHUNK
+ * ((chunk + 16)·D and chunk·D floats). */
 void dt_cpu_slr_sparse_rows(const dt_cpu_slr_head *hd, const dt_cpu_slr_problem *p, int64_t G,
                             int64_t rows, const float *qs, const dt_cpu_softmax_state *sm,
-                            float *scratch, float *os, float *lse);
+                            float *scratch, float *kbuf, float *vbuf, float *os, float *lse);
 
 /* Low-rank readout of rows [q0, q0 + rows): olr = f S_bg / (f·z_bg), den =
  * f·z_bg; rows with an empty background (kept == n) or den == 0 get olr = 0
