@@ -266,9 +266,31 @@ static void backward_corner_cases(void **state) {
   }
 }
 
+/* Tied scores: keys constant per block, alternating between two values,
+ * so half the blocks share each score; selections must follow ref/'s tie
+ * rule (index ascending) exactly. */
+static void ties_select_like_ref(void **state) {
+  (void)state;
+  const uint64_t seed = tu_seed();
+  for (int own = 0; own <= 1; own++) {
+    slr_problem p = slr_problem_make(1, 2, 8, 6, 2, 5, 7, 4);
+    p.params.rho = 0.3;
+    p.params.force_own_block = own;
+    slr_problem_init(&p, seed + 50 + (uint64_t)own);
+    for (int64_t h = 0; h < p.H; h++)
+      for (int64_t j = 0; j < p.N; j++)
+        for (int64_t d = 0; d < p.D; d++)
+          *tu_at(&p.k.t, 0, h, j, d) = (j / p.params.block) % 2 ? 0.5f : -0.25f;
+    check_forward(&p);
+    check_backward(&p);
+    slr_problem_free(&p);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(forward_corner_cases), cmocka_unit_test(backward_matches_ref),
-      cmocka_unit_test(backward_corner_cases), cmocka_unit_test(rank_one_feature_gradient_is_zero)};
+      cmocka_unit_test(backward_corner_cases), cmocka_unit_test(rank_one_feature_gradient_is_zero),
+      cmocka_unit_test(ties_select_like_ref)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -113,29 +113,72 @@ static int ranks_before(double score_a, int64_t a, double score_b, int64_t b) {
   return score_a > score_b || (score_a == score_b && a < b);
 }
 
-/* Row G of the selection exactly as ref/'s dt_slr_select: K rounds of "best
- * not yet taken", the own block replacing the last slot when forced. */
+/* Moves heap entry `at` down: the root holds the lowest-ranked candidate. */
+static void sift_down(int32_t *heap, int64_t size, int64_t at, const double *score) {
+  for (;;) {
+    int64_t worst = at;
+    const int64_t l = 2 * at + 1, r = l + 1;
+    if (l < size && ranks_before(score[heap[worst]], heap[worst], score[heap[l]], heap[l]))
+      worst = l;
+    if (r < size && ranks_before(score[heap[worst]], heap[worst], score[heap[r]], heap[r]))
+      worst = r;
+    if (worst == at) return;
+    const int32_t t = heap[at];
+    heap[at] = heap[worst];
+    heap[worst] = t;
+    at = worst;
+  }
+}
+
+/* Row G of the selection, the same as ref/'s dt_slr_select: the K best by
+ * (score desc, index asc), a strict total order without NaN, kept in a heap
+ * (O(n log K)) and written in rank order; a row with a NaN score takes ref/'s
+ * own K rounds of "best not yet taken" (NaN compares false everywhere). The
+ * own block replaces the last slot when forced and not selected. */
 static void select_row(const dt_cpu_slr_head *hd, int force_own, int64_t G, double *score,
                        unsigned char *taken) {
   const int64_t n = hd->s.n, D = hd->s.D, K = hd->s.K;
   const double *pq = hd->pq + G * D;
+  int has_nan = 0;
   for (int64_t c = 0; c < n; c++) {
     double dot = 0.0;
     for (int64_t d = 0; d < D; d++) dot += pq[d] * hd->pk[c * D + d];
     score[c] = dot;
+    has_nan |= dot != dot;
   }
   int32_t *row = hd->sel + G * K;
   int own_taken = 0;
-  memset(taken, 0, (size_t)n);
-  for (int64_t slot = 0; slot < K; slot++) {
-    int64_t best = -1;
-    for (int64_t c = 0; c < n; c++) {
-      if (taken[c]) continue;
-      if (best < 0 || ranks_before(score[c], c, score[best], best)) best = c;
+  if (has_nan) {
+    memset(taken, 0, (size_t)n);
+    for (int64_t slot = 0; slot < K; slot++) {
+      int64_t best = -1;
+      for (int64_t c = 0; c < n; c++) {
+        if (taken[c]) continue;
+        if (best < 0 || ranks_before(score[c], c, score[best], best)) best = c;
+      }
+      row[slot] = (int32_t)best;
+      taken[best] = 1;
+      own_taken |= best == G;
     }
-    row[slot] = (int32_t)best;
-    taken[best] = 1;
-    own_taken |= best == G;
+  } else {
+    int32_t *heap = row; /* built in place, then sorted */
+    for (int64_t c = 0; c < n; c++) {
+      if (c < K) {
+        heap[c] = (int32_t)c;
+        if (c == K - 1)
+          for (int64_t at = K / 2 - 1; at >= 0; at--) sift_down(heap, K, at, score);
+      } else if (ranks_before(score[c], c, score[heap[0]], heap[0])) {
+        heap[0] = (int32_t)c;
+        sift_down(heap, K, 0, score);
+      }
+    }
+    for (int64_t size = K; size > 1; size--) { /* pop the lowest-ranked to the back */
+      const int32_t t = heap[0];
+      heap[0] = heap[size - 1];
+      heap[size - 1] = t;
+      sift_down(heap, size - 1, 0, score);
+    }
+    for (int64_t slot = 0; slot < K; slot++) own_taken |= row[slot] == G;
   }
   if (force_own && !own_taken) row[K - 1] = (int32_t)G;
 }
