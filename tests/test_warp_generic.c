@@ -88,8 +88,8 @@ static void warp_topk(const double *scores, const int *idx, int n, int K, int wi
   double prev_s = 0.0;
   int prev_i = -1;
   for (int r = 0; r < K; r++) {
-    double bs[MAX_WIDTH];
-    int bi[MAX_WIDTH];
+    double bs[MAX_WIDTH] = {0};
+    int bi[MAX_WIDTH] = {0}; /* width >= 1 fills them; -O2 cannot see that */
     for (int lane = 0; lane < width; lane++)
       dt_wa_lane_scan(scores, idx, n, lane, width, prev_s, prev_i, &bs[lane], &bi[lane]);
     butterfly_best(bs, bi, width);
