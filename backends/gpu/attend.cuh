@@ -178,24 +178,22 @@ static int attend_launch(const ditattn_tensor *q, const ditattn_tensor *k, const
 }
 
 /* Picks the head-dimension class and element type. */
+template <typename Keys> struct AttendLaunch {
+  const ditattn_tensor *q, *k, *v, *out;
+  AttendArgs a;
+  long long groups;
+  Keys keys;
+  gpuStream_t s;
+  template <typename T, int DMAX> int run() const {
+    return attend_launch<T, DMAX>(q, k, v, out, a, groups, keys, s);
+  }
+};
 template <typename Keys>
 static int attend_dispatch(const ditattn_tensor *q, const ditattn_tensor *k,
                            const ditattn_tensor *v, const ditattn_tensor *out, AttendArgs a,
                            long long groups, Keys keys, gpuStream_t s) {
-#define DT_ATTEND_D(T)                                                                             \
-  do {                                                                                             \
-    if (a.D <= 64) return attend_launch<T, 64>(q, k, v, out, a, groups, keys, s);                  \
-    if (a.D <= 128) return attend_launch<T, 128>(q, k, v, out, a, groups, keys, s);                \
-    if (a.D <= 256) return attend_launch<T, 256>(q, k, v, out, a, groups, keys, s);                \
-    return DT_GPU_NOT_IMPLEMENTED;                                                                 \
-  } while (0)
-  switch (q->dtype) {
-  case DITATTN_F32: DT_ATTEND_D(float);
-  case DITATTN_BF16: DT_ATTEND_D(bf16_t);
-  case DITATTN_F16: DT_ATTEND_D(f16_t);
-  }
-#undef DT_ATTEND_D
-  return DT_GPU_NOT_IMPLEMENTED;
+  const AttendLaunch<Keys> f = {q, k, v, out, a, groups, keys, s};
+  return dispatch_dtype_dmax(q->dtype, a.D, f);
 }
 
 } // namespace DT_GPU_NS

@@ -27,40 +27,6 @@ __global__ void bwd_delta_kernel(View<const T> out, View<const T> dout, float *d
   if (lane == 0) delta[row] = s;
 }
 
-/* tile[r][d] = row n0 + r of x (zeros past n_end or D). */
-template <typename T, int DMAX, int R>
-DT_DEV void load_tile(float (*tile)[DMAX + 1], const View<const T> &x, long long bh, long long n0,
-                      long long n_end, int D) {
-  for (int e = threadIdx.x; e < R * DMAX; e += kBwdThreads) {
-    const int r = e / DMAX, d = e % DMAX;
-    tile[r][d] = (n0 + r < n_end && d < D) ? to_f32(x.row(bh, n0 + r)[d]) : 0.0f;
-  }
-}
-
-/* For query rows i (tile Qs/dOs, lse, Δ) and key rows j (Ks/Vs), both R
- * long: P[i][j] and dS[i][j]; zero where the query or key is out of range. */
-template <int DMAX, int R>
-DT_DEV void probs_and_dscores(const float (*Qs)[DMAX + 1], const float (*dOs)[DMAX + 1],
-                              const float (*Ks)[DMAX + 1], const float (*Vs)[DMAX + 1],
-                              const float *lse, const float *delta, int nq, int nk, int D,
-                              float scale, float (*P)[R + 1], float (*dS)[R + 1]) {
-  for (int e = threadIdx.x; e < R * R; e += kBwdThreads) {
-    const int i = e / R, j = e % R;
-    float p = 0.0f, ds = 0.0f;
-    if (i < nq && j < nk) {
-      float s = 0.0f, dp = 0.0f;
-      for (int d = 0; d < D; d++) {
-        s = fmaf(Qs[i][d], Ks[j][d], s);
-        dp = fmaf(dOs[i][d], Vs[j][d], dp);
-      }
-      p = expf(s * scale - lse[i]);
-      ds = p * (dp - delta[i]);
-    }
-    P[i][j] = p;
-    dS[i][j] = ds;
-  }
-}
-
 struct BwdArgs {
   long long Nq, Nk, bh0;
   int D;
@@ -68,39 +34,83 @@ struct BwdArgs {
   const float *lse, *delta; /* [B·H][Nq] */
 };
 
+/* The shared-memory tiles of both backward kernels: R queries (q, dO, lse,
+ * Δ), R keys (k, v) and their R × R probabilities and score gradients. */
+template <typename T, int DMAX> struct BwdTiles {
+  static const int R = BwdTile<DMAX>::R;
+  float Qs[R][DMAX + 1], dOs[R][DMAX + 1], Ks[R][DMAX + 1], Vs[R][DMAX + 1];
+  float P[R][R + 1], dS[R][R + 1], lse[R], delta[R];
+
+  /* tile[r][d] = row n0 + r of x (zeros past n_end or D). */
+  DT_DEV static void load(float (*tile)[DMAX + 1], const View<const T> &x, long long bh,
+                          long long n0, long long n_end, int D) {
+    for (int e = threadIdx.x; e < R * DMAX; e += kBwdThreads) {
+      const int r = e / DMAX, d = e % DMAX;
+      tile[r][d] = (n0 + r < n_end && d < D) ? to_f32(x.row(bh, n0 + r)[d]) : 0.0f;
+    }
+  }
+  DT_DEV void load_queries(const View<const T> &q, const View<const T> &dout, const BwdArgs &a,
+                           long long bh, long long q0, int nq) {
+    load(Qs, q, bh, q0, a.Nq, a.D);
+    load(dOs, dout, bh, q0, a.Nq, a.D);
+    const int t = threadIdx.x;
+    if (t < R) {
+      lse[t] = t < nq ? a.lse[bh * a.Nq + q0 + t] : 0.0f;
+      delta[t] = t < nq ? a.delta[bh * a.Nq + q0 + t] : 0.0f;
+    }
+  }
+  DT_DEV void load_keys(const View<const T> &k, const View<const T> &v, const BwdArgs &a,
+                        long long bh, long long k0) {
+    load(Ks, k, bh, k0, a.Nk, a.D);
+    load(Vs, v, bh, k0, a.Nk, a.D);
+  }
+  /* P[i][j] and dS[i][j]; zero where query i or key j is out of range. */
+  DT_DEV void probs_and_dscores(int nq, int nk, int D, float scale) {
+    for (int e = threadIdx.x; e < R * R; e += kBwdThreads) {
+      const int i = e / R, j = e % R;
+      float p = 0.0f, ds = 0.0f;
+      if (i < nq && j < nk) {
+        float s = 0.0f, dp = 0.0f;
+        for (int d = 0; d < D; d++) {
+          s = fmaf(Qs[i][d], Ks[j][d], s);
+          dp = fmaf(dOs[i][d], Vs[j][d], dp);
+        }
+        p = expf(s * scale - lse[i]);
+        ds = p * (dp - delta[i]);
+      }
+      P[i][j] = p;
+      dS[i][j] = ds;
+    }
+  }
+};
+
+/* One block per R keys: walks every query tile; dK = scale Σ dS q, dV = Σ P dO. */
 template <typename T, int DMAX>
 __global__ void __launch_bounds__(kBwdThreads)
     bwd_dkdv_kernel(View<const T> q, View<const T> k, View<const T> v, View<const T> dout,
                     View<T> dk, View<T> dv, BwdArgs a) {
-  const int R = BwdTile<DMAX>::R, OPT = R * DMAX / kBwdThreads, D = a.D, tid = threadIdx.x;
-  __shared__ float Ks[R][DMAX + 1], Vs[R][DMAX + 1], Qs[R][DMAX + 1], dOs[R][DMAX + 1];
-  __shared__ float P[R][R + 1], dS[R][R + 1], lse[R], delta[R];
+  const int R = BwdTile<DMAX>::R, OPT = R * DMAX / kBwdThreads, tid = threadIdx.x;
+  __shared__ BwdTiles<T, DMAX> t;
   const long long bh = a.bh0 + blockIdx.y, k0 = blockIdx.x * (long long)R;
   const int nk = a.Nk - k0 < R ? (int)(a.Nk - k0) : R;
-  load_tile<T, DMAX, R>(Ks, k, bh, k0, a.Nk, D);
-  load_tile<T, DMAX, R>(Vs, v, bh, k0, a.Nk, D);
+  t.load_keys(k, v, a, bh, k0);
   float gk[OPT], gv[OPT];
 #pragma unroll
   for (int j = 0; j < OPT; j++) gk[j] = gv[j] = 0.0f;
   for (long long q0 = 0; q0 < a.Nq; q0 += R) {
     const int nq = a.Nq - q0 < R ? (int)(a.Nq - q0) : R;
-    __syncthreads(); /* the previous tile is no longer read */
-    load_tile<T, DMAX, R>(Qs, q, bh, q0, a.Nq, D);
-    load_tile<T, DMAX, R>(dOs, dout, bh, q0, a.Nq, D);
-    if (tid < R) {
-      lse[tid] = tid < nq ? a.lse[bh * a.Nq + q0 + tid] : 0.0f;
-      delta[tid] = tid < nq ? a.delta[bh * a.Nq + q0 + tid] : 0.0f;
-    }
+    __syncthreads(); /* the previous query tile is no longer read */
+    t.load_queries(q, dout, a, bh, q0, nq);
     __syncthreads();
-    probs_and_dscores<DMAX, R>(Qs, dOs, Ks, Vs, lse, delta, nq, nk, D, a.scale, P, dS);
+    t.probs_and_dscores(nq, nk, a.D, a.scale);
     __syncthreads();
 #pragma unroll
     for (int j = 0; j < OPT; j++) {
       const int e = tid + j * kBwdThreads, key = e / DMAX, d = e % DMAX;
       float ak = gk[j], av = gv[j];
       for (int i = 0; i < R; i++) {
-        ak = fmaf(dS[i][key], Qs[i][d], ak);
-        av = fmaf(P[i][key], dOs[i][d], av);
+        ak = fmaf(t.dS[i][key], t.Qs[i][d], ak);
+        av = fmaf(t.P[i][key], t.dOs[i][d], av);
       }
       gk[j] = ak;
       gv[j] = av;
@@ -109,51 +119,45 @@ __global__ void __launch_bounds__(kBwdThreads)
 #pragma unroll
   for (int j = 0; j < OPT; j++) {
     const int e = tid + j * kBwdThreads, key = e / DMAX, d = e % DMAX;
-    if (key < nk && d < D) {
+    if (key < nk && d < a.D) {
       dk.row(bh, k0 + key)[d] = from_f32<T>(a.scale * gk[j]);
       dv.row(bh, k0 + key)[d] = from_f32<T>(gv[j]);
     }
   }
 }
 
+/* One block per R queries: walks every key tile; dQ = scale Σ dS k. */
 template <typename T, int DMAX>
 __global__ void __launch_bounds__(kBwdThreads)
     bwd_dq_kernel(View<const T> q, View<const T> k, View<const T> v, View<const T> dout, View<T> dq,
                   BwdArgs a) {
-  const int R = BwdTile<DMAX>::R, OPT = R * DMAX / kBwdThreads, D = a.D, tid = threadIdx.x;
-  __shared__ float Ks[R][DMAX + 1], Vs[R][DMAX + 1], Qs[R][DMAX + 1], dOs[R][DMAX + 1];
-  __shared__ float P[R][R + 1], dS[R][R + 1], lse[R], delta[R];
+  const int R = BwdTile<DMAX>::R, OPT = R * DMAX / kBwdThreads, tid = threadIdx.x;
+  __shared__ BwdTiles<T, DMAX> t;
   const long long bh = a.bh0 + blockIdx.y, q0 = blockIdx.x * (long long)R;
   const int nq = a.Nq - q0 < R ? (int)(a.Nq - q0) : R;
-  load_tile<T, DMAX, R>(Qs, q, bh, q0, a.Nq, D);
-  load_tile<T, DMAX, R>(dOs, dout, bh, q0, a.Nq, D);
-  if (tid < R) {
-    lse[tid] = tid < nq ? a.lse[bh * a.Nq + q0 + tid] : 0.0f;
-    delta[tid] = tid < nq ? a.delta[bh * a.Nq + q0 + tid] : 0.0f;
-  }
+  t.load_queries(q, dout, a, bh, q0, nq);
   float gq[OPT];
 #pragma unroll
   for (int j = 0; j < OPT; j++) gq[j] = 0.0f;
   for (long long k0 = 0; k0 < a.Nk; k0 += R) {
     const int nk = a.Nk - k0 < R ? (int)(a.Nk - k0) : R;
-    __syncthreads(); /* the previous tile is no longer read (and Qs/lse are visible) */
-    load_tile<T, DMAX, R>(Ks, k, bh, k0, a.Nk, D);
-    load_tile<T, DMAX, R>(Vs, v, bh, k0, a.Nk, D);
+    __syncthreads(); /* the previous key tile is no longer read (and the queries are visible) */
+    t.load_keys(k, v, a, bh, k0);
     __syncthreads();
-    probs_and_dscores<DMAX, R>(Qs, dOs, Ks, Vs, lse, delta, nq, nk, D, a.scale, P, dS);
+    t.probs_and_dscores(nq, nk, a.D, a.scale);
     __syncthreads();
 #pragma unroll
     for (int j = 0; j < OPT; j++) {
       const int e = tid + j * kBwdThreads, i = e / DMAX, d = e % DMAX;
       float acc = gq[j];
-      for (int key = 0; key < R; key++) acc = fmaf(dS[i][key], Ks[key][d], acc);
+      for (int key = 0; key < R; key++) acc = fmaf(t.dS[i][key], t.Ks[key][d], acc);
       gq[j] = acc;
     }
   }
 #pragma unroll
   for (int j = 0; j < OPT; j++) {
     const int e = tid + j * kBwdThreads, i = e / DMAX, d = e % DMAX;
-    if (i < nq && d < D) dq.row(bh, q0 + i)[d] = from_f32<T>(a.scale * gq[j]);
+    if (i < nq && d < a.D) dq.row(bh, q0 + i)[d] = from_f32<T>(a.scale * gq[j]);
   }
 }
 
@@ -182,6 +186,16 @@ static int dense_bwd_typed(const ditattn_tensor *const *t, BwdArgs a, float *del
   return st;
 }
 
+struct BwdLaunch {
+  const ditattn_tensor *const *tensors;
+  BwdArgs a;
+  float *delta;
+  gpuStream_t s;
+  template <typename T, int DMAX> int run() const {
+    return dense_bwd_typed<T, DMAX>(tensors, a, delta, s);
+  }
+};
+
 } // namespace DT_GPU_NS
 
 using namespace DT_GPU_NS;
@@ -197,19 +211,6 @@ extern "C" int DT_GPU_FN(launch_dense_bwd)(const ditattn_tensor *const tensors[8
   a.scale = scale;
   a.lse = lse;
   a.delta = delta;
-  gpuStream_t s = (gpuStream_t)stream;
-#define DT_BWD_D(T)                                                                                \
-  do {                                                                                             \
-    if (a.D <= 64) return dense_bwd_typed<T, 64>(tensors, a, delta, s);                            \
-    if (a.D <= 128) return dense_bwd_typed<T, 128>(tensors, a, delta, s);                          \
-    if (a.D <= 256) return dense_bwd_typed<T, 256>(tensors, a, delta, s);                          \
-    return DT_GPU_NOT_IMPLEMENTED;                                                                 \
-  } while (0)
-  switch (q->dtype) {
-  case DITATTN_F32: DT_BWD_D(float);
-  case DITATTN_BF16: DT_BWD_D(bf16_t);
-  case DITATTN_F16: DT_BWD_D(f16_t);
-  }
-#undef DT_BWD_D
-  return DT_GPU_NOT_IMPLEMENTED;
+  const BwdLaunch f = {tensors, a, delta, (gpuStream_t)stream};
+  return dispatch_dtype_dmax(q->dtype, a.D, f);
 }

@@ -70,6 +70,23 @@ static inline unsigned blocks_for(long long work, int threads) {
   return (unsigned)(b < 1 ? 1 : b);
 }
 
+/* Calls f.template run<T, DMAX>() for the element type of `dtype` and the
+ * head-dimension class DMAX in {64, 128, 256} that holds D. */
+template <typename T, typename F> static int dispatch_dmax(int D, const F &f) {
+  if (D <= 64) return f.template run<T, 64>();
+  if (D <= 128) return f.template run<T, 128>();
+  if (D <= 256) return f.template run<T, 256>();
+  return DT_GPU_NOT_IMPLEMENTED;
+}
+template <typename F> static int dispatch_dtype_dmax(ditattn_dtype dtype, int D, const F &f) {
+  switch (dtype) {
+  case DITATTN_F32: return dispatch_dmax<float>(D, f);
+  case DITATTN_BF16: return dispatch_dmax<bf16_t>(D, f);
+  case DITATTN_F16: return dispatch_dmax<f16_t>(D, f);
+  }
+  return DT_GPU_NOT_IMPLEMENTED;
+}
+
 } // namespace DT_GPU_NS
 
 #endif /* DITATTN_GPU_COMMON_CUH */
