@@ -12,6 +12,9 @@
  * (cpu and ref run the same cases in f32 against ref/: a self-test of this
  * harness on machines without a GPU.)
  * Exit status: 0 all cases passed, 1 a case failed, 2 no usable backend. */
+#ifndef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
+#endif
 #include "ditattn/ditattn.h"
 
 #include <math.h>

@@ -16,22 +16,22 @@ static const int widths[] = {4, 32, 64}; /* 4: the mma kernel's quad reductions 
 
 /* ---- emulated butterflies (one step: all lanes read, then all write) ---- */
 static void butterfly_max(float *v, int width) {
-  float nv[MAX_WIDTH];
+  float nv[MAX_WIDTH] = {0};
   for (int off = width / 2; off > 0; off >>= 1) {
     for (int l = 0; l < width; l++) nv[l] = dt_wa_max(v[l], v[l ^ off]);
     memcpy(v, nv, sizeof(float) * (size_t)width);
   }
 }
 static void butterfly_sum(float *v, int width) {
-  float nv[MAX_WIDTH];
+  float nv[MAX_WIDTH] = {0};
   for (int off = width / 2; off > 0; off >>= 1) {
     for (int l = 0; l < width; l++) nv[l] = v[l] + v[l ^ off];
     memcpy(v, nv, sizeof(float) * (size_t)width);
   }
 }
 static void butterfly_best(double *s, int *i, int width) {
-  double ns[MAX_WIDTH];
-  int ni[MAX_WIDTH];
+  double ns[MAX_WIDTH] = {0};
+  int ni[MAX_WIDTH] = {0};
   for (int off = width / 2; off > 0; off >>= 1) {
     for (int l = 0; l < width; l++) {
       ns[l] = s[l];
@@ -49,7 +49,7 @@ static void butterflies_reduce_to_every_lane(void **state) {
   for (size_t w = 0; w < sizeof widths / sizeof widths[0]; w++) {
     const int width = widths[w];
     for (int trial = 0; trial < 200; trial++) {
-      float mx[MAX_WIDTH], sm[MAX_WIDTH];
+      float mx[MAX_WIDTH] = {0}, sm[MAX_WIDTH] = {0};
       float want_max = -INFINITY;
       double want_sum = 0.0;
       for (int l = 0; l < width; l++) {
@@ -175,9 +175,10 @@ static void online_softmax_matches_direct_for_both_widths(void **state) {
       for (size_t t = 0; t < sizeof tiles / sizeof tiles[0]; t++) {
         const int KT = tiles[t];
         float m = -INFINITY, l = 0.0f, o = 0.0f;
-        float lane_m[MAX_WIDTH], lane_l[MAX_WIDTH]; /* per-lane states for the merge check */
+        float lane_m[MAX_WIDTH] = {0},
+              lane_l[MAX_WIDTH] = {0}; /* per-lane states for the merge check */
         for (int k0 = 0; k0 < M; k0 += KT) {
-          float part[MAX_WIDTH], p[64];
+          float part[MAX_WIDTH] = {0}, p[64] = {0};
           for (int lane = 0; lane < width; lane++) {
             part[lane] = -INFINITY;
             for (int c = lane; c < KT; c += width)
@@ -206,7 +207,7 @@ static void online_softmax_matches_direct_for_both_widths(void **state) {
           dt_wa_softmax_merge(&lane_m[j % width], &lane_l[j % width], z[j],
                               z[j] == -INFINITY ? 0.0f : 1.0f);
         for (int off = width / 2; off > 0; off >>= 1) {
-          float nm[MAX_WIDTH], nl[MAX_WIDTH];
+          float nm[MAX_WIDTH] = {0}, nl[MAX_WIDTH] = {0};
           for (int lane = 0; lane < width; lane++) {
             nm[lane] = lane_m[lane];
             nl[lane] = lane_l[lane];
