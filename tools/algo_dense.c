@@ -12,6 +12,11 @@ static double dense_flops(const void *state, const dt_algo_problem *p) {
   return 4.0 * (double)p->N * (double)p->N * (double)p->D * (double)p->B * (double)p->H;
 }
 
+static int dense_branch_flops(const void *state, const dt_algo_problem *p, dt_algo_branch *out) {
+  out[0] = (dt_algo_branch){"attention", dense_flops(state, p)};
+  return 1;
+}
+
 const dt_algo dt_algo_dense = {
     .name = "dense",
     .summary = "exact softmax attention (the baseline)",
@@ -19,4 +24,5 @@ const dt_algo dt_algo_dense = {
     .state_size = 1,
     .run = dense_run,
     .flops = dense_flops,
+    .branch_flops = dense_branch_flops,
 };

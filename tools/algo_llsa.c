@@ -129,13 +129,15 @@ static ditattn_status llsa_write_extras(void *state, const dt_algo_problem *p, c
 /* Spec llsa.md §6, per head: pooling 3ND·b/(b−1); coarsest selection
  * 2D·n_L²; finer selection 2D·(candidates) per level; attention
  * 4ND·(K_1·b + Σ_{l<L} K_{l+1}·b + n_L). Block counts clamp K. */
-static double llsa_flops(const void *state, const dt_algo_problem *p) {
+static int llsa_branch_flops(const void *state, const dt_algo_problem *p, dt_algo_branch *out) {
   const llsa_state *s = state;
   const ditattn_llsa_params *prm = &s->params;
   const double N = (double)p->N, D = (double)p->D, b = (double)prm->block;
+  const double heads = (double)p->B * (double)p->H;
   const int L = prm->levels;
   double n_L = (double)blocks_at(p->N, prm->block, L);
-  double flops = 3.0 * N * D * b / (b - 1.0) + 2.0 * D * n_L * n_L;
+  double pooling = 3.0 * N * D * b / (b - 1.0);
+  double selection = 2.0 * D * n_L * n_L;
   double keys = n_L;
   for (int l = 1; l <= L; l++) {
     double n_l = (double)blocks_at(p->N, prm->block, l);
@@ -144,11 +146,21 @@ static double llsa_flops(const void *state, const dt_algo_problem *p) {
     if (l < L) {
       double n_up = (double)blocks_at(p->N, prm->block, l + 1);
       double k_up = (double)prm->topk[l] < n_up ? (double)prm->topk[l] : n_up;
-      flops += 2.0 * D * n_l * k_up * b; /* scores of level-l candidates */
+      selection += 2.0 * D * n_l * k_up * b; /* scores of level-l candidates */
     }
   }
-  flops += 4.0 * N * D * keys;
-  return flops * (double)p->B * (double)p->H;
+  out[0] = (dt_algo_branch){"attention", 4.0 * N * D * keys * heads};
+  out[1] = (dt_algo_branch){"pooling", pooling * heads};
+  out[2] = (dt_algo_branch){"selection", selection * heads};
+  return 3;
+}
+
+static double llsa_flops(const void *state, const dt_algo_problem *p) {
+  dt_algo_branch br[DT_ALGO_MAX_BRANCHES];
+  const int n = llsa_branch_flops(state, p, br);
+  double flops = 0.0;
+  for (int i = 0; i < n; i++) flops += br[i].flops;
+  return flops;
 }
 
 static void llsa_describe(const void *state, char *buf, size_t size) {
@@ -184,4 +196,5 @@ const dt_algo dt_algo_llsa = {
     .flops = llsa_flops,
     .describe = llsa_describe,
     .release = llsa_release,
+    .branch_flops = llsa_branch_flops,
 };

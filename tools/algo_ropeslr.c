@@ -19,11 +19,10 @@ typedef struct slr_state {
   int rank_given;
   const char *sel_out;
   dt_slr_weights_host host;
-  float *device[DT_SLR_NWEIGHTS];     /* copies in the context's memory */
-  ditattn_context *ctx;               /* that owns device[] */
-  int32_t *sel;                       /* host selection when sel_out is set */
-  int64_t K;                          /* resolved at prepare */
-  double flops_sparse, flops_lowrank; /* per forward, for the params column */
+  float *device[DT_SLR_NWEIGHTS]; /* copies in the context's memory */
+  ditattn_context *ctx;           /* that owns device[] */
+  int32_t *sel;                   /* host selection when sel_out is set */
+  int64_t K;                      /* resolved at prepare */
 } slr_state;
 
 static void slr_init(void *state) {
@@ -127,8 +126,7 @@ static void slr_release(void *state, ditattn_context *ctx) {
   s->ctx = NULL;
 }
 
-static void branch_flops(const slr_state *s, const dt_algo_problem *p, double *sparse,
-                         double *lowrank);
+static int slr_branch_flops(const void *state, const dt_algo_problem *p, dt_algo_branch *out);
 
 static ditattn_status slr_prepare(void *state, const dt_algo_problem *p, ditattn_context *ctx,
                                   char *err, size_t err_size) {
@@ -164,12 +162,16 @@ static ditattn_status slr_prepare(void *state, const dt_algo_problem *p, ditattn
     snprintf(err, err_size, "invalid RoPeSLR parameters");
     return DITATTN_ERR_INVALID_ARGUMENT;
   }
-  branch_flops(s, p, &s->flops_sparse, &s->flops_lowrank);
-  fprintf(stderr,
-          "ditattn: note: ropeslr: K = %lld of n = %lld blocks; GFLOP per forward: sparse %.4g + "
-          "low-rank %.4g (spec ropeslr.md §6, plus 2ND² for Wᵀ)\n",
-          (long long)s->K, (long long)((p->N + s->params.block - 1) / s->params.block),
-          s->flops_sparse * 1e-9, s->flops_lowrank * 1e-9);
+  if (!p->is_bench) { /* bench puts them in its table */
+    dt_algo_branch br[DT_ALGO_MAX_BRANCHES];
+    slr_branch_flops(s, p, br);
+    fprintf(stderr,
+            "ditattn: note: ropeslr: K = %lld of n = %lld blocks; GFLOP per forward: %s %.4g + "
+            "%s %.4g + %s %.4g (spec ropeslr.md §6, plus 2ND² for Wᵀ)\n",
+            (long long)s->K, (long long)((p->N + s->params.block - 1) / s->params.block),
+            br[0].name, br[0].flops * 1e-9, br[1].name, br[1].flops * 1e-9, br[2].name,
+            br[2].flops * 1e-9);
+  }
   /* The weights live where the tensors do (device memory on GPUs). */
   s->ctx = ctx;
   for (int a = 0; a < DT_SLR_NWEIGHTS; a++) {
@@ -217,27 +219,43 @@ static ditattn_status slr_write_extras(void *state, const dt_algo_problem *p, ch
 
 /* Spec §6 per head: sparse 4·N·(K·b)·D (K·b clamped to N); low-rank
  * 4·N·D·r (features) + 4·N·r·D (factors, readout) + n·K·r·D (selected
- * factors) + 2·N·D² (the Wᵀ projection, which §6 leaves out). */
-static void branch_flops(const slr_state *s, const dt_algo_problem *p, double *sparse,
-                         double *lowrank) {
+ * factors); projection 2·N·D² (the Wᵀ product, which §6 leaves out). */
+static int slr_branch_flops(const void *state, const dt_algo_problem *p, dt_algo_branch *out) {
+  const slr_state *s = state;
   const double N = (double)p->N, D = (double)p->D, r = (double)s->params.rank;
   const double b = (double)s->params.block, K = (double)s->K;
   const double n = ceil(N / b), keys = fmin(K * b, N), heads = (double)p->B * (double)p->H;
-  *sparse = 4.0 * N * keys * D * heads;
-  *lowrank = (4.0 * N * D * r + 4.0 * N * r * D + n * K * r * D + 2.0 * N * D * D) * heads;
+  out[0] = (dt_algo_branch){"sparse", 4.0 * N * keys * D * heads};
+  out[1] =
+      (dt_algo_branch){"low-rank", (4.0 * N * D * r + 4.0 * N * r * D + n * K * r * D) * heads};
+  out[2] = (dt_algo_branch){"projection", 2.0 * N * D * D * heads};
+  return 3;
 }
 
 static double slr_flops(const void *state, const dt_algo_problem *p) {
-  double sparse, lowrank;
-  branch_flops(state, p, &sparse, &lowrank);
-  return sparse + lowrank;
+  dt_algo_branch br[DT_ALGO_MAX_BRANCHES];
+  const int n = slr_branch_flops(state, p, br);
+  double flops = 0.0;
+  for (int i = 0; i < n; i++) flops += br[i].flops;
+  return flops;
+}
+
+static void slr_note(const void *state, char *buf, size_t size) {
+  const slr_state *s = state;
+  if (s->weights_path)
+    snprintf(buf, size, "weights from %s (r=%lld)", s->weights_path, (long long)s->params.rank);
+  else
+    snprintf(buf, size,
+             "random weights (no --weights; seed %lld, r=%lld): A, B, W ~ U(-1,1)/sqrt(D), "
+             "Et, Ey, Ex ~ U(-0.5,0.5)",
+             (long long)s->weights_seed, (long long)s->params.rank);
 }
 
 static void slr_describe(const void *state, char *buf, size_t size) {
   const slr_state *s = state;
   const ditattn_ropeslr_params *prm = &s->params;
-  /* Short enough for bench's params column; the per-branch FLOPs go to
-   * stderr at prepare. */
+  /* Short enough for bench's params column (branch FLOPs and the weights'
+   * origin have their own lines: slr_branch_flops, slr_note). */
   snprintf(buf, size, "b=%lld K=%lld r=%lld%s%s w=%s", (long long)prm->block, (long long)s->K,
            (long long)prm->rank, prm->feature == DITATTN_SLR_FEATURE_SOFTMAX ? " softmax" : "",
            prm->force_own_block ? "" : " no-own", s->weights_path ? "file" : "rand");
@@ -269,4 +287,6 @@ const dt_algo dt_algo_ropeslr = {
     .flops = slr_flops,
     .describe = slr_describe,
     .release = slr_release,
+    .branch_flops = slr_branch_flops,
+    .note = slr_note,
 };

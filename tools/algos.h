@@ -18,6 +18,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Most FLOP branches an algorithm reports (see dt_algo.branch_flops). */
+enum { DT_ALGO_MAX_BRANCHES = 4 };
+
+/* One part of an algorithm's FLOP count, e.g. RoPeSLR's "sparse". */
+typedef struct dt_algo_branch {
+  const char *name; /* static string */
+  double flops;     /* over all B·H heads */
+} dt_algo_branch;
+
 /* The problem the CLI hands to an algorithm. */
 typedef struct dt_algo_problem {
   int64_t B, H, N, D;
@@ -63,6 +72,13 @@ typedef struct dt_algo {
   void (*describe)(const void *state, char *buf, size_t size);
   /* Frees what prepare made; safe on a state that was never prepared. May be NULL. */
   void (*release)(void *state, ditattn_context *ctx);
+  /* The FLOP count split by branch (their sum is flops()), after prepare:
+   * fills out[0 .. n-1] and returns n <= DT_ALGO_MAX_BRANCHES. May be NULL
+   * (one branch). */
+  int (*branch_flops)(const void *state, const dt_algo_problem *p, dt_algo_branch *out);
+  /* After prepare: one line bench prints about the algorithm's own inputs
+   * (e.g. "random weights ..."), "" when there is nothing to say. May be NULL. */
+  void (*note)(const void *state, char *buf, size_t size);
 } dt_algo;
 
 /* Every algorithm of this build, in table order; NULL-terminated. */

@@ -1,5 +1,6 @@
 /* `ditattn bench`: times dense attention against the sparse algorithms on
- * video-like inputs and reports ms, GFLOP/s, speedup and error vs dense. */
+ * video-like inputs and reports ms, GFLOP/s (with FLOPs per branch),
+ * speedup and error vs dense. */
 #include "algos.h"
 #include "bench_inputs.h"
 #include "cli_args.h"
@@ -29,8 +30,9 @@ static void bench_help(void) {
          "\n"
          "Times dense attention against sparse attention on synthetic video-like inputs\n"
          "(smooth functions of (t,y,x) plus noise, 3D RoPE, Morton token order) and prints\n"
-         "per algorithm: median ms, GFLOP/s (FLOPs from the spec's cost model), speedup vs\n"
-         "dense and relative error ||o - o_dense|| / ||o_dense||. Progress goes to stderr.\n"
+         "per algorithm: its FLOPs (spec cost model, also per branch), median ms, GFLOP/s,\n"
+         "speedup vs dense and relative error ||o - o_dense|| / ||o_dense||. Dense always\n"
+         "runs as the baseline (unless --no-baseline). Progress goes to stderr.\n"
          "\n"
          "options:\n"
          "  --grid TxHxW        video token grid (default 8x32x32 = 8192 tokens; 2x32x32\n"
@@ -39,14 +41,21 @@ static void bench_help(void) {
          "  --dim D             head dimension (default 64)\n"
          "  --batch B           batch (default 1)\n"
          "  --backend NAME      ref|cpu|cuda|hip (default %s)\n"
-         "  --algo A,B,...      algorithms, from %s (default dense,llsa)\n"
+         "  --algo A,B,...      algorithms, from %s (default dense,llsa,ropeslr);\n"
+         "                      dense is added as the baseline when not listed, and\n"
+         "                      llsa when ropeslr is (dense vs LLSA vs RoPeSLR)\n"
+         "  --no-baseline       only the listed algorithms, nothing compared: speedup and\n"
+         "                      rel.err print '-'\n"
          "  --repeat R          timed runs per algorithm; the median is reported\n"
          "                      (default 5; 3 with ref)\n"
          "  --threads T         CPU backend threads (default: OpenMP's)\n"
          "  --seed S            input seed (default 1)\n"
          "  --json              machine-readable results on stdout instead of the table\n"
          "  --save-inputs P     also write the inputs to Pq.npy, Pk.npy, Pv.npy [B,H,N,D]\n"
-         "  --dist ...          distributed (MPI) benchmark: the rest goes to the dist bench\n",
+         "  --dist ...          distributed (MPI) benchmark: the rest goes to the dist bench\n"
+         "\n"
+         "An option of several selected algorithms (--block, --topk) goes to each one that\n"
+         "accepts its value (a note names those that do not).\n",
          ditattn_backend_name(cli_default_backend()), dt_algo_names());
   for (int i = 0; dt_algos[i]; i++) {
     if (!dt_algos[i]->options_help[0]) continue;
@@ -59,6 +68,9 @@ typedef struct algo_result {
   const dt_algo *algo;
   void *state;
   char params[128];
+  char note[512]; /* the algorithm's note on its inputs, "" if none */
+  dt_algo_branch branches[DT_ALGO_MAX_BRANCHES];
+  int nbranches;
   double flops, ms_median, ms_min;
   double rel_err; /* NAN when dense did not run */
   int ok;
@@ -70,6 +82,7 @@ typedef struct bench_options {
   int grid_given;
   ditattn_backend backend;
   int repeat, threads, json;
+  int no_baseline;         /* --no-baseline: dense is not added, nothing is compared */
   const char *save_inputs; /* prefix, or NULL */
   uint64_t seed;
 } bench_options;
@@ -90,8 +103,9 @@ static double rel_err(const float *a, const float *ref, size_t n) {
   return isfinite(e) ? e : INFINITY;
 }
 
-/* Selected algorithms in table order (dense first, as the reference). */
-static int parse_algo_list(const char *list, algo_result *res, int *count) {
+/* Selected algorithms in table order (dense first, as the reference). Unless
+ * no_baseline, dense is added when not listed, and LLSA when RoPeSLR is. */
+static int parse_algo_list(const char *list, int no_baseline, algo_result *res, int *count) {
   int want[MAX_ALGOS] = {0};
   char buf[256];
   if (strlen(list) >= sizeof buf) return 0;
@@ -103,6 +117,15 @@ static int parse_algo_list(const char *list, algo_result *res, int *count) {
     if (!found)
       return cli_usage_error("--algo: unknown algorithm '%s' (%s)", tok, dt_algo_names()), 0;
   }
+  /* RoPeSLR's comparison is dense vs LLSA vs RoPeSLR (issue 3), so LLSA
+   * joins it as the sparse baseline. */
+  int with_ropeslr = 0;
+  for (int i = 0; dt_algos[i] && i < MAX_ALGOS; i++)
+    if (want[i] && strcmp(dt_algos[i]->name, "ropeslr") == 0) with_ropeslr = 1;
+  for (int i = 0; dt_algos[i] && i < MAX_ALGOS && !no_baseline; i++)
+    if (strcmp(dt_algos[i]->name, "dense") == 0 ||
+        (with_ropeslr && strcmp(dt_algos[i]->name, "llsa") == 0))
+      want[i] = 1;
   *count = 0;
   for (int i = 0; dt_algos[i] && i < MAX_ALGOS; i++)
     if (want[i]) res[(*count)++].algo = dt_algos[i];
@@ -122,12 +145,13 @@ static int int_value(int got, const char *name, const char *value, int64_t lo, i
 static int parse_bench_options(int argc, char **argv, bench_options *o, algo_result *res,
                                int *nres) {
   char err[512] = "";
-  const char *algo_list = "dense,llsa";
+  const char *algo_list = "dense,llsa,ropeslr";
   for (int i = 1; i < argc; i++) {
     const char *value;
     if (cli_opt(argc, argv, &i, "--algo", &value, err, sizeof err) > 0) algo_list = value;
+    if (strcmp(argv[i], "--no-baseline") == 0) o->no_baseline = 1;
   }
-  if (!parse_algo_list(algo_list, res, nres)) return 0;
+  if (!parse_algo_list(algo_list, o->no_baseline, res, nres)) return 0;
   for (int a = 0; a < *nres; a++) {
     res[a].state = calloc(1, res[a].algo->state_size);
     if (!res[a].state) return cli_runtime_error("out of memory"), 0;
@@ -163,20 +187,30 @@ static int parse_bench_options(int argc, char **argv, bench_options *o, algo_res
     } else if (strcmp(argv[i], "--json") == 0) {
       o->json = 1;
       got = 1;
+    } else if (strcmp(argv[i], "--no-baseline") == 0) {
+      got = 1;
     } else {
-      /* Offered to every selected algorithm (they may share a name). */
-      int last = i;
+      /* Offered to every selected algorithm (they may share a name, e.g.
+       * --block). A value one rejects but another takes (--topk 8,8 is
+       * LLSA's, --topk 8 both's) is only a note; rejected by all, an error. */
+      int last = i, rejected = 0;
+      char why[MAX_ALGOS][512];
+      const dt_algo *rejecter[MAX_ALGOS];
       got = 0;
       for (int a = 0; a < *nres; a++) {
         if (!res[a].algo->parse_option) continue;
         int j = i;
-        int r = res[a].algo->parse_option(res[a].state, argc, argv, &j, err, sizeof err);
-        if (r < 0) return cli_usage_error("%s", err), 0;
+        int r = res[a].algo->parse_option(res[a].state, argc, argv, &j, why[rejected],
+                                          sizeof why[rejected]);
+        if (r < 0) rejecter[rejected++] = res[a].algo;
         if (r > 0) {
           got = 1;
           if (j > last) last = j;
         }
       }
+      if (rejected && !got) return cli_usage_error("%s", why[0]), 0;
+      for (int a = 0; a < rejected; a++)
+        fprintf(stderr, "bench: note: %s keeps its default (%s)\n", rejecter[a]->name, why[a]);
       if (!got)
         return cli_usage_error("bench: unknown option '%s' (not a bench option, nor one of the "
                                "selected algorithms'; see ditattn bench --help)",
@@ -203,7 +237,9 @@ static void time_algo(const bench_options *o, const dt_algo_problem *p, ditattn_
     return;
   }
   if (r->algo->describe) r->algo->describe(r->state, r->params, sizeof r->params);
+  if (r->algo->note) r->algo->note(r->state, r->note, sizeof r->note);
   r->flops = r->algo->flops(r->state, p); /* after prepare: options resolved */
+  r->nbranches = r->algo->branch_flops ? r->algo->branch_flops(r->state, p, r->branches) : 0;
   if (cli_tensors_upload(ctx, p->B, p->H, p->N, p->N, p->D, q, k, v, 0, &t) != DITATTN_OK) {
     snprintf(r->error, sizeof r->error, "upload failed: %s", ditattn_last_error(ctx));
     return;
@@ -280,6 +316,18 @@ static void report_json(const bench_options *o, const dt_algo_problem *p, const 
     print_json_number(r->ok ? r->ms_min : NAN);
     printf(", \"flops\": ");
     print_json_number(r->flops);
+    printf(", \"flops_branches\": ");
+    if (r->nbranches == 0) printf("null");
+    for (int b = 0; b < r->nbranches; b++) {
+      printf("%s\"%s\": ", b ? ", " : "{", r->branches[b].name);
+      print_json_number(r->branches[b].flops);
+    }
+    if (r->nbranches > 0) printf("}");
+    printf(", \"note\": ");
+    if (r->note[0])
+      print_json_string(r->note);
+    else
+      printf("null");
     printf(", \"gflops\": ");
     print_json_number(r->ok ? r->flops / (r->ms_median * 1e6) : NAN);
     printf(", \"speedup\": ");
@@ -307,25 +355,32 @@ static void report_table(const bench_options *o, const dt_algo_problem *p, const
   if (o->backend == DITATTN_BACKEND_REF && !o->grid_given)
     printf("note: ref backend (scalar reference code): smaller default grid 2x32x32; pass "
            "--grid to change it\n");
-  printf("\n%-8s %-20s %10s %12s %10s %9s %11s\n", "algo", "params", "GFLOP", "ms", "GFLOP/s",
+  if (!dense) printf("note: no dense baseline (--no-baseline): no speedup, no rel.err\n");
+  printf("\n%-8s %-24s %10s %12s %10s %9s %11s\n", "algo", "params", "GFLOP", "ms", "GFLOP/s",
          "speedup", "rel.err");
   for (int a = 0; a < nres; a++) {
     const algo_result *r = &res[a];
     if (!r->ok) {
-      printf("%-8s %-20s FAILED: %s\n", r->algo->name, r->params[0] ? r->params : "-", r->error);
+      printf("%-8s %-24s FAILED: %s\n", r->algo->name, r->params[0] ? r->params : "-", r->error);
       continue;
     }
     char speedup[32] = "-", err[32] = "-";
     if (dense && dense->ok)
       snprintf(speedup, sizeof speedup, "%.2fx", dense->ms_median / r->ms_median);
     if (!isnan(r->rel_err)) snprintf(err, sizeof err, "%.3e", r->rel_err);
-    printf("%-8s %-20s %10.3f %12.3f %10.2f %9s %11s\n", r->algo->name,
+    printf("%-8s %-24s %10.3f %12.3f %10.2f %9s %11s\n", r->algo->name,
            r->params[0] ? r->params : "-", r->flops * 1e-9, r->ms_median,
            r->flops / (r->ms_median * 1e6), speedup, err);
+    /* One branch is the whole count: rows only for a real split. */
+    for (int b = 0; r->nbranches > 1 && b < r->nbranches; b++)
+      printf("  %-31s %10.3f\n", r->branches[b].name, r->branches[b].flops * 1e-9);
   }
-  printf("\nGFLOP: the spec's FLOP count of one forward (llsa.md §6) over all heads; GFLOP/s\n"
-         "divides it by the median time. speedup = dense ms / algo ms; rel.err = "
-         "||o - o_dense|| / ||o_dense||.\n");
+  for (int a = 0; a < nres; a++)
+    if (res[a].ok && res[a].note[0]) printf("\nnote: %s: %s", res[a].algo->name, res[a].note);
+  printf("\n\nGFLOP: the spec's FLOP count of one forward (llsa.md §6, ropeslr.md §6 plus 2ND^2\n"
+         "for the W projection) over all heads, indented rows per branch; GFLOP/s divides it\n"
+         "by the median time. speedup = dense ms / algo ms; rel.err = ||o - o_dense|| / "
+         "||o_dense||.\n");
 }
 
 static int save_inputs(const bench_options *o, const float *q, const float *k, const float *v) {
@@ -449,7 +504,7 @@ int cmd_bench(int argc, char **argv) {
       rc = 1;
       continue;
     }
-    if (is_dense) {
+    if (is_dense && !o.no_baseline) {
       dense = r;
       r->rel_err = 0.0;
     } else if (dense && dense->ok) {

@@ -26,8 +26,8 @@ c.check(abs(llsa_flops(65536, 64, 16, [8, 8]) / 8.6e9 - 1) < 0.02,
 
 TOP_KEYS = {"tool", "version", "backend", "threads", "grid", "batch", "heads", "tokens", "dim",
             "repeat", "seed", "inputs", "results"}
-RESULT_KEYS = {"algo", "params", "ok", "ms", "ms_min", "flops", "gflops", "speedup", "rel_err",
-               "error"}
+RESULT_KEYS = {"algo", "params", "ok", "ms", "ms_min", "flops", "flops_branches", "note", "gflops",
+               "speedup", "rel_err", "error"}
 
 for be in backends:
     args = ["bench", "--grid", "2x8x8", "--json", "--backend", be, "--repeat", 2,
@@ -49,7 +49,7 @@ for be in backends:
     c.check("Morton" in doc.get("inputs", "") and "RoPE" in doc.get("inputs", ""),
             f"{be}: inputs description {doc.get('inputs')!r}")
     res = {r.get("algo"): r for r in doc.get("results", [])}
-    c.check(list(res) == ["dense", "llsa"], f"{be}: algos {list(res)}")
+    c.check(list(res) == ["dense", "llsa", "ropeslr"], f"{be}: default algos {list(res)}")
     for name, r in res.items():
         c.check(RESULT_KEYS <= r.keys(), f"{be} {name}: missing keys {RESULT_KEYS - r.keys()}")
         c.check(r.get("ok") is True, f"{be} {name}: not ok: {r.get('error')}")
@@ -72,6 +72,10 @@ for be in backends:
         want = 2 * llsa_flops(128, 64, 16, [8, 8])
         c.check(math.isclose(l["flops"], want, rel_tol=1e-9),
                 f"{be}: llsa flops {l['flops']} expected {want} (spec §6, 2 heads)")
+        br = l.get("flops_branches") or {}
+        c.check(list(br) == ["attention", "pooling", "selection"]
+                and math.isclose(sum(br.values()), l["flops"], rel_tol=1e-9),
+                f"{be}: llsa flops_branches {br} (sum vs flops {l['flops']})")
     c.check("bench:" in err, f"{be}: no progress lines on stderr")
 
 # Same seed, same inputs: the LLSA error is reproducible.
@@ -82,15 +86,33 @@ if c.check(a[0] == 0 and b[0] == 0, "bench --seed 7 twice"):
     eb = [r["rel_err"] for r in json.loads(b[1])["results"]]
     c.check(ea == eb, f"same seed, different errors: {ea} vs {eb}")
 
-# Table output, options passed to LLSA, one algorithm only.
+# Table output, options passed to LLSA, one algorithm listed: dense joins as the baseline.
 ok, out, _ = c.run_ok("bench", "--grid", "1x8x16", "--heads", 1, "--dim", 16, "--repeat", 1,
                       "--backend", "ref", "--algo", "llsa", "--block", 4, "--topk", "2,2")
 if ok:
     c.check("b=4 L=2 K=2,2" in out and "inputs:" in out and "ms" in out,
             f"bench table: {out[:400]!r}")
+    rows = [l.split()[0] for l in out.splitlines() if l.split()]
+    c.check("dense" in rows and "ropeslr" not in rows and "selection" in rows,
+            f"bench --algo llsa table: rows {rows}")
+# --no-baseline: only what is listed, nothing compared.
+ok, out, _ = c.run_ok("bench", "--grid", "1x8x8", "--heads", 1, "--dim", 16, "--repeat", 1,
+                      "--backend", "ref", "--algo", "llsa", "--no-baseline", "--json")
+if ok:
+    rs = json.loads(out)["results"]
+    c.check([r["algo"] for r in rs] == ["llsa"] and rs[0]["speedup"] is None
+            and rs[0]["rel_err"] is None, f"bench --no-baseline: {rs}")
+# An option only some selected algorithms accept: a note, not an error; none: an error.
+ok, _, err = c.run_ok("bench", "--grid", "1x8x8", "--heads", 1, "--dim", 16, "--repeat", 1,
+                      "--backend", "ref", "--topk", "2,2", "--json")
+if ok:
+    c.check("ropeslr keeps its default" in err, f"bench --topk 2,2: no note: {err[-400:]!r}")
+rc, _, err = c.run("bench", "--grid", "1x8x8", "--repeat", 1, "--backend", "ref", "--topk", "x")
+c.check(rc == 2 and "--topk" in err, f"bench --topk x: exit {rc}, stderr {err[-300:]!r}")
 ok, out, _ = c.run_ok("bench", "--grid", "1x8x8", "--repeat", 1, "--backend", "ref")
 if ok:
-    c.check("dense" in out and "llsa" in out and "speedup" in out, f"bench table: {out[:400]!r}")
+    c.check("dense" in out and "llsa" in out and "ropeslr" in out and "speedup" in out,
+            f"bench table: {out[:400]!r}")
 
 # --save-inputs: the reported LLSA error is reproduced by `run` on the saved inputs.
 pre = c.path("in_")
