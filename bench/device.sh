@@ -5,7 +5,9 @@
 #      partial blocks, strided layouts, f32/bf16/f16, poisoned outputs),
 #   3. times dense forward (ditattn vs PyTorch SDPA) and LLSA forward at the
 #      issue's sizes (B=2, H=4, D=64, b=16, L=2, K=8, N = 128², 256², 512²),
-#   4. prints a table last.
+#   4. prints a table,
+#   5. checks RoPeSLR forward vs ref/ and times it at N = 102400 vs dense and SDPA
+#      (bench/gpu_check_ropeslr.c).
 # Logs and raw numbers go to $OUT (the device tool's folder) or build/device-out.
 # Usage: bench/device.sh [--sides 128,256,512] [--seed S] [--skip-sdpa]
 # Exit status: 0 checks passed, 1 a check failed, 2 build/setup problem.
@@ -61,7 +63,7 @@ grep -q "CUDA backend with nvcc" "$OUT/cmake.log" || {
   die "the CUDA backend was switched off at configure time (log: $OUT/cmake.log)"
 }
 log "building ditattn_gpu_check ($(nproc) jobs)"
-if ! cmake --build "$BUILD" -j "$(nproc)" --target ditattn_gpu_check > "$OUT/build.log" 2>&1; then
+if ! cmake --build "$BUILD" -j "$(nproc)" --target ditattn_gpu_check ditattn_gpu_check_ropeslr > "$OUT/build.log" 2>&1; then
   show_tail "$OUT/build.log" 80
   die "build failed (log: $OUT/build.log)"
 fi
@@ -150,4 +152,38 @@ awk '
       printf "%-8s %-5s %10s %8s %10s %8s %10s %8s %9s\n", list[i], dts[d], dn, dnt, sd, sdt, ll, llt, ratio
     }
   }' "$OUT/time.txt" "$OUT/sdpa.txt"
-[ $CHECK_RC -eq 0 ] || exit 1
+
+# ---------------------------------------------------------------- RoPeSLR (bench/gpu_check_ropeslr.c)
+SLR_CHECK=$BUILD/bin/ditattn_gpu_check_ropeslr
+log "RoPeSLR forward: checks against ref/, then timing at N = 102400 (16x80x80), b=64 r=64 rho=0.1"
+set +e
+"$SLR_CHECK" --backend cuda --seed "$SEED" > "$OUT/ropeslr_check.txt" 2>&1
+SLR_RC=$?
+"$SLR_CHECK" --backend cuda --seed "$SEED" --time-only > "$OUT/ropeslr_time.txt" 2>&1
+if [ $SDPA -eq 1 ]; then
+  python3 - > "$OUT/ropeslr_sdpa.txt" 2>> "$OUT/sdpa.err" << 'PY'
+import statistics, torch
+import torch.nn.functional as F
+N = 16 * 80 * 80
+for D in (64, 128):
+    for dt, name in ((torch.bfloat16, "bf16"), (torch.float32, "f32")):
+        q, k, v = (torch.rand(1, 1, N, D, device="cuda", dtype=dt) * 2 - 1 for _ in range(3))
+        F.scaled_dot_product_attention(q, k, v)
+        torch.cuda.synchronize()
+        times = []
+        for _ in range(5):
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            F.scaled_dot_product_attention(q, k, v)
+            b.record()
+            torch.cuda.synchronize()
+            times.append(a.elapsed_time(b))
+        ms = statistics.median(times)
+        print(f"{N:<8} {D:<4} {'sdpa':<8} {name:<5} {ms:10.3f} {4.0 * N * N * D / ms * 1e-9:12.2f}", flush=True)
+PY
+fi
+set -e
+grep -v '^ok ' "$OUT/ropeslr_check.txt" || true
+echo "== RoPeSLR forward: checks $( [ $SLR_RC -eq 0 ] && echo passed || echo FAILED ); ms (median), B=H=1"
+cat "$OUT/ropeslr_time.txt" "$OUT/ropeslr_sdpa.txt" | grep -E '^(N |[0-9])' || true
+[ $CHECK_RC -eq 0 ] && [ $SLR_RC -eq 0 ] || exit 1

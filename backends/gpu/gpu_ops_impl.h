@@ -334,6 +334,9 @@ static ditattn_status gpu_llsa_forward(ditattn_context *ctx, const dt_llsa_fwd *
   return DITATTN_OK;
 }
 
+/* ------------------------------------------------------------ RoPeSLR */
+#include "ropeslr_ops_impl.h"
+
 /* ------------------------------------------------------------ the table */
 static const dt_backend_ops gpu_ops_table = {
     .name = DT_GPU_NAME,
@@ -353,6 +356,7 @@ static const dt_backend_ops gpu_ops_table = {
     .order = gpu_order,
     .pool = gpu_pool,
     .lse_merge = gpu_lse_merge,
+    .ropeslr_forward = gpu_ropeslr_forward,
 };
 
 const dt_backend_ops *DT_GPU_TABLE(void) { return &gpu_ops_table; }

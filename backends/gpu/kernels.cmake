@@ -5,7 +5,8 @@ set(DITATTN_GPU_KERNELS
   ${DITATTN_GPU_DIR}/small_ops.cu
   ${DITATTN_GPU_DIR}/dense.cu
   ${DITATTN_GPU_DIR}/dense_bwd.cu
-  ${DITATTN_GPU_DIR}/llsa.cu)
+  ${DITATTN_GPU_DIR}/llsa.cu
+  ${DITATTN_GPU_DIR}/ropeslr.cu)
 file(GLOB DITATTN_GPU_HEADERS CONFIGURE_DEPENDS ${DITATTN_GPU_DIR}/*.h ${DITATTN_GPU_DIR}/*.cuh
      ${PROJECT_SOURCE_DIR}/include/ditattn/ditattn.h)
 
@@ -17,6 +18,11 @@ macro(ditattn_add_gpu_check)
     target_link_libraries(ditattn_gpu_check PRIVATE ditattn)
     target_compile_options(ditattn_gpu_check PRIVATE ${DITATTN_C_WARNINGS})
     set_target_properties(ditattn_gpu_check PROPERTIES LINKER_LANGUAGE C)
+    # RoPeSLR cases (bench/gpu_check_ropeslr.c, built on gpu_check.c's harness).
+    add_executable(ditattn_gpu_check_ropeslr ${PROJECT_SOURCE_DIR}/bench/gpu_check_ropeslr.c)
+    target_link_libraries(ditattn_gpu_check_ropeslr PRIVATE ditattn)
+    target_compile_options(ditattn_gpu_check_ropeslr PRIVATE ${DITATTN_C_WARNINGS})
+    set_target_properties(ditattn_gpu_check_ropeslr PROPERTIES LINKER_LANGUAGE C)
   endif()
 endmacro()
 

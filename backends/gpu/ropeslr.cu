@@ -1,0 +1,294 @@
+/* RoPeSLR forward on the GPU (spec ropeslr.md §2-4): block means and top-K
+ * selection (bit-identical to ref/), the sparse branch through the shared
+ * online-softmax attention (attend.cuh), and the low-rank branch through
+ * per-block factors S_C = Σ g vᵀ, z_C = Σ g, in double like ref/'s factors
+ * (S_bg = S − Σ_sel S_C cancels when most blocks are selected), then
+ * o = o_s + Wᵀ o_lr. Every element kernel is a grid-stride loop over one
+ * output element per thread with a fixed, sequential accumulation order. */
+#include "attend.cuh"
+#include "ropeslr_api.h"
+
+#include <limits.h>
+
+namespace DT_GPU_NS {
+
+static const int kSlrThreads = 256;
+
+static inline unsigned slr_grid(long long total) {
+  long long blocks = (total + kSlrThreads - 1) / kSlrThreads;
+  if (blocks > (1 << 20)) blocks = 1 << 20;
+  return (unsigned)(blocks < 1 ? 1 : blocks);
+}
+
+#define SLR_FOR(e, total)                                                                          \
+  for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < (total);                \
+       e += (long long)gridDim.x * blockDim.x)
+
+/* ---------------------------------------------------------------- selection */
+/* Block means of q and k in double, [BH][n][D] (spec §2, as ref/). */
+template <typename T>
+__global__ void slr_pool_kernel(View<const T> q, View<const T> k, dt_gpu_ropeslr p,
+                                long long total) {
+  SLR_FOR(e, total) {
+    const long long d = e % p.D, c = e / p.D % p.n, bh = e / p.D / p.n;
+    const long long j0 = c * p.b, j1 = p.N - j0 > p.b ? j0 + p.b : p.N;
+    p.pq64[e] = block_mean(q, bh, j0, j1, d);
+    p.pk64[e] = block_mean(k, bh, j0, j1, d);
+  }
+}
+
+static const int kSlrSelectThreads = 128;
+
+/* One warp per (bh, G) row: unfused double scores pq_G·pk_C over d in order
+ * (ref/ropeslr_select.c's operations, so the scores and picks equal ref/'s,
+ * ties by smaller index), K passes of "best ranked after the previous pick",
+ * then the own block replaces the last pick when force_own and not picked. */
+__global__ void __launch_bounds__(kSlrSelectThreads)
+    slr_select_kernel(dt_gpu_ropeslr p, long long row0, long long rows) {
+  const int lane = threadIdx.x % DT_WARP;
+  const long long w = blockIdx.x * (long long)(kSlrSelectThreads / DT_WARP) + threadIdx.x / DT_WARP;
+  if (w >= rows) return; /* uniform over the warp */
+  const long long row = row0 + w, bh = row / p.n, G = row % p.n;
+  const int D = (int)p.D, n = (int)p.n;
+  const double *qrow = p.pq64 + row * p.D;
+  const double *kbase = p.pk64 + bh * p.n * p.D;
+  double *sc = p.scores + w * p.n;
+  int *ix = p.idx + w * p.n;
+  for (int c = lane; c < n; c += DT_WARP) {
+    const double *krow = kbase + (long long)c * p.D;
+    double s = 0.0;
+    for (int d = 0; d < D; d++) s = add_rn(s, mul_rn(qrow[d], krow[d]));
+    sc[c] = s;
+    ix[c] = c;
+  }
+  int32_t *out = p.sel + row * p.K;
+  double prev_s = 0.0;
+  int prev_i = -1, own_taken = 0;
+  for (long long t = 0; t < p.K; t++) {
+    double bs;
+    int bi;
+    dt_wa_lane_scan(sc, ix, n, lane, DT_WARP, prev_s, prev_i, &bs, &bi);
+    warp_best(&bs, &bi);
+    /* K <= n distinct candidates: bi is always a real block. */
+    if (lane == 0) out[t] = bi;
+    own_taken |= bi == (int)G;
+    prev_s = bs;
+    prev_i = bi;
+  }
+  if (lane == 0 && p.force_own && !own_taken) out[p.K - 1] = (int32_t)G;
+}
+
+/* ---------------------------------------------------------------- sparse branch */
+/* Keys of query block g: the tokens of its K selected key blocks, in rank
+ * order (positions past N in a partial last block are masked). */
+struct SlrKeys {
+  const int32_t *sel;
+  long long n, K, b, N;
+  const int32_t *row;
+  DT_DEV void begin(long long bh, long long g) { row = sel + (bh * n + g) * K; }
+  DT_DEV long long count() const { return K * b; }
+  DT_DEV KeyRef resolve(long long pos) const {
+    KeyRef r = {-1, 0, 0.0f};
+    const long long tok = (long long)row[pos / b] * b + pos % b;
+    if (tok < N) r.level = 0, r.row = tok;
+    return r;
+  }
+  DT_DEV const float *pooled_k(int, long long, long long) const { return nullptr; }
+  DT_DEV const float *pooled_v(int, long long, long long) const { return nullptr; }
+};
+
+/* ---------------------------------------------------------------- low-rank branch */
+/* u = E^t[t] + E^y[y] + E^x[x] + projᵀ x_i (spec §3), [BH][N][r]; φ = elu + 1
+ * applied here, softmax by slr_softmax_kernel. */
+template <typename T>
+__global__ void slr_feature_kernel(View<const T> x, View<const float> proj, View<const float> et,
+                                   View<const float> ey, View<const float> ex, dt_gpu_ropeslr p,
+                                   double *out, long long total) {
+  SLR_FOR(e, total) {
+    const long long m = e % p.r, i = e / p.r % p.N, bh = e / p.r / p.N, h = bh % p.H;
+    const int32_t *pi = p.pos + 3 * i;
+    double u = add_rn(add_rn((double)et.row(h, pi[0])[m], (double)ey.row(h, pi[1])[m]),
+                      (double)ex.row(h, pi[2])[m]);
+    const T *xi = x.row(bh, i);
+    for (long long d = 0; d < p.D; d++)
+      u = add_rn(u, mul_rn((double)to_f32(xi[d]), (double)proj.row(h, d)[m]));
+    out[e] = p.softmax_feature ? u : (u > 0.0 ? u + 1.0 : exp(u));
+  }
+}
+
+/* φ = softmax over the r entries of each row, in place. */
+__global__ void slr_softmax_kernel(double *x, long long rows, long long r) {
+  SLR_FOR(row, rows) {
+    double *u = x + row * r, umax = -INFINITY, sum = 0.0;
+    for (long long m = 0; m < r; m++) umax = u[m] > umax ? u[m] : umax;
+    for (long long m = 0; m < r; m++) sum += u[m] = exp(u[m] - umax);
+    for (long long m = 0; m < r; m++) u[m] /= sum;
+  }
+}
+
+/* S_C[m][d] = Σ_{j∈C} g_j[m] v_j[d] (d < D), z_C[m] = Σ g_j[m] (d = D). */
+template <typename T>
+__global__ void slr_factor_kernel(View<const T> v, dt_gpu_ropeslr p, long long total) {
+  const long long D1 = p.D + 1;
+  SLR_FOR(e, total) {
+    const long long dd = e % D1, m = e / D1 % p.r, C = e / D1 / p.r % p.n, bh = e / D1 / p.r / p.n;
+    const long long j0 = C * p.b, j1 = p.N - j0 > p.b ? j0 + p.b : p.N;
+    const double *g = p.g + bh * p.N * p.r + m;
+    double acc = 0.0;
+    for (long long j = j0; j < j1; j++) {
+      const double gj = g[j * p.r];
+      acc += dd < p.D ? gj * (double)to_f32(v.row(bh, j)[dd]) : gj;
+    }
+    p.SC[e] = acc;
+  }
+}
+
+/* S = Σ_C S_C in block order, [BH][r][D + 1]. */
+__global__ void slr_total_kernel(dt_gpu_ropeslr p, long long total) {
+  const long long rd1 = p.r * (p.D + 1);
+  SLR_FOR(e, total) {
+    const long long x = e % rd1, bh = e / rd1;
+    const double *sc = p.SC + bh * p.n * rd1 + x;
+    double acc = 0.0;
+    for (long long C = 0; C < p.n; C++) acc += sc[C * rd1];
+    p.S[e] = acc;
+  }
+}
+
+/* S_bg(G) = S − Σ_{C∈sel[G]} S_C (spec §3, the selected blocks are distinct). */
+__global__ void slr_background_kernel(dt_gpu_ropeslr p, long long total) {
+  const long long rd1 = p.r * (p.D + 1);
+  SLR_FOR(e, total) {
+    const long long x = e % rd1, G = e / rd1 % p.n, bh = e / rd1 / p.n;
+    const int32_t *sel = p.sel + (bh * p.n + G) * p.K;
+    double acc = p.S[bh * rd1 + x];
+    for (long long t = 0; t < p.K; t++) acc -= p.SC[(bh * p.n + sel[t]) * rd1 + x];
+    p.Sbg[e] = acc;
+  }
+}
+
+/* o_lr_i = f_iᵀ S_bg / f_iᵀ z_bg; 0 for an empty background (K = n) or a
+ * zero denominator, as ref/. */
+__global__ void slr_readout_kernel(dt_gpu_ropeslr p, long long total) {
+  const long long D1 = p.D + 1;
+  SLR_FOR(e, total) {
+    const long long d = e % p.D, i = e / p.D % p.N, bh = e / p.D / p.N, G = i / p.b;
+    double val = 0.0;
+    if (p.K < p.n) {
+      const double *fi = p.f + (bh * p.N + i) * p.r;
+      const double *sbg = p.Sbg + (bh * p.n + G) * p.r * D1;
+      double num = 0.0, den = 0.0;
+      for (long long m = 0; m < p.r; m++) {
+        den += fi[m] * sbg[m * D1 + p.D];
+        num += fi[m] * sbg[m * D1 + d];
+      }
+      val = den != 0.0 ? num / den : 0.0;
+    }
+    p.olr[e] = val;
+  }
+}
+
+/* out[e] = o_s[e] + Σ_d W[d][e] o_lr[d] (spec §4); out holds o_s on entry. */
+template <typename T>
+__global__ void slr_combine_kernel(View<T> out, View<const float> W, dt_gpu_ropeslr p,
+                                   long long total) {
+  SLR_FOR(e, total) {
+    const long long col = e % p.D, i = e / p.D % p.N, bh = e / p.D / p.N, h = bh % p.H;
+    const double *olr = p.olr + (bh * p.N + i) * p.D;
+    T *o = out.row(bh, i) + col;
+    double acc = (double)to_f32(*o);
+    for (long long d = 0; d < p.D; d++) acc += (double)W.row(h, d)[col] * olr[d];
+    *o = from_f32<T>((float)acc);
+  }
+}
+
+template <typename T>
+static int slr_forward_typed(const dt_gpu_ropeslr &p, const ditattn_tensor *q,
+                             const ditattn_tensor *k, const ditattn_tensor *v,
+                             const ditattn_tensor *out, const ditattn_ropeslr_weights *w,
+                             float *lse, gpuStream_t s) {
+  const long long BH = p.B * p.H, D1 = p.D + 1;
+  const View<const T> qv = make_view<const T>(q), kv = make_view<const T>(k),
+                      vv = make_view<const T>(v);
+  int st;
+  /* §2 selection */
+  long long total = BH * p.n * p.D;
+  slr_pool_kernel<T><<<slr_grid(total), kSlrThreads, 0, s>>>(qv, kv, p, total);
+  if ((st = launch_status())) return st;
+  const long long rows = BH * p.n, warps = kSlrSelectThreads / DT_WARP;
+  for (long long r0 = 0; r0 < rows; r0 += p.select_rows) {
+    const long long nr = rows - r0 < p.select_rows ? rows - r0 : p.select_rows;
+    slr_select_kernel<<<blocks_for(nr, (int)warps), kSlrSelectThreads, 0, s>>>(p, r0, nr);
+    if ((st = launch_status())) return st;
+  }
+  /* §2 sparse branch: out = o_s */
+  AttendArgs a;
+  a.Nq = p.N;
+  a.group_size = p.b;
+  a.tiles_per_group = (p.b + kAttendQT - 1) / kAttendQT;
+  a.bh0 = 0;
+  a.D = (int)p.D;
+  a.scale = p.scale;
+  a.lse = lse;
+  SlrKeys keys;
+  keys.sel = p.sel;
+  keys.n = p.n;
+  keys.K = p.K;
+  keys.b = p.b;
+  keys.N = p.N;
+  keys.row = nullptr;
+  st = attend_dispatch(q, k, v, out, a, p.n, keys, s);
+  if (st) return st;
+  /* §3 features */
+  const View<const float> et = make_view<const float>(&w->Et), ey = make_view<const float>(&w->Ey),
+                          ex = make_view<const float>(&w->Ex);
+  total = BH * p.N * p.r;
+  slr_feature_kernel<T><<<slr_grid(total), kSlrThreads, 0, s>>>(qv, make_view<const float>(&w->A),
+                                                                et, ey, ex, p, p.f, total);
+  if ((st = launch_status())) return st;
+  slr_feature_kernel<T><<<slr_grid(total), kSlrThreads, 0, s>>>(kv, make_view<const float>(&w->Bk),
+                                                                et, ey, ex, p, p.g, total);
+  if ((st = launch_status())) return st;
+  if (p.softmax_feature) {
+    slr_softmax_kernel<<<slr_grid(BH * p.N), kSlrThreads, 0, s>>>(p.f, BH * p.N, p.r);
+    if ((st = launch_status())) return st;
+    slr_softmax_kernel<<<slr_grid(BH * p.N), kSlrThreads, 0, s>>>(p.g, BH * p.N, p.r);
+    if ((st = launch_status())) return st;
+  }
+  /* §3 factors and readout */
+  total = BH * p.n * p.r * D1;
+  slr_factor_kernel<T><<<slr_grid(total), kSlrThreads, 0, s>>>(vv, p, total);
+  if ((st = launch_status())) return st;
+  slr_total_kernel<<<slr_grid(BH * p.r * D1), kSlrThreads, 0, s>>>(p, BH * p.r * D1);
+  if ((st = launch_status())) return st;
+  slr_background_kernel<<<slr_grid(total), kSlrThreads, 0, s>>>(p, total);
+  if ((st = launch_status())) return st;
+  total = BH * p.N * p.D;
+  slr_readout_kernel<<<slr_grid(total), kSlrThreads, 0, s>>>(p, total);
+  if ((st = launch_status())) return st;
+  /* §4 */
+  slr_combine_kernel<T><<<slr_grid(total), kSlrThreads, 0, s>>>(
+      make_view<T>(out), make_view<const float>(&w->W), p, total);
+  return launch_status();
+}
+
+} // namespace DT_GPU_NS
+
+using namespace DT_GPU_NS;
+
+extern "C" int DT_GPU_FN(launch_ropeslr_forward)(const dt_gpu_ropeslr *p, const ditattn_tensor *q,
+                                                 const ditattn_tensor *k, const ditattn_tensor *v,
+                                                 const ditattn_tensor *out,
+                                                 const ditattn_ropeslr_weights *weights, float *lse,
+                                                 void *stream) {
+  const long long tiles = (p->b + kAttendQT - 1) / kAttendQT;
+  if (p->n > INT_MAX || p->n * tiles > INT_MAX || p->D > DT_GPU_MAX_D || p->select_rows < 1)
+    return DT_GPU_NOT_IMPLEMENTED;
+  gpuStream_t s = (gpuStream_t)stream;
+  switch (q->dtype) {
+  case DITATTN_F32: return slr_forward_typed<float>(*p, q, k, v, out, weights, lse, s);
+  case DITATTN_BF16: return slr_forward_typed<bf16_t>(*p, q, k, v, out, weights, lse, s);
+  case DITATTN_F16: return slr_forward_typed<f16_t>(*p, q, k, v, out, weights, lse, s);
+  }
+  return DT_GPU_NOT_IMPLEMENTED;
+}

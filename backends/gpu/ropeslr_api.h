@@ -1,0 +1,42 @@
+/* The C seam of the GPU RoPeSLR forward (spec ropeslr.md §2-4), beside
+ * gpu_api.h: the host glue (ropeslr_ops_impl.h) carves every device array
+ * below out of the backend's workspace and makes one launcher call. Arrays
+ * are indexed by bh = b·H + h; doubles keep the low-rank factors' S − Σ S_C
+ * cancellation as exact as ref/. */
+#ifndef DITATTN_GPU_ROPESLR_API_H
+#define DITATTN_GPU_ROPESLR_API_H
+
+#include "gpu_api.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct dt_gpu_ropeslr {
+  int64_t B, H, N, D, r, b, n, K; /* n = ceil(N/b) blocks, 1 <= K <= n */
+  float scale;
+  int force_own, softmax_feature;
+  const int32_t *pos;  /* N triples (t, y, x), device */
+  double *pq64, *pk64; /* [BH][n][D] block means (bit-identical to ref/) */
+  int32_t *sel;        /* [BH][n][K] rank order, own block forced last */
+  double *scores;      /* selection scratch [select_rows][n] */
+  int32_t *idx;        /* selection scratch [select_rows][n] */
+  int64_t select_rows; /* rows of (bh, G) scored per launch */
+  double *f, *g;       /* [BH][N][r] query / key features */
+  double *SC, *Sbg;    /* [BH][n][r][D + 1]: block factors S_C | z_C, background S_bg | z_bg */
+  double *S;           /* [BH][r][D + 1]: totals S | z */
+  double *olr;         /* [BH][N][D] low-rank branch output */
+} dt_gpu_ropeslr;
+
+/* Whole forward: selection, sparse branch into out (+ lse, device, may be
+ * NULL), low-rank branch, out += Wᵀ o_lr. weights: f32 device views. */
+int DT_GPU_FN(launch_ropeslr_forward)(const dt_gpu_ropeslr *p, const ditattn_tensor *q,
+                                      const ditattn_tensor *k, const ditattn_tensor *v,
+                                      const ditattn_tensor *out,
+                                      const ditattn_ropeslr_weights *weights, float *lse,
+                                      void *stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* DITATTN_GPU_ROPESLR_API_H */

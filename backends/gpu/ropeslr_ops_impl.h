@@ -1,0 +1,69 @@
+/* Host side of the GPU RoPeSLR forward (spec ropeslr.md), included by
+ * gpu_ops_impl.h before its table (uses its gpu_carver, gpu_workspace,
+ * GPU_TRY): lays every device array of dt_gpu_ropeslr out in the backend
+ * workspace, uploads the positions, launches, and copies the selection to
+ * the caller's host array. */
+#include "ropeslr_api.h"
+
+/* Carves p's arrays (base NULL: sizes only); 0 on size overflow. */
+static int gpu_slr_layout(gpu_carver *c, dt_gpu_ropeslr *p) {
+  const size_t BH = (size_t)(p->B * p->H), n = (size_t)p->n, N = (size_t)p->N;
+  const size_t D = (size_t)p->D, r = (size_t)p->r, rd1 = r * (D + 1);
+  p->pos = gpu_carve(c, N, 3 * sizeof(int32_t));
+  p->pq64 = gpu_carve(c, BH * n, D * sizeof(double));
+  p->pk64 = gpu_carve(c, BH * n, D * sizeof(double));
+  p->sel = gpu_carve(c, BH * n, (size_t)p->K * sizeof(int32_t));
+  p->scores = gpu_carve(c, (size_t)p->select_rows, n * sizeof(double));
+  p->idx = gpu_carve(c, (size_t)p->select_rows, n * sizeof(int32_t));
+  p->f = gpu_carve(c, BH * N, r * sizeof(double));
+  p->g = gpu_carve(c, BH * N, r * sizeof(double));
+  p->SC = gpu_carve(c, BH * n, rd1 * sizeof(double));
+  p->Sbg = gpu_carve(c, BH * n, rd1 * sizeof(double));
+  p->S = gpu_carve(c, BH, rd1 * sizeof(double));
+  p->olr = gpu_carve(c, BH * N, D * sizeof(double));
+  return !c->overflow;
+}
+
+static ditattn_status gpu_ropeslr_forward(ditattn_context *ctx, const dt_ropeslr_fwd *f) {
+  dt_gpu_ropeslr p;
+  memset(&p, 0, sizeof p);
+  p.B = f->q->shape[0];
+  p.H = f->q->shape[1];
+  p.N = f->q->shape[2];
+  p.D = f->q->shape[3];
+  p.r = f->params.rank;
+  p.b = f->params.block;
+  p.n = p.N / p.b + (p.N % p.b != 0);
+  p.K = f->topk;
+  p.scale = f->params.scale;
+  p.force_own = f->params.force_own_block;
+  p.softmax_feature = f->params.feature == DITATTN_SLR_FEATURE_SOFTMAX;
+  if (p.D > DT_GPU_MAX_D || p.n > INT32_MAX)
+    return dt_fail(ctx, DITATTN_ERR_UNSUPPORTED, "%s ropeslr_forward: D = %lld, n = %lld blocks",
+                   DT_GPU_NAME, (long long)p.D, (long long)p.n);
+  /* Selection scratch (a double and an int per candidate) in row chunks. */
+  const int64_t rows = p.B * p.H * p.n;
+  const int64_t fit = (int64_t)(GPU_SELECT_SCRATCH_BYTES / ((size_t)p.n * 12u));
+  p.select_rows = fit < 1 ? 1 : (fit < rows ? fit : rows);
+  gpu_carver sizing = {NULL, 0, 0};
+  if (!gpu_slr_layout(&sizing, &p))
+    return dt_fail(ctx, DITATTN_ERR_OVERFLOW, "%s ropeslr workspace size", DT_GPU_NAME);
+  void *ws;
+  TRY(gpu_workspace(ctx, sizing.used, &ws));
+  gpu_carver carver = {(char *)ws, 0, 0};
+  (void)gpu_slr_layout(&carver, &p);
+  GPU_TRY(
+      ctx,
+      DT_GPU_FN(copy_h2d)((void *)p.pos, f->pos, (size_t)p.N * 3 * sizeof(int32_t), ctx->stream),
+      "ropeslr positions");
+  GPU_TRY(ctx,
+          DT_GPU_FN(launch_ropeslr_forward)(&p, f->q, f->k, f->v, f->out, f->weights, f->lse_sparse,
+                                            ctx->stream),
+          "ropeslr_forward");
+  if (f->sel)
+    GPU_TRY(ctx,
+            DT_GPU_FN(copy_d2h)(f->sel, p.sel, (size_t)rows * (size_t)p.K * sizeof(int32_t),
+                                ctx->stream),
+            "ropeslr selection to host");
+  return DITATTN_OK;
+}

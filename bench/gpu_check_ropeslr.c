@@ -1,0 +1,340 @@
+/* RoPeSLR forward on the GPU backends vs ref/ (spec ropeslr.md): random
+ * shapes with partial blocks, r > D, both feature maps, both own-block
+ * settings, ρ = 1 and K = 1, strided and DiT layouts, shuffled positions,
+ * f32/bf16/f16 inputs; outputs, lse and selections poisoned before each run;
+ * selections must equal ref/'s exactly. Also times the forward at N = 102400
+ * (grid 16×80×80, b = 64, r = 64, ρ = 0.1) against dense attention (--time).
+ *
+ * Built on bench/gpu_check.c's harness (included), standalone so it runs on
+ * the GPU machine (bench/device.sh); tests/test_gpu_ropeslr.c includes this
+ * file with GCR_NO_MAIN defined to run the same cases under CMocka.
+ *
+ *   ditattn_gpu_check_ropeslr [--backend cuda|hip|cpu|ref] [--seed S]
+ *                             [--time|--time-only] [--dims 64,128] [--quiet]
+ * Exit status: 0 all cases passed, 1 a case failed, 2 no usable backend. */
+#define GC_NO_MAIN 1
+#include "gpu_check.c"
+
+/* ------------------------------------------------------------ problem */
+/* Everything of one RoPeSLR case, host images (ref) and device copies. */
+typedef struct gcr_case {
+  gc_shape s;
+  ditattn_ropeslr_params params;
+  gc_tensor q, k, v, out, w[6]; /* w: A, Bk, Et, Ey, Ex, W as (1, H, rows, cols) f32 */
+  int32_t *pos;                 /* N triples, a shuffled grid */
+  float *lse_dev, *lse_ref, *lse_got;
+  int32_t *sel_ref, *sel_got;
+  size_t lse_count, sel_count;
+} gcr_case;
+
+static ditattn_ropeslr_weights gcr_weights(gc_tensor w[6], int dev) {
+  ditattn_ropeslr_weights r;
+  ditattn_tensor *views[6] = {&r.A, &r.Bk, &r.Et, &r.Ey, &r.Ex, &r.W};
+  for (int a = 0; a < 6; a++) *views[a] = dev ? w[a].dev : w[a].host;
+  return r;
+}
+
+static void gcr_case_free(gc_env *env, gcr_case *c) {
+  gc_tensor_free(env, &c->q), gc_tensor_free(env, &c->k), gc_tensor_free(env, &c->v);
+  gc_tensor_free(env, &c->out);
+  for (int a = 0; a < 6; a++) gc_tensor_free(env, &c->w[a]);
+  if (c->lse_dev) ditattn_free(env->gpu, c->lse_dev);
+  free(c->pos), free(c->lse_ref), free(c->lse_got), free(c->sel_ref), free(c->sel_got);
+  memset(c, 0, sizeof *c);
+}
+
+/* Allocates, fills and uploads a case; the device output, lse and host
+ * selection are poisoned. Weights are uniform [-1, 1) scaled so that the
+ * feature pre-activations stay O(1). */
+static int gcr_case_new(gc_env *env, gcr_case *c, const gc_shape *s,
+                        const ditattn_ropeslr_params *params) {
+  memset(c, 0, sizeof *c);
+  c->s = *s;
+  c->params = *params;
+  const int64_t B = s->B, H = s->H, N = s->N, D = s->D, r = params->rank;
+  const int64_t rows[6] = {D, D, params->grid[0], params->grid[1], params->grid[2], D};
+  const int64_t cols[6] = {r, r, r, r, r, D};
+  int ok = gc_tensor_new(env, &c->q, B, H, N, D, s->pad, s->bnhd, s->dt) &&
+           gc_tensor_new(env, &c->k, B, H, N, D, s->pad, s->bnhd, s->dt) &&
+           gc_tensor_new(env, &c->v, B, H, N, D, s->pad, s->bnhd, s->dt) &&
+           gc_tensor_new(env, &c->out, B, H, N, D, s->pad, s->bnhd, s->dt);
+  for (int a = 0; ok && a < 6; a++)
+    ok = gc_tensor_new(env, &c->w[a], 1, H, rows[a], cols[a], a % 2 ? 0 : 5, 0, DITATTN_F32);
+  if (!ok) return 0;
+  gc_fill(&c->q), gc_fill(&c->k), gc_fill(&c->v);
+  const double wscale[6] = {1.0 / sqrt((double)D), 1.0 / sqrt((double)D), 0.5, 0.5, 0.5,
+                            1.0 / sqrt((double)D)};
+  for (int a = 0; a < 6; a++) {
+    gc_fill(&c->w[a]);
+    for (size_t i = 0; i < c->w[a].count; i++) c->w[a].buf[i] *= (float)wscale[a];
+  }
+  /* A shuffled grid: position i of the sequence is grid cell perm[i]. */
+  const int64_t Hg = params->grid[1], W = params->grid[2];
+  c->pos = malloc((size_t)N * 3 * sizeof(int32_t));
+  int64_t *perm = malloc((size_t)N * sizeof(int64_t));
+  c->lse_count = (size_t)(B * H * N);
+  c->sel_count = (size_t)ditattn_ropeslr_selection_count(params, B, H, N);
+  c->lse_ref = malloc(c->lse_count * sizeof(float));
+  c->lse_got = malloc(c->lse_count * sizeof(float));
+  c->sel_ref = malloc(c->sel_count * sizeof(int32_t));
+  c->sel_got = malloc(c->sel_count * sizeof(int32_t));
+  if (!c->pos || !perm || !c->lse_ref || !c->lse_got || !c->sel_ref || !c->sel_got ||
+      c->sel_count == 0) {
+    free(perm);
+    return 0;
+  }
+  for (int64_t i = 0; i < N; i++) perm[i] = i;
+  for (int64_t i = N - 1; i > 0; i--) {
+    const int64_t j = gc_int(0, i), t = perm[i];
+    perm[i] = perm[j], perm[j] = t;
+  }
+  for (int64_t i = 0; i < N; i++) {
+    c->pos[3 * i] = (int32_t)(perm[i] / (Hg * W));
+    c->pos[3 * i + 1] = (int32_t)(perm[i] / W % Hg);
+    c->pos[3 * i + 2] = (int32_t)(perm[i] % W);
+  }
+  free(perm);
+  for (size_t i = 0; i < c->lse_count; i++) c->lse_got[i] = NAN;
+  for (size_t i = 0; i < c->sel_count; i++) c->sel_got[i] = -7;
+  c->lse_dev = gc_dev_floats(env, c->lse_count);
+  ok = c->lse_dev && gc_put_floats(env, c->lse_dev, c->lse_got, c->lse_count);
+  ok = ok && gc_upload(env, &c->q) && gc_upload(env, &c->k) && gc_upload(env, &c->v) &&
+       gc_upload(env, &c->out); /* out's host image is still all NaN */
+  for (int a = 0; ok && a < 6; a++) ok = gc_upload(env, &c->w[a]);
+  return ok;
+}
+
+static void gcr_describe(char *buf, size_t size, const gcr_case *c) {
+  const ditattn_ropeslr_params *p = &c->params;
+  char extra[256];
+  snprintf(extra, sizeof extra,
+           "r=%lld grid=%lldx%lldx%lld b=%lld policy=%d rho=%g topk=%lld sqrt_c=%g K=%lld own=%d "
+           "feature=%s",
+           (long long)p->rank, (long long)p->grid[0], (long long)p->grid[1], (long long)p->grid[2],
+           (long long)p->block, (int)p->policy, p->rho, (long long)p->topk, p->sqrt_c,
+           (long long)ditattn_ropeslr_topk(p, c->s.N), p->force_own_block,
+           p->feature == DITATTN_SLR_FEATURE_SOFTMAX ? "softmax" : "elu1");
+  gc_describe(buf, size, "ropeslr", &c->s, extra);
+}
+
+/* Runs one case on the backend and on ref/, compares out, lse, selection. */
+static int gcr_run_case(gc_env *env, const gc_shape *s, const ditattn_ropeslr_params *params) {
+  gcr_case c;
+  char what[512];
+  int ok = gcr_case_new(env, &c, s, params);
+  gcr_describe(what, sizeof what, &c);
+  if (!ok) {
+    gc_report(env, 0, what, INFINITY, 0.0);
+    gcr_case_free(env, &c);
+    return 0;
+  }
+  const ditattn_ropeslr_weights wh = gcr_weights(c.w, 0), wd = gcr_weights(c.w, 1);
+  ok = gc_status(env,
+                 ditattn_ropeslr_forward(env->ref, params, &wh, c.pos, &c.q.host, &c.k.host,
+                                         &c.v.host, &c.out.host, c.lse_ref, c.sel_ref),
+                 env->ref, what) &&
+       gc_status(env,
+                 ditattn_ropeslr_forward(env->gpu, params, &wd, c.pos, &c.q.dev, &c.k.dev, &c.v.dev,
+                                         &c.out.dev, c.lse_dev, c.sel_got),
+                 env->gpu, what) &&
+       gc_status(env, ditattn_synchronize(env->gpu), env->gpu, what);
+  if (ok) {
+    const double tol = gc_tol(s->dt);
+    char w2[600];
+    snprintf(w2, sizeof w2, "%s [out]", what);
+    gc_compare_out(env, &c.out, w2, tol);
+    ok = gc_get_floats(env, c.lse_got, c.lse_dev, c.lse_count);
+    const double lerr = ok ? gc_rel_err_flat(c.lse_got, c.lse_ref, c.lse_count) : INFINITY;
+    snprintf(w2, sizeof w2, "%s [lse]", what);
+    gc_report(env, lerr <= tol, w2, lerr, tol);
+    size_t differ = 0;
+    for (size_t i = 0; i < c.sel_count; i++) differ += c.sel_got[i] != c.sel_ref[i];
+    snprintf(w2, sizeof w2, "%s [sel: %zu of %zu entries differ]", what, differ, c.sel_count);
+    gc_report(env, differ == 0, w2, (double)differ, 0.0);
+  }
+  gcr_case_free(env, &c);
+  return ok;
+}
+
+/* Random params on a random grid; `kind` forces the edge cases in turn. */
+static int gcr_check_forward(gc_env *env) {
+  static const int64_t dims[] = {4, 16, 24, 64, 80, 128, 160};
+  static const int64_t blocks[] = {1, 4, 7, 16, 64};
+  for (int i = 0; i < 14; i++) {
+    const int64_t T = gc_int(1, 4), Hg = gc_int(2, 7), W = gc_int(2, 9), N = T * Hg * W;
+    const int64_t D = dims[gc_int(0, 6)];
+    gc_shape s = gc_random_shape(N, D, gc_pick_dtype(i));
+    ditattn_ropeslr_params p = ditattn_ropeslr_params_default();
+    p.grid[0] = T, p.grid[1] = Hg, p.grid[2] = W;
+    p.block = blocks[gc_int(0, 4)];
+    if (p.block >= N) p.block = gc_int(1, N); /* keep several blocks mostly */
+    p.rho = gc_uniform(0.05, 0.6);
+    p.force_own_block = i % 2;
+    p.feature = (i / 2) % 2 ? DITATTN_SLR_FEATURE_SOFTMAX : DITATTN_SLR_FEATURE_ELU1;
+    p.rank = i % 3 == 0 ? D + gc_int(1, 40) : gc_int(1, 48); /* r > D every third case */
+    p.scale = i % 4 == 1 ? 0.3f : 0.0f;
+    switch (i % 7) {
+    case 2: p.rho = 1.0; break; /* every block: dense, empty background */
+    case 3:
+      p.policy = DITATTN_SLR_FIXED_K;
+      p.topk = 1; /* the own block only (when forced) */
+      break;
+    case 5:
+      p.policy = DITATTN_SLR_SQRT;
+      p.sqrt_c = gc_uniform(0.3, 1.5);
+      break;
+    default: break;
+    }
+    gcr_run_case(env, &s, &p);
+  }
+  return 1;
+}
+
+static const struct {
+  const char *name;
+  gc_check_fn fn;
+} gcr_checks[] = {{"ropeslr_forward", gcr_check_forward}};
+#define GCR_NCHECKS ((int)(sizeof gcr_checks / sizeof gcr_checks[0]))
+
+#ifndef GCR_NO_MAIN
+/* ------------------------------------------------------------ timing */
+static double gcr_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+static int gcr_cmp_double(const void *a, const void *b) {
+  const double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+typedef struct gcr_timing {
+  gc_env *env;
+  gcr_case *c;
+  int dense;
+} gcr_timing;
+
+static ditattn_status gcr_run_once(const gcr_timing *t) {
+  gcr_case *c = t->c;
+  if (t->dense)
+    return ditattn_dense_forward(t->env->gpu, &c->q.dev, &c->k.dev, &c->v.dev, 0.0f, &c->out.dev,
+                                 NULL);
+  const ditattn_ropeslr_weights wd = gcr_weights(c->w, 1);
+  return ditattn_ropeslr_forward(t->env->gpu, &c->params, &wd, c->pos, &c->q.dev, &c->k.dev,
+                                 &c->v.dev, &c->out.dev, NULL, NULL);
+}
+
+/* Median seconds per synchronized call over `reps`, after a warm-up. */
+static double gcr_time(const gcr_timing *t, int reps) {
+  double samples[16];
+  if (reps > 16) reps = 16;
+  if (gcr_run_once(t) != DITATTN_OK || ditattn_synchronize(t->env->gpu) != DITATTN_OK) return -1;
+  for (int r = 0; r < reps; r++) {
+    const double t0 = gcr_now();
+    if (gcr_run_once(t) != DITATTN_OK || ditattn_synchronize(t->env->gpu) != DITATTN_OK) return -1;
+    samples[r] = gcr_now() - t0;
+  }
+  qsort(samples, (size_t)reps, sizeof(double), gcr_cmp_double);
+  return samples[reps / 2];
+}
+
+static int64_t gcr_dims[4] = {64, 128};
+static int gcr_ndims = 2;
+
+/* N = 16·80·80 = 102400, B = H = 1, b = 64, r = 64, ρ = 0.1 (K = 160 of n =
+ * 1600): RoPeSLR vs dense, f32 and bf16. TFLOP/s by spec §6's counts. */
+static int gcr_time_all(gc_env *env) {
+  printf("\n%-8s %-4s %-8s %-5s %10s %12s\n", "N", "D", "op", "dtype", "ms", "TFLOP/s");
+  for (int di = 0; di < gcr_ndims; di++) {
+    for (int ti = 0; ti < 2; ti++) {
+      const ditattn_dtype dt = ti ? DITATTN_F32 : DITATTN_BF16;
+      gc_shape s = {1, 1, 102400, gcr_dims[di], 0, 0, dt};
+      ditattn_ropeslr_params p = ditattn_ropeslr_params_default();
+      p.grid[0] = 16, p.grid[1] = 80, p.grid[2] = 80;
+      gcr_case c;
+      if (!gcr_case_new(env, &c, &s, &p)) {
+        printf("allocation failed: %s\n", ditattn_last_error(env->gpu));
+        gcr_case_free(env, &c);
+        return 0;
+      }
+      const double N = (double)s.N, D = (double)s.D, r = (double)p.rank;
+      const double K = (double)ditattn_ropeslr_topk(&p, s.N), n = N / 64.0;
+      for (int op = 0; op < 2; op++) {
+        gcr_timing t = {env, &c, op};
+        const double sec = gcr_time(&t, 5);
+        const double flops =
+            op ? 4.0 * N * N * D : 4.0 * N * K * 64.0 * D + 8.0 * N * D * r + n * K * r * D;
+        const char *name = op ? "dense" : "ropeslr";
+        if (sec < 0)
+          printf("%-8lld %-4lld %-8s %-5s %10s   failed: %s\n", (long long)s.N, (long long)s.D,
+                 name, gc_dtype_name(dt), "-", ditattn_last_error(env->gpu));
+        else
+          printf("%-8lld %-4lld %-8s %-5s %10.3f %12.2f\n", (long long)s.N, (long long)s.D, name,
+                 gc_dtype_name(dt), 1e3 * sec, flops / sec * 1e-12);
+        fflush(stdout);
+      }
+      gcr_case_free(env, &c);
+    }
+  }
+  return 1;
+}
+
+int main(int argc, char **argv) {
+  uint64_t seed = (uint64_t)time(NULL);
+  int timing = 0, quiet = 0, only = -1;
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc) {
+      seed = strtoull(argv[++i], NULL, 10);
+    } else if (strcmp(argv[i], "--backend") == 0 && i + 1 < argc) {
+      ditattn_backend be;
+      if (ditattn_backend_parse(argv[++i], &be) != DITATTN_OK) {
+        fprintf(stderr, "unknown backend %s\n", argv[i]);
+        return 2;
+      }
+      only = (int)be;
+    } else if (strcmp(argv[i], "--time") == 0) {
+      timing = 1;
+    } else if (strcmp(argv[i], "--time-only") == 0) {
+      timing = 2;
+    } else if (strcmp(argv[i], "--dims") == 0 && i + 1 < argc) {
+      char *p = argv[++i];
+      for (gcr_ndims = 0; gcr_ndims < 4 && *p;) {
+        gcr_dims[gcr_ndims++] = strtoll(p, &p, 10);
+        if (*p == ',') p++;
+      }
+    } else if (strcmp(argv[i], "--quiet") == 0) {
+      quiet = 1;
+    } else {
+      fprintf(stderr,
+              "usage: %s [--backend cuda|hip|cpu|ref] [--seed S] [--time|--time-only] "
+              "[--dims 64,128] [--quiet]\n",
+              argv[0]);
+      return 2;
+    }
+  }
+  printf("ditattn %s gpu_check_ropeslr seed=%llu\n", ditattn_version(), (unsigned long long)seed);
+  int used = 0, failures = 0;
+  for (int be = 0; be < DITATTN_BACKEND_COUNT; be++) {
+    if (only >= 0 ? be != only : be != DITATTN_BACKEND_CUDA && be != DITATTN_BACKEND_HIP) continue;
+    gc_env env;
+    const char *why = "";
+    if (!gc_env_open(&env, (ditattn_backend)be, seed, &why)) {
+      printf("skip %-5s %s\n", ditattn_backend_name((ditattn_backend)be), why);
+      continue;
+    }
+    used++;
+    env.quiet = quiet;
+    for (int c = 0; timing < 2 && c < GCR_NCHECKS; c++) gcr_checks[c].fn(&env);
+    if (timing < 2) printf("%s: %d cases, %d failed\n", env.name, env.cases, env.failures);
+    failures += env.failures;
+    if (timing) {
+      if (env.failures)
+        printf("WARNING: %s failed checks above; timings follow anyway\n", env.name);
+      gcr_time_all(&env);
+    }
+    gc_env_close(&env);
+  }
+  if (!used) return 2;
+  return failures ? 1 : 0;
+}
+#endif /* GCR_NO_MAIN */
