@@ -117,6 +117,36 @@ static void gcr_describe(char *buf, size_t size, const gcr_case *c) {
   gc_describe(buf, size, "ropeslr", &c->s, extra);
 }
 
+/* The data must make the low-rank branch visible: ref/'s output with W = 0
+ * differs from the full one by >= 1e-3 relative whenever the background is
+ * not empty, so an error of 1% in that branch cannot pass the 1e-5 check. */
+static int gcr_check_lowrank_share(gc_env *env, gcr_case *c, const char *what) {
+  const int64_t H = c->s.H, D = c->s.D, n = (c->s.N + c->params.block - 1) / c->params.block;
+  if (ditattn_ropeslr_topk(&c->params, c->s.N) >= n) return 1; /* empty background */
+  float *zeros = calloc((size_t)(H * D * D), sizeof(float));
+  float *out0 = malloc(c->out.count * sizeof(float));
+  int ok = zeros && out0;
+  if (ok) {
+    ditattn_ropeslr_weights w0 = gcr_weights(c->w, 0);
+    w0.W = ditattn_tensor_bhnd(zeros, DITATTN_F32, 1, H, D, D);
+    ditattn_tensor o0 = c->out.host;
+    o0.data = out0;
+    ok = gc_status(env,
+                   ditattn_ropeslr_forward(env->ref, &c->params, &w0, c->pos, &c->q.host,
+                                           &c->k.host, &c->v.host, &o0, NULL, NULL),
+                   env->ref, what);
+  }
+  if (ok) {
+    char w2[600];
+    const double share = gc_rel_err(&c->out.host, out0, c->out.buf);
+    snprintf(w2, sizeof w2, "%s [low-rank share of ref output, want >= 1e-3]", what);
+    ok = gc_report(env, share >= 1e-3 && isfinite(share), w2, share, 1e-3);
+  }
+  free(zeros);
+  free(out0);
+  return ok;
+}
+
 /* Runs one case on the backend and on ref/, compares out, lse, selection. */
 static int gcr_run_case(gc_env *env, const gc_shape *s, const ditattn_ropeslr_params *params) {
   gcr_case c;
@@ -138,6 +168,7 @@ static int gcr_run_case(gc_env *env, const gc_shape *s, const ditattn_ropeslr_pa
                                          &c.out.dev, c.lse_dev, c.sel_got),
                  env->gpu, what) &&
        gc_status(env, ditattn_synchronize(env->gpu), env->gpu, what);
+  if (ok) ok = gcr_check_lowrank_share(env, &c, what);
   if (ok) {
     const double tol = gc_tol(s->dt);
     char w2[600];
