@@ -36,21 +36,6 @@ static ditattn_status scratch_alloc(ditattn_context *ctx, const dt_llsa_geom *g,
   return st;
 }
 
-/* Writes the selection rows of (bi, hi) into the caller's int32 arrays:
- * topk[l] entries per query block, -1 past the selected ones. */
-static void write_selection(const dt_llsa_geom *g, const dt_llsa_head *h,
-                            const ditattn_llsa_selection *out, int64_t bh) {
-  for (int l = 1; l <= g->L; l++) {
-    int32_t *dst = out->sel[l - 1];
-    if (!dst) continue;
-    for (int64_t gq = 0; gq < g->n[l]; gq++) {
-      int32_t *row = dst + (bh * g->n[l] + gq) * g->topk[l];
-      const int64_t *src = h->sel[l] + gq * g->width[l];
-      for (int64_t r = 0; r < g->topk[l]; r++) row[r] = r < g->width[l] ? (int32_t)src[r] : -1;
-    }
-  }
-}
-
 /* One query: o = Σ softmax(z)·value over the gathered keys; returns LSE.
  * z is scratch (left holding the probabilities). */
 static double attend_query(const float *q, const double *kmat, const double *vmat, int64_t nk,
@@ -87,8 +72,8 @@ ditattn_status dt_ref_llsa_forward(ditattn_context *ctx, const dt_llsa_fwd *p) {
   for (int64_t bi = 0; bi < B; bi++) {
     for (int64_t hi = 0; hi < H; hi++) {
       dt_llsa_head_prepare(&g, &s.head, p->q, p->k, p->v, bi, hi);
-      if (p->selection) write_selection(&g, &s.head, p->selection, bi * H + hi);
       const int64_t *const *sel = (const int64_t *const *)s.head.sel;
+      if (p->selection) dt_llsa_write_selection(&g, sel, p->selection, bi * H + hi);
       for (int64_t g1 = 0; g1 < g.n[1]; g1++) {
         const int64_t nk = dt_llsa_keys(&g, sel, g1, s.keys, s.head.cand);
         dt_llsa_gather(&g, &s.head, p->k, p->v, bi, hi, s.keys, nk, s.kmat, s.vmat);

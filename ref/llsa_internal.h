@@ -5,7 +5,8 @@
  * reuse them so that pooling, selection and the key set are defined once:
  *   geometry      dt_llsa_geom_init, dt_llsa_block_start, dt_llsa_block_count
  *   pooling (§1)  dt_llsa_pool_mean
- *   top-K (§2)    dt_llsa_rank_before, dt_llsa_topk, dt_llsa_candidates, dt_llsa_select
+ *   top-K (§2)    dt_llsa_rank_before, dt_llsa_topk, dt_llsa_candidates, dt_llsa_select,
+ *                 dt_llsa_write_selection
  *   keys (§3)     dt_llsa_keys, dt_llsa_gather
  *   one head      dt_llsa_head_alloc / _prepare / _free (pool q, k, v + select)
  * Everything works on one (batch, head) at a time, in double.
@@ -70,6 +71,11 @@ int64_t dt_llsa_candidates(const dt_llsa_geom *g, const int64_t *const *sel, int
  * softmax scale. Scratch: cand (max_cand int64), scored (max_cand entries). */
 void dt_llsa_select(const dt_llsa_geom *g, const double *const *pq, const double *const *pk,
                     int64_t *const *sel, int64_t *cand, dt_llsa_scored *scored);
+/* Copies the selection rows sel[l] of one (batch, head) bh into the caller's
+ * int32 arrays out->sel[l − 1] (levels whose array is NULL are skipped):
+ * topk[l] entries per query block, -1 past the width[l] selected ones. */
+void dt_llsa_write_selection(const dt_llsa_geom *g, const int64_t *const *sel,
+                             const ditattn_llsa_selection *out, int64_t bh);
 
 /* One key of a query's key list (§3): level 0 is fine token `index`, level
  * l >= 1 is the pooled token `index` of level l; log_w = ln w. */

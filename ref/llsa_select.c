@@ -66,3 +66,16 @@ void dt_llsa_select(const dt_llsa_geom *g, const double *const *pq, const double
     }
   }
 }
+
+void dt_llsa_write_selection(const dt_llsa_geom *g, const int64_t *const *sel,
+                             const ditattn_llsa_selection *out, int64_t bh) {
+  for (int l = 1; l <= g->L; l++) {
+    int32_t *dst = out->sel[l - 1];
+    if (!dst) continue;
+    for (int64_t gq = 0; gq < g->n[l]; gq++) {
+      int32_t *row = dst + (bh * g->n[l] + gq) * g->topk[l];
+      const int64_t *src = sel[l] + gq * g->width[l];
+      for (int64_t r = 0; r < g->topk[l]; r++) row[r] = r < g->width[l] ? (int32_t)src[r] : -1;
+    }
+  }
+}

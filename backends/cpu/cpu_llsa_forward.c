@@ -69,20 +69,6 @@ static int64_t gather_fine(const dt_cpu_llsa_head *h, const ditattn_tensor *k,
   return n;
 }
 
-static void write_selection(const dt_cpu_llsa_head *h, const ditattn_llsa_selection *out,
-                            int64_t bh) {
-  const dt_llsa_geom *g = &h->g;
-  for (int l = 1; l <= g->L; l++) {
-    int32_t *dst = out->sel[l - 1];
-    if (!dst) continue;
-    for (int64_t gq = 0; gq < g->n[l]; gq++) {
-      int32_t *row = dst + (bh * g->n[l] + gq) * g->topk[l];
-      const int64_t *src = h->sel[l] + gq * g->width[l];
-      for (int64_t r = 0; r < g->topk[l]; r++) row[r] = r < g->width[l] ? (int32_t)src[r] : -1;
-    }
-  }
-}
-
 ditattn_status dt_cpu_llsa_forward(ditattn_context *ctx, const dt_llsa_fwd *p) {
   const int64_t B = p->q->shape[0], H = p->q->shape[1], N = p->q->shape[2], D = p->q->shape[3];
   const int dt_nt = dt_cpu_num_threads(ctx);
@@ -111,7 +97,7 @@ ditattn_status dt_cpu_llsa_forward(ditattn_context *ctx, const dt_llsa_fwd *p) {
     for (int64_t hi = 0; hi < H; hi++) {
       const int64_t bh = b * H + hi;
       dt_cpu_llsa_head_prepare(&h, p->q, p->k, p->v, b, hi);
-      if (p->selection) write_selection(&h, p->selection, bh);
+      if (p->selection) dt_llsa_write_selection(g, (const int64_t *const *)h.sel, p->selection, bh);
       DT_OMP_PARALLEL_FOR
       for (int64_t t = 0; t < ntiles; t++) {
         float *w = work + (size_t)dt_cpu_thread_id() * per_thread;
