@@ -28,6 +28,19 @@ void dt_slr_load_head(const ditattn_tensor *t, int64_t b, int64_t h, int64_t N, 
 void dt_slr_select(const dt_slr_shape *s, const double *q, const double *k, int force_own,
                    double *scratch, int32_t *sel);
 
+/* Candidate a ranks before b in the selection order: higher score, ties by
+ * smaller index. */
+static inline int dt_slr_ranks_before(double score_a, int64_t a, double score_b, int64_t b) {
+  return score_a > score_b || (score_a == score_b && a < b);
+}
+
+/* One selection row by K rounds of "best not yet taken" over score[0..n):
+ * O(n·K), plain and tie-exact (no sort whose comparator NaN scores could
+ * break). Writes row[0..K); taken is n bytes of scratch. Returns 1 if block
+ * G was selected. */
+int dt_slr_select_rounds(const double *score, int64_t n, int64_t K, int64_t G, unsigned char *taken,
+                         int32_t *row);
+
 /* in_sel[C] = 1 for the blocks C of sel[G] (n entries); returns how many
  * distinct blocks are selected (n means an empty background). */
 int64_t dt_slr_mark_selected(const dt_slr_shape *s, const int32_t *sel, int64_t G,

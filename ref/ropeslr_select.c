@@ -14,16 +14,28 @@ static void block_mean(const dt_slr_shape *s, const double *x, int64_t c, double
   for (int64_t d = 0; d < s->D; d++) mean[d] /= (double)(last - first);
 }
 
-/* Candidate a ranks before b: higher score, ties by smaller index. */
-static int ranks_before(double score_a, int64_t a, double score_b, int64_t b) {
-  return score_a > score_b || (score_a == score_b && a < b);
+int dt_slr_select_rounds(const double *score, int64_t n, int64_t K, int64_t G, unsigned char *taken,
+                         int32_t *row) {
+  int own_taken = 0;
+  memset(taken, 0, (size_t)n);
+  for (int64_t slot = 0; slot < K; slot++) {
+    int64_t best = -1;
+    for (int64_t c = 0; c < n; c++) {
+      if (taken[c]) continue;
+      if (best < 0 || dt_slr_ranks_before(score[c], c, score[best], best)) best = c;
+    }
+    row[slot] = (int32_t)best;
+    taken[best] = 1;
+    own_taken |= best == G;
+  }
+  return own_taken;
 }
 
 void dt_slr_select(const dt_slr_shape *s, const double *q, const double *k, int force_own,
                    double *scratch, int32_t *sel) {
   const int64_t n = s->n, D = s->D, K = s->K;
   double *pq = scratch, *pk = scratch + n * D, *score = scratch + 2 * n * D;
-  double *taken = score + n; /* 1.0 once a block holds a slot of this row */
+  unsigned char *taken = (unsigned char *)(score + n); /* n bytes in n doubles */
   for (int64_t c = 0; c < n; c++) {
     block_mean(s, q, c, pq + c * D);
     block_mean(s, k, c, pk + c * D);
@@ -34,21 +46,8 @@ void dt_slr_select(const dt_slr_shape *s, const double *q, const double *k, int 
       for (int64_t d = 0; d < D; d++) dot += pq[g * D + d] * pk[c * D + d];
       score[c] = dot;
     }
-    /* K rounds of "best not yet taken": O(n·K), plain and tie-exact (no
-     * sort whose comparator NaN scores could break). */
     int32_t *row = sel + g * K;
-    int own_taken = 0;
-    for (int64_t c = 0; c < n; c++) taken[c] = 0.0;
-    for (int64_t slot = 0; slot < K; slot++) {
-      int64_t best = -1;
-      for (int64_t c = 0; c < n; c++) {
-        if (taken[c] != 0.0) continue;
-        if (best < 0 || ranks_before(score[c], c, score[best], best)) best = c;
-      }
-      row[slot] = (int32_t)best;
-      taken[best] = 1.0;
-      own_taken |= best == g;
-    }
+    const int own_taken = dt_slr_select_rounds(score, n, K, g, taken, row);
     if (force_own && !own_taken) row[K - 1] = (int32_t)g;
   }
 }

@@ -108,19 +108,14 @@ static void block_features(const dt_cpu_slr_head *hd, const dt_cpu_slr_problem *
   }
 }
 
-/* Candidate a ranks before b: higher score, ties by smaller index (ref/). */
-static int ranks_before(double score_a, int64_t a, double score_b, int64_t b) {
-  return score_a > score_b || (score_a == score_b && a < b);
-}
-
 /* Moves heap entry `at` down: the root holds the lowest-ranked candidate. */
 static void sift_down(int32_t *heap, int64_t size, int64_t at, const double *score) {
   for (;;) {
     int64_t worst = at;
     const int64_t l = 2 * at + 1, r = l + 1;
-    if (l < size && ranks_before(score[heap[worst]], heap[worst], score[heap[l]], heap[l]))
+    if (l < size && dt_slr_ranks_before(score[heap[worst]], heap[worst], score[heap[l]], heap[l]))
       worst = l;
-    if (r < size && ranks_before(score[heap[worst]], heap[worst], score[heap[r]], heap[r]))
+    if (r < size && dt_slr_ranks_before(score[heap[worst]], heap[worst], score[heap[r]], heap[r]))
       worst = r;
     if (worst == at) return;
     const int32_t t = heap[at];
@@ -149,17 +144,7 @@ static void select_row(const dt_cpu_slr_head *hd, int force_own, int64_t G, doub
   int32_t *row = hd->sel + G * K;
   int own_taken = 0;
   if (has_nan) {
-    memset(taken, 0, (size_t)n);
-    for (int64_t slot = 0; slot < K; slot++) {
-      int64_t best = -1;
-      for (int64_t c = 0; c < n; c++) {
-        if (taken[c]) continue;
-        if (best < 0 || ranks_before(score[c], c, score[best], best)) best = c;
-      }
-      row[slot] = (int32_t)best;
-      taken[best] = 1;
-      own_taken |= best == G;
-    }
+    own_taken = dt_slr_select_rounds(score, n, K, G, taken, row);
   } else {
     int32_t *heap = row; /* built in place, then sorted */
     for (int64_t c = 0; c < n; c++) {
@@ -167,7 +152,7 @@ static void select_row(const dt_cpu_slr_head *hd, int force_own, int64_t G, doub
         heap[c] = (int32_t)c;
         if (c == K - 1)
           for (int64_t at = K / 2 - 1; at >= 0; at--) sift_down(heap, K, at, score);
-      } else if (ranks_before(score[c], c, score[heap[0]], heap[0])) {
+      } else if (dt_slr_ranks_before(score[c], c, score[heap[0]], heap[0])) {
         heap[0] = (int32_t)c;
         sift_down(heap, K, 0, score);
       }
