@@ -37,13 +37,6 @@ static void print_problem(const char *what, const problem *p, double err) {
   fprintf(stderr, " err=%.3e (seed printed above)\n", err);
 }
 
-static ditattn_context *make_ctx(ditattn_backend backend, int threads) {
-  ditattn_context *ctx = NULL;
-  assert_int_equal(ditattn_context_create(backend, &ctx), DITATTN_OK);
-  assert_int_equal(ditattn_context_set_num_threads(ctx, threads), DITATTN_OK);
-  return ctx;
-}
-
 static problem random_dense(int64_t max_n) {
   problem p = {tu_rand_int(1, 2),
                tu_rand_int(1, 3),
@@ -177,9 +170,9 @@ static void check_problem(const problem *p, int backward) {
   outputs_new(p, &ref);
   outputs_new(p, &c1);
   outputs_new(p, &c2);
-  ditattn_context *rctx = make_ctx(DITATTN_BACKEND_REF, 0);
-  ditattn_context *ctx1 = make_ctx(DITATTN_BACKEND_CPU, 1);
-  ditattn_context *ctx2 = make_ctx(DITATTN_BACKEND_CPU, 2);
+  ditattn_context *rctx = tu_context_new(DITATTN_BACKEND_REF, 0);
+  ditattn_context *ctx1 = tu_context_new(DITATTN_BACKEND_CPU, 1);
+  ditattn_context *ctx2 = tu_context_new(DITATTN_BACKEND_CPU, 2);
   run_forward(rctx, p, &in, &ref);
   run_forward(ctx1, p, &in, &c1);
   run_forward(ctx2, p, &in, &c2);
@@ -279,8 +272,8 @@ static void llsa_selection_ties_match_ref(void **state) {
           }
     outputs_new(&p, &ref);
     outputs_new(&p, &c2);
-    ditattn_context *rctx = make_ctx(DITATTN_BACKEND_REF, 0),
-                    *ctx = make_ctx(DITATTN_BACKEND_CPU, 2);
+    ditattn_context *rctx = tu_context_new(DITATTN_BACKEND_REF, 0),
+                    *ctx = tu_context_new(DITATTN_BACKEND_CPU, 2);
     run_forward(rctx, &p, &in, &ref);
     run_forward(ctx, &p, &in, &c2);
     for (int l = 0; l < p.llsa.levels; l++) {

@@ -28,13 +28,6 @@ static void report(const char *what, const dims *s, const char *extra, double er
           (long long)s->pad, s->bnhd ? "bnhd" : "bhnd", extra, err);
 }
 
-static ditattn_context *make_ctx(ditattn_backend backend, int threads) {
-  ditattn_context *ctx = NULL;
-  assert_int_equal(ditattn_context_create(backend, &ctx), DITATTN_OK);
-  assert_int_equal(ditattn_context_set_num_threads(ctx, threads), DITATTN_OK);
-  return ctx;
-}
-
 static int same_bits(const ditattn_tensor *a, const ditattn_tensor *b) {
   for (int64_t ib = 0; ib < a->shape[0]; ib++)
     for (int64_t ih = 0; ih < a->shape[1]; ih++)
@@ -55,8 +48,9 @@ static void compare3(const char *what, const dims *s, const char *extra, tu_tens
 static void pool_matches_ref(void **state) {
   (void)state;
   tu_seed();
-  ditattn_context *ctx[3] = {make_ctx(DITATTN_BACKEND_REF, 0), make_ctx(DITATTN_BACKEND_CPU, 1),
-                             make_ctx(DITATTN_BACKEND_CPU, 2)};
+  ditattn_context *ctx[3] = {tu_context_new(DITATTN_BACKEND_REF, 0),
+                             tu_context_new(DITATTN_BACKEND_CPU, 1),
+                             tu_context_new(DITATTN_BACKEND_CPU, 2)};
   for (int trial = 0; trial < 20; trial++) {
     dims s = random_dims(200, 40);
     const int64_t block = tu_rand_int(1, 20), nb = s.N / block + (s.N % block != 0);
@@ -79,8 +73,9 @@ static void pool_matches_ref(void **state) {
 static void lse_merge_matches_ref(void **state) {
   (void)state;
   tu_seed();
-  ditattn_context *ctx[3] = {make_ctx(DITATTN_BACKEND_REF, 0), make_ctx(DITATTN_BACKEND_CPU, 1),
-                             make_ctx(DITATTN_BACKEND_CPU, 2)};
+  ditattn_context *ctx[3] = {tu_context_new(DITATTN_BACKEND_REF, 0),
+                             tu_context_new(DITATTN_BACKEND_CPU, 1),
+                             tu_context_new(DITATTN_BACKEND_CPU, 2)};
   for (int trial = 0; trial < 20; trial++) {
     dims s = random_dims(100, 40);
     const size_t rows = (size_t)(s.B * s.H * s.N);
@@ -130,8 +125,9 @@ static void lse_merge_matches_ref(void **state) {
 static void rope_matches_ref(void **state) {
   (void)state;
   tu_seed();
-  ditattn_context *ctx[3] = {make_ctx(DITATTN_BACKEND_REF, 0), make_ctx(DITATTN_BACKEND_CPU, 1),
-                             make_ctx(DITATTN_BACKEND_CPU, 2)};
+  ditattn_context *ctx[3] = {tu_context_new(DITATTN_BACKEND_REF, 0),
+                             tu_context_new(DITATTN_BACKEND_CPU, 1),
+                             tu_context_new(DITATTN_BACKEND_CPU, 2)};
   for (int trial = 0; trial < 20; trial++) {
     ditattn_rope_params prm;
     const int64_t T = tu_rand_int(1, 4), Hg = tu_rand_int(1, 6), W = tu_rand_int(1, 6);
@@ -167,8 +163,9 @@ static void rope_matches_ref(void **state) {
 static void order_matches_ref(void **state) {
   (void)state;
   tu_seed();
-  ditattn_context *ctx[3] = {make_ctx(DITATTN_BACKEND_REF, 0), make_ctx(DITATTN_BACKEND_CPU, 1),
-                             make_ctx(DITATTN_BACKEND_CPU, 2)};
+  ditattn_context *ctx[3] = {tu_context_new(DITATTN_BACKEND_REF, 0),
+                             tu_context_new(DITATTN_BACKEND_CPU, 1),
+                             tu_context_new(DITATTN_BACKEND_CPU, 2)};
   for (int trial = 0; trial < 20; trial++) {
     ditattn_order_params prm = {(ditattn_order_kind)tu_rand_int(0, 2),
                                 {tu_rand_int(1, 4), tu_rand_int(1, 7), tu_rand_int(1, 7)},

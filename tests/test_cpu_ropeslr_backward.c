@@ -10,20 +10,6 @@
 #define FWD_TOL 1e-5
 #define BWD_TOL 1e-5
 
-static ditattn_context *make_ctx(ditattn_backend backend, int threads) {
-  ditattn_context *ctx = NULL;
-  assert_int_equal(ditattn_context_create(backend, &ctx), DITATTN_OK);
-  assert_int_equal(ditattn_context_set_num_threads(ctx, threads), DITATTN_OK);
-  return ctx;
-}
-
-static void expect(int ok, const char *what, const slr_problem *p, double err) {
-  if (ok) return;
-  char line[512];
-  slr_describe(p, line, sizeof line);
-  fail_msg("%s (err %.3e): %s", what, err, line);
-}
-
 /* ‖a − b‖ / ‖b‖, or (when b is all zeros, as the weight gradients with an
  * empty background) 0 if a is all zeros too and inf otherwise. */
 static double rel_err_or_zero(const ditattn_tensor *a, const ditattn_tensor *b) {
@@ -65,8 +51,9 @@ static grads run_backward(ditattn_context *ctx, slr_problem *p, const tu_tensor 
 }
 
 static void check_backward(slr_problem *p) {
-  ditattn_context *ctx[3] = {make_ctx(DITATTN_BACKEND_REF, 0), make_ctx(DITATTN_BACKEND_CPU, 1),
-                             make_ctx(DITATTN_BACKEND_CPU, 2)};
+  ditattn_context *ctx[3] = {tu_context_new(DITATTN_BACKEND_REF, 0),
+                             tu_context_new(DITATTN_BACKEND_CPU, 1),
+                             tu_context_new(DITATTN_BACKEND_CPU, 2)};
   tu_tensor dout = tu_tensor_new(p->B, p->H, p->N, p->D, p->pad, p->layout_bnhd);
   tu_fill_uniform(&dout);
   grads g[3];
@@ -75,51 +62,15 @@ static void check_backward(slr_problem *p) {
     char what[96];
     const double err = rel_err_or_zero(&g[1].t[i].t, &g[0].t[i].t);
     snprintf(what, sizeof what, "%s vs ref", grad_names[i]);
-    expect(err <= BWD_TOL, what, p, err);
+    slr_expect(err <= BWD_TOL, what, p, err);
     snprintf(what, sizeof what, "%s: 1 vs 2 threads differ", grad_names[i]);
-    expect(rel_err_or_zero(&g[2].t[i].t, &g[1].t[i].t) == 0.0, what, p, 0);
+    slr_expect(rel_err_or_zero(&g[2].t[i].t, &g[1].t[i].t) == 0.0, what, p, 0);
   }
   for (int c = 0; c < 3; c++) {
     for (int i = 0; i < 9; i++) tu_tensor_free(&g[c].t[i]);
     ditattn_context_destroy(ctx[c]);
   }
   tu_tensor_free(&dout);
-}
-
-static void check_forward(slr_problem *p) {
-  ditattn_context *ctx[3] = {make_ctx(DITATTN_BACKEND_REF, 0), make_ctx(DITATTN_BACKEND_CPU, 1),
-                             make_ctx(DITATTN_BACKEND_CPU, 2)};
-  const int64_t n = p->N / p->params.block + (p->N % p->params.block != 0);
-  const int64_t K = ditattn_ropeslr_topk(&p->params, p->N);
-  const size_t rows = (size_t)(p->B * p->H * p->N), nsel = (size_t)(p->B * p->H * n * K);
-  tu_tensor out[3];
-  float *lse[3];
-  int32_t *sel[3];
-  for (int i = 0; i < 3; i++) {
-    out[i] = tu_tensor_new(p->B, p->H, p->N, p->D, p->pad, !p->layout_bnhd);
-    lse[i] = malloc(rows * sizeof(float));
-    sel[i] = malloc(nsel * sizeof(int32_t));
-    assert_non_null(lse[i]);
-    assert_non_null(sel[i]);
-    tu_poison_floats(lse[i], rows);
-    memset(sel[i], 0x7f, nsel * sizeof(int32_t));
-    slr_forward(ctx[i], p, &out[i], lse[i], sel[i]);
-  }
-  double err = tu_rel_err(&out[1].t, &out[0].t);
-  expect(err <= FWD_TOL, "out vs ref", p, err);
-  err = tu_rel_err_floats(lse[1], lse[0], rows);
-  expect(err <= FWD_TOL, "lse_sparse vs ref", p, err);
-  for (int i = 1; i < 3; i++)
-    expect(memcmp(sel[i], sel[0], nsel * sizeof(int32_t)) == 0, "selection differs from ref", p, 0);
-  expect(tu_rel_err(&out[2].t, &out[1].t) == 0.0 &&
-             memcmp(lse[1], lse[2], rows * sizeof(float)) == 0,
-         "forward: 1 vs 2 threads differ", p, 0);
-  for (int i = 0; i < 3; i++) {
-    tu_tensor_free(&out[i]);
-    free(lse[i]);
-    free(sel[i]);
-    ditattn_context_destroy(ctx[i]);
-  }
 }
 
 /* Problems whose exact gradients cancel to 0 (ref/ then returns double
@@ -210,7 +161,7 @@ static void forward_corner_cases(void **state) {
   for (int c = 0; c < CORNER_CASES; c++) {
     slr_problem p = corner_case(c);
     slr_problem_init(&p, seed + (uint64_t)c);
-    check_forward(&p);
+    slr_check_cpu_forward(&p, FWD_TOL);
     slr_problem_free(&p);
   }
 }
@@ -233,7 +184,8 @@ static void rank_one_feature_gradient_is_zero(void **state) {
   slr_problem p = slr_problem_make(1, 2, 5, 1, 2, 3, 4, 3);
   p.params.rho = 0.4;
   slr_problem_init(&p, tu_seed() + 7);
-  ditattn_context *ref = make_ctx(DITATTN_BACKEND_REF, 0), *cpu = make_ctx(DITATTN_BACKEND_CPU, 2);
+  ditattn_context *ref = tu_context_new(DITATTN_BACKEND_REF, 0),
+                  *cpu = tu_context_new(DITATTN_BACKEND_CPU, 2);
   tu_tensor dout = tu_tensor_new(p.B, p.H, p.N, p.D, 0, 0);
   tu_fill_uniform(&dout);
   grads g[2] = {run_backward(ref, &p, &dout), run_backward(cpu, &p, &dout)};
@@ -241,11 +193,11 @@ static void rank_one_feature_gradient_is_zero(void **state) {
     if (i == 3) {
       for (int64_t h = 0; h < p.H; h++)
         for (int64_t d = 0; d < p.D; d++)
-          expect(*tu_at(&g[1].t[3].t, 0, h, d, 0) == 0.0f, "dA != 0 with r = 1", &p, 0);
+          slr_expect(*tu_at(&g[1].t[3].t, 0, h, d, 0) == 0.0f, "dA != 0 with r = 1", &p, 0);
       continue;
     }
     const double err = rel_err_or_zero(&g[1].t[i].t, &g[0].t[i].t);
-    expect(err <= BWD_TOL, grad_names[i], &p, err);
+    slr_expect(err <= BWD_TOL, grad_names[i], &p, err);
   }
   for (int c = 0; c < 2; c++)
     for (int i = 0; i < 9; i++) tu_tensor_free(&g[c].t[i]);
@@ -281,7 +233,7 @@ static void ties_select_like_ref(void **state) {
       for (int64_t j = 0; j < p.N; j++)
         for (int64_t d = 0; d < p.D; d++)
           *tu_at(&p.k.t, 0, h, j, d) = (j / p.params.block) % 2 ? 0.5f : -0.25f;
-    check_forward(&p);
+    slr_check_cpu_forward(&p, FWD_TOL);
     check_backward(&p);
     slr_problem_free(&p);
   }

@@ -125,4 +125,53 @@ static inline void slr_forward(ditattn_context *ctx, slr_problem *p, tu_tensor *
   }
 }
 
+/* Fails the test with `what`, err and the problem line unless ok. */
+static inline void slr_expect(int ok, const char *what, const slr_problem *p, double err) {
+  if (ok) return;
+  char line[512];
+  slr_describe(p, line, sizeof line);
+  fail_msg("%s (err %.3e): %s", what, err, line);
+}
+
+/* The CPU forward (1 and 2 threads) against ref/: out and lse_sparse within
+ * tol, selections identical, 1 and 2 threads bitwise equal. */
+static inline void slr_check_cpu_forward(slr_problem *p, double tol) {
+  ditattn_context *ctx[3] = {tu_context_new(DITATTN_BACKEND_REF, 0),
+                             tu_context_new(DITATTN_BACKEND_CPU, 1),
+                             tu_context_new(DITATTN_BACKEND_CPU, 2)};
+  const int64_t n = p->N / p->params.block + (p->N % p->params.block != 0);
+  const int64_t K = ditattn_ropeslr_topk(&p->params, p->N);
+  const size_t rows = (size_t)(p->B * p->H * p->N), nsel = (size_t)(p->B * p->H * n * K);
+  tu_tensor out[3];
+  float *lse[3];
+  int32_t *sel[3];
+  for (int i = 0; i < 3; i++) {
+    out[i] = tu_tensor_new(p->B, p->H, p->N, p->D, p->pad, !p->layout_bnhd);
+    lse[i] = malloc(rows * sizeof(float));
+    sel[i] = malloc(nsel * sizeof(int32_t));
+    assert_non_null(lse[i]);
+    assert_non_null(sel[i]);
+    tu_poison_floats(lse[i], rows);
+    memset(sel[i], 0x7f, nsel * sizeof(int32_t));
+    slr_forward(ctx[i], p, &out[i], lse[i], sel[i]);
+  }
+  double err = tu_rel_err(&out[1].t, &out[0].t);
+  slr_expect(err <= tol, "out vs ref", p, err);
+  err = tu_rel_err_floats(lse[1], lse[0], rows);
+  slr_expect(err <= tol, "lse_sparse vs ref", p, err);
+  slr_expect(memcmp(sel[1], sel[0], nsel * sizeof(int32_t)) == 0, "selection differs from ref", p,
+             0);
+  slr_expect(memcmp(sel[2], sel[0], nsel * sizeof(int32_t)) == 0,
+             "selection differs from ref (2 threads)", p, 0);
+  slr_expect(tu_rel_err(&out[2].t, &out[1].t) == 0.0 &&
+                 memcmp(lse[1], lse[2], rows * sizeof(float)) == 0,
+             "forward: 1 vs 2 threads differ", p, 0);
+  for (int i = 0; i < 3; i++) {
+    tu_tensor_free(&out[i]);
+    free(lse[i]);
+    free(sel[i]);
+    ditattn_context_destroy(ctx[i]);
+  }
+}
+
 #endif

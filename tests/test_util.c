@@ -108,3 +108,10 @@ double tu_rel_err_floats(const float *a, const float *b, size_t n) {
   }
   return den > 0.0 ? sqrt(num / den) : sqrt(num);
 }
+
+ditattn_context *tu_context_new(ditattn_backend backend, int num_threads) {
+  ditattn_context *ctx = NULL;
+  assert_int_equal(ditattn_context_create(backend, &ctx), DITATTN_OK);
+  assert_int_equal(ditattn_context_set_num_threads(ctx, num_threads), DITATTN_OK);
+  return ctx;
+}

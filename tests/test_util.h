@@ -22,6 +22,10 @@ double tu_uniform(double lo, double hi);
 /* Uniform integer in [lo, hi]. */
 int64_t tu_rand_int(int64_t lo, int64_t hi);
 
+/* A context of `backend` with num_threads threads (0: the backend's
+ * default); fails the test if either call fails. */
+ditattn_context *tu_context_new(ditattn_backend backend, int num_threads);
+
 /* A host f32 tensor that owns its buffer. `pad` extra elements per token row
  * (stride[2] = D + pad) exercise strided layouts; layout_bnhd picks the DiT
  * layout. The buffer is filled with NaN (poison). */
