@@ -29,6 +29,26 @@ void dt_cpu_llsa_head_free(dt_cpu_llsa_head *h);
 void dt_cpu_llsa_head_prepare(dt_cpu_llsa_head *h, const ditattn_tensor *q, const ditattn_tensor *k,
                               const ditattn_tensor *v, int64_t b, int64_t hi);
 
+/* Copies the pooled candidates of level l for level-l query block gl (the
+ * children of the parent's selection row) into gk, gv (rows of D) and gw
+ * (ln weights); returns their count. */
+int64_t dt_cpu_llsa_gather_pooled(const dt_cpu_llsa_head *h, int l, int64_t gl, float *gk,
+                                  float *gv, float *gw);
+/* Gathers the fine tokens of the blocks in sel_1[g1] of (b, hi): values into
+ * gv, keys into gk (rows) or, with the own kernels (krow != NULL), packed
+ * into gk straight from the tensor; returns their count. */
+int64_t dt_cpu_llsa_gather_fine(const dt_cpu_llsa_head *h, const ditattn_tensor *k,
+                                const ditattn_tensor *v, int64_t b, int64_t hi, int64_t g1,
+                                float *gk, float *gv, const float **krow);
+
+/* b^(l−1), saturated at INT64_MAX: level-1 block g1 takes the level-l
+ * candidates of g1 / div, as ref/'s key list walks it. */
+static inline int64_t dt_cpu_llsa_level_div(const dt_llsa_geom *g, int l) {
+  int64_t div = 1;
+  for (int m = 1; m < l; m++) div = div > INT64_MAX / g->b ? INT64_MAX : div * g->b;
+  return div;
+}
+
 /* Query tiles of the LLSA loops: whole level-1 blocks, about
  * DT_CPU_QUERY_TILE rows together; a level-1 block wider than that is split
  * into several tiles (so buffers never grow with b). */

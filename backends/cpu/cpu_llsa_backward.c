@@ -171,22 +171,12 @@ ditattn_status dt_cpu_llsa_backward(ditattn_context *ctx, const dt_llsa_bwd *p) 
         memset(tb_.dq, 0, (size_t)(rows * D) * sizeof(float));
         query_grads(0, rows, g->n[L], D, scale, h.pk[L], D, h.pv[L], D, h.lnw[L], &tb_);
         for (int l = 1; l < L; l++) {
-          int64_t div = 1;
-          for (int m = 1; m < l; m++)
-            div = div > INT64_MAX / g->b ? INT64_MAX : div * g->b; /* saturate */
+          const int64_t div = dt_cpu_llsa_level_div(g, l);
           for (int64_t a = g1_0; a < g1_1;) {
             const int64_t parent = a / div / g->b;
             int64_t e = a + 1;
             while (e < g1_1 && e / div / g->b == parent) e++;
-            const int64_t *prow = h.sel[l + 1] + parent * g->width[l + 1];
-            int64_t n = 0;
-            for (int64_t r = 0; r < g->width[l + 1] && prow[r] >= 0; r++) {
-              const int64_t c0 = prow[r] * g->b, cnt = c0 + g->b <= g->n[l] ? g->b : g->n[l] - c0;
-              memcpy(tb_.gk + n * D, h.pk[l] + c0 * D, (size_t)(cnt * D) * sizeof(float));
-              memcpy(tb_.gv + n * D, h.pv[l] + c0 * D, (size_t)(cnt * D) * sizeof(float));
-              memcpy(tb_.gw + n, h.lnw[l] + c0, (size_t)cnt * sizeof(float));
-              n += cnt;
-            }
+            const int64_t n = dt_cpu_llsa_gather_pooled(&h, l, a / div, tb_.gk, tb_.gv, tb_.gw);
             int64_t r0, r1;
             dt_cpu_llsa_rows_of(g, a, e, q0, rows, &r0, &r1);
             query_grads(r0, r1 - r0, n, D, scale, tb_.gk, D, tb_.gv, D, tb_.gw, &tb_);
@@ -194,15 +184,8 @@ ditattn_status dt_cpu_llsa_backward(ditattn_context *ctx, const dt_llsa_bwd *p) 
           }
         }
         for (int64_t g1 = g1_0; g1 < g1_1; g1++) {
-          const int64_t *row = h.sel[1] + g1 * g->width[1];
-          int64_t n = 0;
-          for (int64_t r = 0; r < g->width[1] && row[r] >= 0; r++) {
-            const int64_t s0 = dt_llsa_block_start(g, 1, row[r]);
-            const int64_t cnt = dt_llsa_block_count(g, 1, row[r]);
-            dt_cpu_load_rows(p->k, b, hi, s0, cnt, 1.0f, tb_.gk + n * D);
-            dt_cpu_load_rows(p->v, b, hi, s0, cnt, 1.0f, tb_.gv + n * D);
-            n += cnt;
-          }
+          const int64_t n =
+              dt_cpu_llsa_gather_fine(&h, p->k, p->v, b, hi, g1, tb_.gk, tb_.gv, NULL);
           int64_t r0, r1;
           dt_cpu_llsa_rows_of(g, g1, g1 + 1, q0, rows, &r0, &r1);
           query_grads(r0, r1 - r0, n, D, scale, tb_.gk, D, tb_.gv, D, NULL, &tb_);

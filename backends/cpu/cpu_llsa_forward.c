@@ -27,48 +27,6 @@ static void attend_chunked(int64_t r0, int64_t rows, int64_t n, int64_t D, const
   }
 }
 
-/* Copies pooled candidates cand_l (children of the parent's selection
- * row) into gk, gv, gw; returns their count. */
-static int64_t gather_pooled(const dt_cpu_llsa_head *h, int l, int64_t gl, float *gk, float *gv,
-                             float *gw) {
-  const dt_llsa_geom *g = &h->g;
-  const int64_t D = g->D, nl = g->n[l];
-  const int64_t *parent = h->sel[l + 1] + (gl / g->b) * g->width[l + 1];
-  int64_t n = 0;
-  for (int64_t r = 0; r < g->width[l + 1] && parent[r] >= 0; r++) {
-    const int64_t c0 = parent[r] * g->b, cnt = c0 + g->b <= nl ? g->b : nl - c0;
-    memcpy(gk + n * D, h->pk[l] + c0 * D, (size_t)(cnt * D) * sizeof(float));
-    memcpy(gv + n * D, h->pv[l] + c0 * D, (size_t)(cnt * D) * sizeof(float));
-    memcpy(gw + n, h->lnw[l] + c0, (size_t)cnt * sizeof(float));
-    n += cnt;
-  }
-  return n;
-}
-
-/* Gathers the fine tokens of the blocks in sel_1[g1]: values into gv, keys
- * into gk (rows) or, with the own kernels (krow != NULL), packed into gk
- * straight from the tensor. */
-static int64_t gather_fine(const dt_cpu_llsa_head *h, const ditattn_tensor *k,
-                           const ditattn_tensor *v, int64_t b, int64_t hi, int64_t g1, float *gk,
-                           float *gv, const float **krow) {
-  const dt_llsa_geom *g = &h->g;
-  const int64_t D = g->D;
-  const int64_t *row = h->sel[1] + g1 * g->width[1];
-  int64_t n = 0;
-  for (int64_t r = 0; r < g->width[1] && row[r] >= 0; r++) {
-    const int64_t start = dt_llsa_block_start(g, 1, row[r]);
-    const int64_t cnt = dt_llsa_block_count(g, 1, row[r]);
-    if (krow)
-      for (int64_t j = 0; j < cnt; j++) krow[n + j] = dt_f32_at(k, b, hi, start + j, 0);
-    else
-      dt_cpu_load_rows(k, b, hi, start, cnt, 1.0f, gk + n * D);
-    dt_cpu_load_rows(v, b, hi, start, cnt, 1.0f, gv + n * D);
-    n += cnt;
-  }
-  if (krow) dt_cpu_pack_key_rows(n, D, krow, gk);
-  return n;
-}
-
 ditattn_status dt_cpu_llsa_forward(ditattn_context *ctx, const dt_llsa_fwd *p) {
   const int64_t B = p->q->shape[0], H = p->q->shape[1], N = p->q->shape[2], D = p->q->shape[3];
   const int dt_nt = dt_cpu_num_threads(ctx);
@@ -117,14 +75,12 @@ ditattn_status dt_cpu_llsa_forward(ditattn_context *ctx, const dt_llsa_fwd *p) {
                        h.lnw[L], s, &st);
         /* (2) pooled candidates of levels 1 .. L−1, shared per parent block. */
         for (int l = 1; l < L; l++) {
-          int64_t div = 1; /* g_l = g1 / b^(l−1), as ref/'s key list walks it */
-          for (int m = 1; m < l; m++)
-            div = div > INT64_MAX / g->b ? INT64_MAX : div * g->b; /* saturate */
+          const int64_t div = dt_cpu_llsa_level_div(g, l);
           for (int64_t a = g1_0; a < g1_1;) {
             const int64_t parent = a / div / g->b;
             int64_t e = a + 1;
             while (e < g1_1 && e / div / g->b == parent) e++;
-            const int64_t n = gather_pooled(&h, l, a / div, gk, gv, gw);
+            const int64_t n = dt_cpu_llsa_gather_pooled(&h, l, a / div, gk, gv, gw);
             int64_t r0, r1;
             dt_cpu_llsa_rows_of(g, a, e, q0, rows, &r0, &r1);
             attend_chunked(r0, r1 - r0, n, D, qt, gk, NULL, gv, gw, s, &st);
@@ -133,7 +89,7 @@ ditattn_status dt_cpu_llsa_forward(ditattn_context *ctx, const dt_llsa_fwd *p) {
         }
         /* (3) fine tokens of each level-1 block's selection. */
         for (int64_t g1 = g1_0; g1 < g1_1; g1++) {
-          const int64_t n = gather_fine(&h, p->k, p->v, b, hi, g1, gk, gv, krow);
+          const int64_t n = dt_cpu_llsa_gather_fine(&h, p->k, p->v, b, hi, g1, gk, gv, krow);
           int64_t r0, r1;
           dt_cpu_llsa_rows_of(g, g1, g1 + 1, q0, rows, &r0, &r1);
           attend_chunked(r0, r1 - r0, n, D, qt, krow ? NULL : gk, krow ? gk : NULL, gv, NULL, s,
