@@ -8,7 +8,7 @@
  *                             the process's peak RSS (getrusage)
  * D = 64, B = 1, H = 1 (video-like token counts: T·H·W grids), inputs
  * uniform in [-1, 1). Times are the best of a few repetitions. */
-#include "ditattn/ditattn.h"
+#include "bench_cpu_util.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -23,38 +23,8 @@
 
 enum { D = 64 };
 
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-static float rand_unit(void) { /* xorshift64*, uniform in [-1, 1) */
-  rng_state ^= rng_state >> 12;
-  rng_state ^= rng_state << 25;
-  rng_state ^= rng_state >> 27;
-  return (float)((double)((rng_state * 0x2545f4914f6cdd1dull) >> 40) / (double)(1 << 24) * 2.0 -
-                 1.0);
-}
-
-static float *rand_buf(size_t n) {
-  float *x = malloc(n * sizeof(float));
-  if (!x) {
-    fprintf(stderr, "bench_cpu: out of memory (%zu floats)\n", n);
-    exit(1);
-  }
-  for (size_t i = 0; i < n; i++) x[i] = rand_unit();
-  return x;
-}
-
-static void check(ditattn_status st, ditattn_context *ctx, const char *what) {
-  if (st != DITATTN_OK) {
-    fprintf(stderr, "bench_cpu: %s failed: %s (%s)\n", what, ditattn_strerror(st),
-            ditattn_last_error(ctx));
-    exit(1);
-  }
-}
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull; /* inputs: the same every run */
+static const char *const PROG = "bench_cpu";
 
 /* One self-attention problem of N tokens, one head. */
 typedef struct problem {
@@ -64,11 +34,11 @@ typedef struct problem {
 
 static problem problem_new(int64_t N) {
   problem p = {N,
-               rand_buf((size_t)N * D),
-               rand_buf((size_t)N * D),
-               rand_buf((size_t)N * D),
-               rand_buf((size_t)N * D),
-               rand_buf((size_t)N)};
+               bench_rand_buf(PROG, &rng_state, (size_t)N * D, 1.0f),
+               bench_rand_buf(PROG, &rng_state, (size_t)N * D, 1.0f),
+               bench_rand_buf(PROG, &rng_state, (size_t)N * D, 1.0f),
+               bench_rand_buf(PROG, &rng_state, (size_t)N * D, 1.0f),
+               bench_rand_buf(PROG, &rng_state, (size_t)N, 1.0f)};
   return p;
 }
 
@@ -86,7 +56,7 @@ static ditattn_context *context(ditattn_backend backend, int threads) {
     fprintf(stderr, "bench_cpu: backend %s not compiled\n", ditattn_backend_name(backend));
     exit(1);
   }
-  check(ditattn_context_set_num_threads(ctx, threads), ctx, "set_num_threads");
+  bench_check(PROG, ditattn_context_set_num_threads(ctx, threads), ctx, "set_num_threads");
   return ctx;
 }
 
@@ -101,14 +71,16 @@ static double run_once(ditattn_context *ctx, const problem *p, int llsa, float *
   ditattn_tensor k = ditattn_tensor_bhnd(p->k, DITATTN_F32, 1, 1, p->N, D);
   ditattn_tensor v = ditattn_tensor_bhnd(p->v, DITATTN_F32, 1, 1, p->N, D);
   ditattn_tensor o = ditattn_tensor_bhnd(out, DITATTN_F32, 1, 1, p->N, D);
-  const double t0 = now_s();
+  const double t0 = bench_now_s();
   if (llsa) {
     ditattn_llsa_params prm = llsa_params();
-    check(ditattn_llsa_forward(ctx, &prm, &q, &k, &v, &o, p->lse, NULL), ctx, "llsa_forward");
+    bench_check(PROG, ditattn_llsa_forward(ctx, &prm, &q, &k, &v, &o, p->lse, NULL), ctx,
+                "llsa_forward");
   } else {
-    check(ditattn_dense_forward(ctx, &q, &k, &v, 0.0f, &o, p->lse), ctx, "dense_forward");
+    bench_check(PROG, ditattn_dense_forward(ctx, &q, &k, &v, 0.0f, &o, p->lse), ctx,
+                "dense_forward");
   }
-  return now_s() - t0;
+  return bench_now_s() - t0;
 }
 
 /* Best of `reps` calls, but stop repeating once `budget_s` is spent. */
@@ -145,15 +117,16 @@ static double rel_err(const float *a, const float *b, size_t n) {
 #ifdef DITATTN_BENCH_OPENBLAS
 /* GFLOP/s of a row-major SGEMM m×n×k with OpenBLAS's own threads. */
 static double sgemm_gflops(int64_t m, int64_t n, int64_t k, int threads) {
-  float *a = rand_buf((size_t)(m * k)), *b = rand_buf((size_t)(k * n)),
-        *c = rand_buf((size_t)(m * n));
+  float *a = bench_rand_buf(PROG, &rng_state, (size_t)(m * k), 1.0f),
+        *b = bench_rand_buf(PROG, &rng_state, (size_t)(k * n), 1.0f),
+        *c = bench_rand_buf(PROG, &rng_state, (size_t)(m * n), 1.0f);
   openblas_set_num_threads(threads);
   double best = INFINITY;
   for (int r = 0; r < 5; r++) {
-    const double t0 = now_s();
+    const double t0 = bench_now_s();
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)m, (blasint)n, (blasint)k, 1.0f,
                 a, (blasint)k, b, (blasint)k, 0.0f, c, (blasint)n);
-    const double t = now_s() - t0;
+    const double t = bench_now_s() - t0;
     if (t < best) best = t;
   }
   free(a);
@@ -174,13 +147,13 @@ static void ropeslr_vs_ref(int64_t T, int threads) {
   float *wbuf[6];
   ditattn_tensor wt[6];
   for (int a = 0; a < 6; a++) {
-    wbuf[a] = rand_buf((size_t)(rows[a] * cols[a]));
+    wbuf[a] = bench_rand_buf(PROG, &rng_state, (size_t)(rows[a] * cols[a]), 1.0f);
     for (int64_t i = 0; i < rows[a] * cols[a]; i++) wbuf[a][i] *= 0.1f;
     wt[a] = ditattn_tensor_bhnd(wbuf[a], DITATTN_F32, 1, 1, rows[a], cols[a]);
   }
   ditattn_ropeslr_weights w = {wt[0], wt[1], wt[2], wt[3], wt[4], wt[5]};
   problem p = problem_new(N);
-  float *ref_out = rand_buf((size_t)N * D);
+  float *ref_out = bench_rand_buf(PROG, &rng_state, (size_t)N * D, 1.0f);
   ditattn_tensor q = ditattn_tensor_bhnd(p.q, DITATTN_F32, 1, 1, N, D);
   ditattn_tensor k = ditattn_tensor_bhnd(p.k, DITATTN_F32, 1, 1, N, D);
   ditattn_tensor v = ditattn_tensor_bhnd(p.v, DITATTN_F32, 1, 1, N, D);
@@ -188,14 +161,16 @@ static void ropeslr_vs_ref(int64_t T, int threads) {
   ditattn_tensor ro = ditattn_tensor_bhnd(ref_out, DITATTN_F32, 1, 1, N, D);
   ditattn_context *ref = context(DITATTN_BACKEND_REF, 1),
                   *cpu = context(DITATTN_BACKEND_CPU, threads);
-  double t0 = now_s();
-  check(ditattn_ropeslr_forward(ref, &prm, &w, NULL, &q, &k, &v, &ro, NULL, NULL), ref, "ropeslr");
-  const double tr = now_s() - t0;
+  double t0 = bench_now_s();
+  bench_check(PROG, ditattn_ropeslr_forward(ref, &prm, &w, NULL, &q, &k, &v, &ro, NULL, NULL), ref,
+              "ropeslr");
+  const double tr = bench_now_s() - t0;
   double tc = INFINITY;
   for (int rep = 0; rep < 3; rep++) {
-    t0 = now_s();
-    check(ditattn_ropeslr_forward(cpu, &prm, &w, NULL, &q, &k, &v, &o, NULL, NULL), cpu, "ropeslr");
-    const double t = now_s() - t0;
+    t0 = bench_now_s();
+    bench_check(PROG, ditattn_ropeslr_forward(cpu, &prm, &w, NULL, &q, &k, &v, &o, NULL, NULL), cpu,
+                "ropeslr");
+    const double t = bench_now_s() - t0;
     tc = t < tc ? t : tc;
   }
   printf("%-8s %8lld %12.4f %12.4f %8.1fx %12.2e   (b=64, rho=0.1, r=64)\n", "ropeslr",
@@ -255,7 +230,7 @@ static int cmd_all(int quick, const char *csv_path, int threads) {
     const int64_t ns[2] = {2048, 8192};
     for (int llsa = 0; llsa <= 1; llsa++) {
       problem p = problem_new(ns[llsa]);
-      float *ref_out = rand_buf((size_t)p.N * D);
+      float *ref_out = bench_rand_buf(PROG, &rng_state, (size_t)p.N * D, 1.0f);
       const double tr = run_once(ref, &p, llsa, ref_out);
       const double tc = run_best(cpu, &p, llsa, 3, 3.0);
       printf("%-8s %8lld %12.4f %12.4f %8.1fx %12.2e\n", llsa ? "llsa" : "dense", (long long)p.N,
@@ -343,8 +318,10 @@ static int cmd_memory(const char *what, int64_t N, int threads) {
 static int cmd_backward(int64_t N, int threads) {
   ditattn_context *cpu = context(DITATTN_BACKEND_CPU, threads);
   problem p = problem_new(N);
-  float *dout = rand_buf((size_t)N * D), *dq = rand_buf((size_t)N * D);
-  float *dk = rand_buf((size_t)N * D), *dv = rand_buf((size_t)N * D);
+  float *dout = bench_rand_buf(PROG, &rng_state, (size_t)N * D, 1.0f),
+        *dq = bench_rand_buf(PROG, &rng_state, (size_t)N * D, 1.0f);
+  float *dk = bench_rand_buf(PROG, &rng_state, (size_t)N * D, 1.0f),
+        *dv = bench_rand_buf(PROG, &rng_state, (size_t)N * D, 1.0f);
   ditattn_tensor q = ditattn_tensor_bhnd(p.q, DITATTN_F32, 1, 1, N, D);
   ditattn_tensor k = ditattn_tensor_bhnd(p.k, DITATTN_F32, 1, 1, N, D);
   ditattn_tensor v = ditattn_tensor_bhnd(p.v, DITATTN_F32, 1, 1, N, D);
@@ -358,16 +335,18 @@ static int cmd_backward(int64_t N, int threads) {
     const double tf = run_best(cpu, &p, llsa, 3, 5.0);
     double tb = INFINITY;
     for (int r = 0; r < 3; r++) {
-      const double t0 = now_s();
+      const double t0 = bench_now_s();
       if (llsa) {
         ditattn_llsa_params prm = llsa_params();
-        check(ditattn_llsa_backward(cpu, &prm, &q, &k, &v, &o, p.lse, &g, &tq, &tk, &tv), cpu,
-              "llsa_backward");
+        bench_check(PROG,
+                    ditattn_llsa_backward(cpu, &prm, &q, &k, &v, &o, p.lse, &g, &tq, &tk, &tv), cpu,
+                    "llsa_backward");
       } else {
-        check(ditattn_dense_backward(cpu, &q, &k, &v, &o, p.lse, &g, 0.0f, &tq, &tk, &tv), cpu,
-              "dense_backward");
+        bench_check(PROG,
+                    ditattn_dense_backward(cpu, &q, &k, &v, &o, p.lse, &g, 0.0f, &tq, &tk, &tv),
+                    cpu, "dense_backward");
       }
-      const double t = now_s() - t0;
+      const double t = bench_now_s() - t0;
       tb = t < tb ? t : tb;
     }
     /* Backward ≈ 2.5× the forward's FLOPs (5 matrix products instead of 2). */

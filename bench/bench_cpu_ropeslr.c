@@ -4,7 +4,7 @@
  *   bench_cpu_ropeslr [--threads T] [--reps R] [--no-backward] [--no-dense] [N ...]
  * N must be a multiple of 1024 (default 16384 65536). Times are the best of
  * R repetitions (default 2; 1 for dense at N > 16384). */
-#include "ditattn/ditattn.h"
+#include "bench_cpu_util.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -14,38 +14,8 @@
 
 enum { D = 64, RANK = 64, BLOCK = 64 };
 
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static uint64_t rng_state = 0x2545f4914f6cdd1dull;
-static float rand_unit(void) { /* xorshift64*, uniform in [-1, 1) */
-  rng_state ^= rng_state >> 12;
-  rng_state ^= rng_state << 25;
-  rng_state ^= rng_state >> 27;
-  return (float)((double)((rng_state * 0x2545f4914f6cdd1dull) >> 40) / (double)(1 << 24) * 2.0 -
-                 1.0);
-}
-
-static float *rand_buf(size_t n, float amp) {
-  float *x = malloc(n * sizeof(float));
-  if (!x) {
-    fprintf(stderr, "bench_cpu_ropeslr: out of memory (%zu floats)\n", n);
-    exit(1);
-  }
-  for (size_t i = 0; i < n; i++) x[i] = amp * rand_unit();
-  return x;
-}
-
-static void check(ditattn_status st, ditattn_context *ctx, const char *what) {
-  if (st != DITATTN_OK) {
-    fprintf(stderr, "bench_cpu_ropeslr: %s failed: %s (%s)\n", what, ditattn_strerror(st),
-            ditattn_last_error(ctx));
-    exit(1);
-  }
-}
+static uint64_t rng_state = 0x2545f4914f6cdd1dull; /* inputs: the same every run */
+static const char *const PROG = "bench_cpu_ropeslr";
 
 /* Buffers of one problem: q k v out dout dq dk dv (N×D), lse (N), weights
  * and their gradients. */
@@ -62,10 +32,10 @@ static problem problem_new(int64_t N) {
   memset(&p, 0, sizeof p);
   p.N = N;
   for (int i = 0; i < 8; i++) {
-    p.x[i] = rand_buf((size_t)N * D, 1.0f);
+    p.x[i] = bench_rand_buf(PROG, &rng_state, (size_t)N * D, 1.0f);
     p.t[i] = ditattn_tensor_bhnd(p.x[i], DITATTN_F32, 1, 1, N, D);
   }
-  p.lse = rand_buf((size_t)N, 1.0f);
+  p.lse = bench_rand_buf(PROG, &rng_state, (size_t)N, 1.0f);
   p.prm = ditattn_ropeslr_params_default(); /* b = 64, rho = 0.1, r = 64, own block */
   p.prm.block = BLOCK;
   p.prm.rank = RANK;
@@ -77,8 +47,8 @@ static problem problem_new(int64_t N) {
   ditattn_tensor wt[6], dwt[6];
   for (int a = 0; a < 6; a++) {
     /* Projections ~ 1/sqrt(D) so the features stay O(1). */
-    p.w[a] = rand_buf((size_t)(rows[a] * cols[a]), a < 2 ? 0.125f : 0.5f);
-    p.dw[a] = rand_buf((size_t)(rows[a] * cols[a]), 1.0f);
+    p.w[a] = bench_rand_buf(PROG, &rng_state, (size_t)(rows[a] * cols[a]), a < 2 ? 0.125f : 0.5f);
+    p.dw[a] = bench_rand_buf(PROG, &rng_state, (size_t)(rows[a] * cols[a]), 1.0f);
     wt[a] = ditattn_tensor_bhnd(p.w[a], DITATTN_F32, 1, 1, rows[a], cols[a]);
     dwt[a] = ditattn_tensor_bhnd(p.dw[a], DITATTN_F32, 1, 1, rows[a], cols[a]);
   }
@@ -103,22 +73,26 @@ static void run_op(ditattn_context *ctx, problem *p, enum op op) {
   ditattn_tensor *t = p->t;
   switch (op) {
   case DENSE_FWD:
-    check(ditattn_dense_forward(ctx, &t[Q], &t[K], &t[V], 0.0f, &t[OUT], p->lse), ctx, "dense");
+    bench_check(PROG, ditattn_dense_forward(ctx, &t[Q], &t[K], &t[V], 0.0f, &t[OUT], p->lse), ctx,
+                "dense");
     break;
   case DENSE_BWD:
-    check(ditattn_dense_backward(ctx, &t[Q], &t[K], &t[V], &t[OUT], p->lse, &t[DOUT], 0.0f, &t[DQ],
-                                 &t[DK], &t[DV]),
-          ctx, "dense backward");
+    bench_check(PROG,
+                ditattn_dense_backward(ctx, &t[Q], &t[K], &t[V], &t[OUT], p->lse, &t[DOUT], 0.0f,
+                                       &t[DQ], &t[DK], &t[DV]),
+                ctx, "dense backward");
     break;
   case SLR_FWD:
-    check(ditattn_ropeslr_forward(ctx, &p->prm, &p->wt, NULL, &t[Q], &t[K], &t[V], &t[OUT], NULL,
-                                  NULL),
-          ctx, "ropeslr");
+    bench_check(PROG,
+                ditattn_ropeslr_forward(ctx, &p->prm, &p->wt, NULL, &t[Q], &t[K], &t[V], &t[OUT],
+                                        NULL, NULL),
+                ctx, "ropeslr");
     break;
   case SLR_BWD:
-    check(ditattn_ropeslr_backward(ctx, &p->prm, &p->wt, NULL, &t[Q], &t[K], &t[V], &t[DOUT],
-                                   &t[DQ], &t[DK], &t[DV], &p->dwt),
-          ctx, "ropeslr backward");
+    bench_check(PROG,
+                ditattn_ropeslr_backward(ctx, &p->prm, &p->wt, NULL, &t[Q], &t[K], &t[V], &t[DOUT],
+                                         &t[DQ], &t[DK], &t[DV], &p->dwt),
+                ctx, "ropeslr backward");
     break;
   }
 }
@@ -126,9 +100,9 @@ static void run_op(ditattn_context *ctx, problem *p, enum op op) {
 static double best_of(ditattn_context *ctx, problem *p, enum op op, int reps) {
   double best = INFINITY;
   for (int r = 0; r < reps; r++) {
-    const double t0 = now_s();
+    const double t0 = bench_now_s();
     run_op(ctx, p, op);
-    const double dt = now_s() - t0;
+    const double dt = bench_now_s() - t0;
     best = dt < best ? dt : best;
   }
   return best;
@@ -160,8 +134,8 @@ int main(int argc, char **argv) {
     ns[count++] = 65536;
   }
   ditattn_context *ctx = NULL;
-  check(ditattn_context_create(DITATTN_BACKEND_CPU, &ctx), ctx, "context");
-  check(ditattn_context_set_num_threads(ctx, threads), ctx, "threads");
+  bench_check(PROG, ditattn_context_create(DITATTN_BACKEND_CPU, &ctx), ctx, "context");
+  bench_check(PROG, ditattn_context_set_num_threads(ctx, threads), ctx, "threads");
   printf("# CPU backend, %d threads (0 = OpenMP default); D = %d, b = %d, rho = 0.1, r = %d\n",
          threads, D, BLOCK, RANK);
   printf("%8s %4s %12s %12s %9s %12s %12s %9s\n", "N", "K", "dense_fwd_s", "slr_fwd_s", "fwd_x",
