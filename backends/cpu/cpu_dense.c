@@ -16,6 +16,8 @@ ditattn_status dt_cpu_dense_forward(ditattn_context *ctx, const dt_dense_fwd *p)
   const int64_t Nk = p->k->shape[2];
   const int64_t tiles = ceil_div(Nq, QT);
   const int dt_nt = dt_cpu_num_threads(ctx);
+  ditattn_status dim_st = dt_cpu_check_dim(ctx, D, "dense forward");
+  if (dim_st != DITATTN_OK) return dim_st;
   const size_t per_thread = (size_t)QT * (size_t)D * 2 + 2 * QT + DT_CPU_ATTEND_SCRATCH(QT, D);
   float *work = dt_malloc((size_t)dt_nt * per_thread * sizeof(float));
   if (!work)
@@ -62,6 +64,8 @@ ditattn_status dt_cpu_dense_backward(ditattn_context *ctx, const dt_dense_bwd *p
   const float scale = p->scale;
   const int64_t qblocks = ceil_div(Nq, BT), kblocks = ceil_div(Nk, BT);
   const int dt_nt = dt_cpu_num_threads(ctx);
+  ditattn_status dim_st = dt_cpu_check_dim(ctx, D, "dense backward");
+  if (dim_st != DITATTN_OK) return dim_st;
   /* q, dO, acc (BT×D each) + lse, delta (BT) + p, ds (BT×BT each) + packed keys */
   const size_t per_thread =
       (size_t)BT * (size_t)D * 3 + 2 * BT + 2 * (size_t)BT * BT + (size_t)(BT + 16) * (size_t)D;

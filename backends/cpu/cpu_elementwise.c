@@ -9,6 +9,8 @@ ditattn_status dt_cpu_pool(ditattn_context *ctx, const dt_pool *p) {
   const int64_t B = p->x->shape[0], H = p->x->shape[1], N = p->x->shape[2], D = p->x->shape[3];
   const int64_t nb = p->y->shape[2], blk = p->block;
   const int dt_nt = dt_cpu_num_threads(ctx);
+  ditattn_status dim_st = dt_cpu_check_dim(ctx, D, "pool");
+  if (dim_st != DITATTN_OK) return dim_st;
   double *work = dt_malloc((size_t)dt_nt * (size_t)D * sizeof(double));
   if (!work) return dt_fail(ctx, DITATTN_ERR_OUT_OF_MEMORY, "pool: thread buffers");
   const int64_t items = B * H * nb;
@@ -65,6 +67,8 @@ ditattn_status dt_cpu_rope(ditattn_context *ctx, const dt_rope *p) {
   const int64_t B = x->shape[0], H = x->shape[1], N = x->shape[2], D = x->shape[3];
   const int64_t rot = p->params.dims[0] + p->params.dims[1] + p->params.dims[2];
   const int dt_nt = dt_cpu_num_threads(ctx);
+  ditattn_status dim_st = dt_cpu_check_dim(ctx, D, "rope");
+  if (dim_st != DITATTN_OK) return dim_st;
   /* Per thread: cos and sin of each rotated pair of one token. */
   float *work = dt_malloc((size_t)dt_nt * (size_t)(rot + 2) * sizeof(float));
   if (!work) return dt_fail(ctx, DITATTN_ERR_OUT_OF_MEMORY, "rope: thread buffers");

@@ -147,4 +147,14 @@ ditattn_status dt_cpu_lse_merge(ditattn_context *ctx, const dt_lse_merge *p);
 ditattn_status dt_cpu_slr_forward(ditattn_context *ctx, const dt_ropeslr_fwd *p);
 ditattn_status dt_cpu_slr_backward(ditattn_context *ctx, const dt_ropeslr_bwd *p);
 
+/* Thread scratch holds a few tiles of D values per thread; bounding D keeps
+ * those byte counts far from size_t overflow (real head dims are <= 512). */
+#define DT_CPU_MAX_D (INT64_C(1) << 32)
+static inline ditattn_status dt_cpu_check_dim(ditattn_context *ctx, int64_t D, const char *what) {
+  if (D > DT_CPU_MAX_D)
+    return dt_fail(ctx, DITATTN_ERR_OVERFLOW, "%s (cpu): D = %lld is too large for thread buffers",
+                   what, (long long)D);
+  return DITATTN_OK;
+}
+
 #endif
