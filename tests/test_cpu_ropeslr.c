@@ -16,15 +16,7 @@ static void forward_matches_ref(void **state) {
     slr_problem p = slr_problem_make(tu_rand_int(1, 2), tu_rand_int(1, 2), tu_rand_int(2, 40),
                                      tu_rand_int(1, 12), tu_rand_int(1, 3), tu_rand_int(1, 6),
                                      tu_rand_int(1, 7), tu_rand_int(1, 9));
-    p.params.policy = (ditattn_slr_policy)tu_rand_int(0, 2);
-    p.params.rho = tu_uniform(0.05, 1.0);
-    p.params.topk = tu_rand_int(1, 4);
-    p.params.sqrt_c = tu_uniform(0.3, 2.0);
-    p.params.force_own_block = (int)tu_rand_int(0, 1);
-    p.params.feature = (ditattn_slr_feature)tu_rand_int(0, 1);
-    p.pad = tu_rand_int(0, 2);
-    p.layout_bnhd = (int)tu_rand_int(0, 1);
-    p.shuffled = (int)tu_rand_int(0, 1);
+    slr_draw_options(&p);
     slr_problem_init(&p, seed + (uint64_t)trial);
     slr_check_cpu_forward(&p, TOL);
     slr_problem_free(&p);

@@ -93,15 +93,7 @@ static slr_problem random_problem(uint64_t seed) {
     slr_problem p = slr_problem_make(tu_rand_int(1, 2), tu_rand_int(1, 2), tu_rand_int(2, 24),
                                      tu_rand_int(1, 30), tu_rand_int(1, 3), tu_rand_int(1, 6),
                                      tu_rand_int(1, 7), tu_rand_int(1, 9));
-    p.params.policy = (ditattn_slr_policy)tu_rand_int(0, 2);
-    p.params.rho = tu_uniform(0.05, 1.0);
-    p.params.topk = tu_rand_int(1, 4);
-    p.params.sqrt_c = tu_uniform(0.3, 2.0);
-    p.params.force_own_block = (int)tu_rand_int(0, 1);
-    p.params.feature = (ditattn_slr_feature)tu_rand_int(0, 1);
-    p.pad = tu_rand_int(0, 2);
-    p.layout_bnhd = (int)tu_rand_int(0, 1);
-    p.shuffled = (int)tu_rand_int(0, 1);
+    slr_draw_options(&p);
     p.N = p.params.grid[0] * p.params.grid[1] * p.params.grid[2];
     if (!gradients_cancel(&p)) return p;
   }

@@ -113,6 +113,20 @@ static inline slr_problem slr_problem_make(int64_t B, int64_t H, int64_t D, int6
 }
 
 /* Runs the forward; fails the test with the problem line on error. */
+/* Draws the selection policy, feature map, own-block rule and layout of p at
+ * random (the same draws, in the same order, for every caller). */
+static inline void slr_draw_options(slr_problem *p) {
+  p->params.policy = (ditattn_slr_policy)tu_rand_int(0, 2);
+  p->params.rho = tu_uniform(0.05, 1.0);
+  p->params.topk = tu_rand_int(1, 4);
+  p->params.sqrt_c = tu_uniform(0.3, 2.0);
+  p->params.force_own_block = (int)tu_rand_int(0, 1);
+  p->params.feature = (ditattn_slr_feature)tu_rand_int(0, 1);
+  p->pad = tu_rand_int(0, 2);
+  p->layout_bnhd = (int)tu_rand_int(0, 1);
+  p->shuffled = (int)tu_rand_int(0, 1);
+}
+
 static inline void slr_forward(ditattn_context *ctx, slr_problem *p, tu_tensor *out, float *lse,
                                int32_t *sel) {
   ditattn_ropeslr_weights w = slr_weights_of(p->w);
