@@ -27,7 +27,13 @@ typedef enum dt_dist_param {
 } dt_dist_param;
 
 /* Operation codes for DT_DP_OP. */
-enum { DT_DIST_OP_DENSE_FWD = 1, DT_DIST_OP_LLSA_FWD = 2 };
+enum {
+  DT_DIST_OP_DENSE_FWD = 1,
+  DT_DIST_OP_LLSA_FWD = 2,
+  DT_DIST_OP_LLSA_BWD = 3,
+  DT_DIST_OP_ROPESLR_FWD = 4,
+  DT_DIST_OP_ROPESLR_BWD = 5
+};
 
 typedef struct dt_dist_job {
   ditattn_context *ctx;
