@@ -55,6 +55,16 @@ typedef struct llsa_run {
   dt_llsa_key *keys;        /* max_keys */
 } llsa_run;
 
+/* Validates params like the single-process API, resolves the scale for head
+ * dimension D and fills the LLSA parameters every rank must agree on. */
+ditattn_status dt_dist_llsa_check_params(ditattn_context *ctx, const ditattn_llsa_params *params,
+                                         int64_t D, float *scale, int64_t prm[DT_DP_COUNT]);
+/* Sets sel_base and sel_per_bh from R->pool.g (before allocating sel_data). */
+void dt_dist_llsa_sel_layout(llsa_run *R);
+/* §2 for the blocks this rank's queries touch, every level, coarse to fine,
+ * with ref/'s helpers and score order: identical to the single process.
+ * Uses R's pool, sel_data, cand and scored only. */
+void dt_dist_llsa_select(llsa_run *R, int64_t bh);
 /* Selection rows of (b, h) index bh, by level (global block indices). */
 void dt_dist_llsa_sel_of(const llsa_run *R, int64_t bh, int64_t *sel[DT_LLSA_LEVEL_SLOTS]);
 /* Local query rows of level-1 block g1: count, first state row, state view. */

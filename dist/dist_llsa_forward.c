@@ -26,6 +26,27 @@ static ditattn_status check_params(ditattn_context *ctx, const ditattn_llsa_para
   return DITATTN_OK;
 }
 
+ditattn_status dt_dist_llsa_check_params(ditattn_context *ctx, const ditattn_llsa_params *params,
+                                         int64_t D, float *scale, int64_t prm[DT_DP_COUNT]) {
+  TRY(check_params(ctx, params));
+  TRY(dt_resolve_scale(ctx, params->scale, D, scale));
+  uint32_t bits = 0;
+  memcpy(&bits, scale, sizeof bits);
+  prm[DT_DP_SCALE_BITS] = bits;
+  prm[DT_DP_BLOCK] = params->block;
+  prm[DT_DP_LEVELS] = params->levels;
+  for (int l = 0; l < params->levels; l++) prm[DT_DP_TOPK0 + l] = params->topk[l];
+  return DITATTN_OK;
+}
+
+void dt_dist_llsa_sel_layout(llsa_run *R) {
+  R->sel_per_bh = 0;
+  for (int l = 1; l <= R->pool.g.L; l++) {
+    R->sel_base[l] = R->sel_per_bh;
+    R->sel_per_bh += R->pool.g.n[l] * R->pool.g.width[l];
+  }
+}
+
 void dt_dist_llsa_sel_of(const llsa_run *R, int64_t bh, int64_t *sel[DT_LLSA_LEVEL_SLOTS]) {
   sel[0] = NULL;
   for (int l = 1; l <= R->pool.g.L; l++) sel[l] = R->sel_data + bh * R->sel_per_bh + R->sel_base[l];
@@ -41,7 +62,7 @@ static double score_dot(const double *a, const double *b, int64_t D) {
 
 /* §2 for the blocks this rank's queries touch (every level), coarse to fine;
  * a touched block's parent is touched too, so its row exists. */
-static void select_local(llsa_run *R, int64_t bh) {
+void dt_dist_llsa_select(llsa_run *R, int64_t bh) {
   const dt_llsa_geom *g = &R->pool.g;
   int64_t *sel[DT_LLSA_LEVEL_SLOTS];
   dt_dist_llsa_sel_of(R, bh, sel);
@@ -145,11 +166,7 @@ static ditattn_status run_alloc(llsa_run *R, const ditattn_llsa_params *params, 
                                 int64_t BH) {
   TRY(dt_dist_pool_alloc(R->job, params, N, BH, R->D, &R->pool));
   const dt_llsa_geom *g = &R->pool.g;
-  R->sel_per_bh = 0;
-  for (int l = 1; l <= g->L; l++) {
-    R->sel_base[l] = R->sel_per_bh;
-    R->sel_per_bh += g->n[l] * g->width[l];
-  }
+  dt_dist_llsa_sel_layout(R);
   const int64_t rows = BH * R->len, D = R->D;
   R->sel_data = dt_llsa_alloc(BH, R->sel_per_bh, sizeof(int64_t));
   R->cand = dt_llsa_alloc(g->max_cand, 1, sizeof(int64_t));
@@ -226,7 +243,7 @@ static int choose_fetch(llsa_run *R, int64_t fetch) {
 static void prepare(llsa_run *R, const ditattn_tensor *q, float scale) {
   const int64_t D = R->D;
   for (int64_t bh = 0; bh < R->pool.BH; bh++) {
-    select_local(R, bh);
+    dt_dist_llsa_select(R, bh);
     for (int64_t n = 0; n < R->len; n++) {
       const float *src = dt_f32_at(q, bh / R->H, bh % R->H, n, 0);
       float *dst = R->qs + (bh * R->len + n) * D;
@@ -256,16 +273,7 @@ ditattn_status ditattn_dist_llsa_forward(ditattn_context *ctx, MPI_Comm comm,
   prm[DT_DP_OP] = DT_DIST_OP_LLSA_FWD;
   float scale = 0.0f;
   ditattn_status local = dt_dist_check_local(ctx, slice, q, k, v, out, lse, prm);
-  if (local == DITATTN_OK) local = check_params(ctx, params);
-  if (local == DITATTN_OK) local = dt_resolve_scale(ctx, params->scale, q->shape[3], &scale);
-  if (local == DITATTN_OK) {
-    uint32_t bits = 0;
-    memcpy(&bits, &scale, sizeof bits);
-    prm[DT_DP_SCALE_BITS] = bits;
-    prm[DT_DP_BLOCK] = params->block;
-    prm[DT_DP_LEVELS] = params->levels;
-    for (int l = 0; l < params->levels; l++) prm[DT_DP_TOPK0 + l] = params->topk[l];
-  }
+  if (local == DITATTN_OK) local = dt_dist_llsa_check_params(ctx, params, q->shape[3], &scale, prm);
   dt_dist_job job;
   TRY(dt_dist_begin(&job, ctx, comm, slice, local, prm));
 

@@ -1,0 +1,258 @@
+/* Distributed LLSA backward equals the single-process LLSA backward on every
+ * rank (dq, dk, dv slices): uneven slices, blocks straddling slice
+ * boundaries (slices shorter than a block included), slices in reversed
+ * rank order, L = 1..3, B·H > 1, DiT layout, ref and cpu contexts; out and
+ * lse from the single-process forward or from the distributed forward.
+ * Then the collective error discipline: a mismatched parameter or a NULL
+ * argument on one rank, and every allocation failing in turn on one rank,
+ * give the same status everywhere, quickly. */
+#define _POSIX_C_SOURCE 200809L
+#include "dist_test_util.h"
+
+#include "backends/backend.h" /* dt_debug_fail_alloc_at */
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct bwd_case {
+  int64_t B, H, N, D, pad;
+  int bnhd, reversed, chain; /* chain: out, lse from ditattn_dist_llsa_forward */
+  int64_t block;
+  int levels;
+  int64_t topk[3];
+} bwd_case;
+
+#define BWD_FMT                                                                                    \
+  "case %d: B=%lld H=%lld N=%lld D=%lld b=%lld L=%d K=(%lld,%lld,%lld) P=%d "                      \
+  "slice=[%lld,+%lld) reversed=%d chain=%d backend=%s: %s rel err = %g"
+
+static ditattn_llsa_params params_of(const bwd_case *c) {
+  ditattn_llsa_params prm = ditattn_llsa_params_default();
+  prm.block = c->block;
+  prm.levels = c->levels;
+  for (int l = 0; l < c->levels; l++) prm.topk[l] = c->topk[l];
+  return prm;
+}
+
+static void run_case(ditattn_context *ctx, MPI_Comm comm, uint64_t seed, int ci,
+                     const bwd_case *c) {
+  int rank = 0, P = 1;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &P);
+  dtu_rng rng = {seed * 1000033u + (uint64_t)ci};
+  enum { Q, K, V, O, DO, DQ, DK, DV, NFULL };
+  dtu_tensor full[NFULL];
+  for (int i = 0; i < NFULL; i++) full[i] = dtu_tensor_new(c->B, c->H, c->N, c->D, 0, 0);
+  dtu_fill_uniform(&full[Q], &rng);
+  dtu_fill_uniform(&full[K], &rng);
+  dtu_fill_uniform(&full[V], &rng);
+  dtu_fill_uniform(&full[DO], &rng);
+  int64_t lengths[64], offset = 0;
+  dtu_partition(&rng, c->N, P, lengths);
+  const int part = c->reversed ? P - 1 - rank : rank;
+  for (int r = 0; r < part; r++) offset += lengths[r];
+  const int64_t BH = c->B * c->H, len = lengths[part];
+  const ditattn_llsa_params prm = params_of(c);
+  float *lse_full = malloc((size_t)(BH * c->N) * sizeof(float));
+  float *lse = malloc((size_t)(BH * len) * sizeof(float));
+  ditattn_status st = ditattn_llsa_forward(ctx, &prm, &full[Q].t, &full[K].t, &full[V].t,
+                                           &full[O].t, lse_full, NULL);
+  if (st == DITATTN_OK)
+    st = ditattn_llsa_backward(ctx, &prm, &full[Q].t, &full[K].t, &full[V].t, &full[O].t, lse_full,
+                               &full[DO].t, &full[DQ].t, &full[DK].t, &full[DV].t);
+  dtu_check(st == DITATTN_OK, "case %d: single-process llsa forward/backward failed: %s", ci,
+            ditattn_last_error(ctx));
+
+  dtu_tensor loc[NFULL];
+  for (int i = 0; i < NFULL; i++)
+    loc[i] = dtu_tensor_new(c->B, c->H, len, c->D, c->pad, c->bnhd); /* NaN: poisoned */
+  const int inputs[] = {Q, K, V, DO};
+  for (int i = 0; i < 4; i++) dtu_copy_slice(&loc[inputs[i]], &full[inputs[i]], offset);
+  ditattn_dist_slice slice = {c->N, offset, len};
+  if (c->chain) {
+    for (int64_t i = 0; i < BH * len; i++) lse[i] = NAN;
+    st = ditattn_dist_llsa_forward(ctx, comm, &slice, &prm, &loc[Q].t, &loc[K].t, &loc[V].t,
+                                   &loc[O].t, lse);
+    dtu_check(st == DITATTN_OK, "case %d: dist llsa forward failed: %s", ci,
+              ditattn_last_error(ctx));
+  } else {
+    dtu_copy_slice(&loc[O], &full[O], offset);
+    for (int64_t bh = 0; bh < BH; bh++)
+      memcpy(lse + bh * len, lse_full + bh * c->N + offset, (size_t)len * sizeof(float));
+  }
+  st = ditattn_dist_llsa_backward(ctx, comm, &slice, &prm, &loc[Q].t, &loc[K].t, &loc[V].t,
+                                  &loc[O].t, lse, &loc[DO].t, &loc[DQ].t, &loc[DK].t, &loc[DV].t);
+  dtu_check(st == DITATTN_OK, "case %d: dist llsa backward failed: %s", ci,
+            ditattn_last_error(ctx));
+  const char *bname = ditattn_backend_name(ditattn_context_backend(ctx));
+  const int grads[] = {DQ, DK, DV};
+  const char *names[] = {"dq", "dk", "dv"};
+  for (int i = 0; i < 3; i++) {
+    const double e = dtu_rel_err_slice(&loc[grads[i]].t, &full[grads[i]].t, offset);
+    dtu_check(e <= 1e-5, BWD_FMT, ci, (long long)c->B, (long long)c->H, (long long)c->N,
+              (long long)c->D, (long long)c->block, c->levels, (long long)c->topk[0],
+              (long long)c->topk[1], (long long)c->topk[2], P, (long long)offset, (long long)len,
+              c->reversed, c->chain, bname, names[i], e);
+  }
+  for (int i = 0; i < NFULL; i++) {
+    dtu_tensor_free(&full[i]);
+    dtu_tensor_free(&loc[i]);
+  }
+  free(lse);
+  free(lse_full);
+}
+
+/* ------------------------------------------------------------ errors */
+
+typedef enum fault {
+  F_NONE = 0,
+  F_TOPK_DIFFERS, /* last rank: another top-K */
+  F_SCALE_DIFFERS,
+  F_DOUT_NULL, /* last rank: dout = NULL */
+  F_LSE_NULL,  /* last rank: lse = NULL */
+  F_DK_IS_DQ,  /* last rank: dk aliases dq */
+  F_COUNT
+} fault;
+
+static const char *const fault_names[F_COUNT] = {"none",      "top-K differs", "scale differs",
+                                                 "dout NULL", "lse NULL",      "dk aliases dq"};
+
+static ditattn_status expected(fault f, int P) {
+  switch (f) {
+  case F_NONE: return DITATTN_OK;
+  case F_TOPK_DIFFERS:
+  case F_SCALE_DIFFERS: return P > 1 ? DITATTN_ERR_MPI : DITATTN_OK;
+  case F_DOUT_NULL:
+  case F_LSE_NULL: return DITATTN_ERR_NULL_POINTER;
+  case F_DK_IS_DQ: return DITATTN_ERR_INVALID_ARGUMENT;
+  default: return DITATTN_ERR_INTERNAL;
+  }
+}
+
+static uint64_t hash_str(const char *s) {
+  uint64_t h = 1469598103934665603ull;
+  for (; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ull;
+  return h;
+}
+
+/* One backward call on fresh inputs; `fault` on the last rank, or the
+ * fail_alloc-th library allocation failing there (0: none). Returns the
+ * status; *same is 1 when every rank returned the same status and message. */
+static ditattn_status faulty_call(ditattn_context *ctx, MPI_Comm comm, uint64_t seed, fault f,
+                                  int64_t fail_alloc, int *same, double *seconds) {
+  int rank = 0, P = 1;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &P);
+  const int last = rank == P - 1;
+  const int64_t B = 1, H = 2, N = 61, D = 8;
+  dtu_rng rng = {seed + 77u * (uint64_t)f};
+  int64_t lengths[64], offset = 0;
+  dtu_partition(&rng, N, P, lengths);
+  for (int r = 0; r < rank; r++) offset += lengths[r];
+  const int64_t len = lengths[rank];
+  dtu_tensor t[8];
+  for (int i = 0; i < 8; i++) t[i] = dtu_tensor_new(B, H, len, D, 0, 0);
+  for (int i = 0; i < 5; i++) dtu_fill_uniform(&t[i], &rng);
+  float *lse = malloc((size_t)(B * H * len) * sizeof(float));
+  for (int64_t i = 0; i < B * H * len; i++) lse[i] = (float)dtu_uniform(&rng, 2.0, 3.0);
+  ditattn_dist_slice slice = {N, offset, len};
+  ditattn_llsa_params prm = ditattn_llsa_params_default();
+  prm.block = 3;
+  prm.topk[0] = 2;
+  prm.topk[1] = 2;
+  if (last && f == F_TOPK_DIFFERS) prm.topk[0] = 3;
+  if (last && f == F_SCALE_DIFFERS) prm.scale = 0.5f;
+  const ditattn_tensor *dout = last && f == F_DOUT_NULL ? NULL : &t[4].t;
+  const float *lse_in = last && f == F_LSE_NULL ? NULL : lse;
+  ditattn_tensor *dk = last && f == F_DK_IS_DQ ? &t[5].t : &t[6].t;
+  if (last && fail_alloc > 0) dt_debug_fail_alloc_at(fail_alloc);
+  double t0 = MPI_Wtime();
+  ditattn_status st = ditattn_dist_llsa_backward(ctx, comm, &slice, &prm, &t[0].t, &t[1].t, &t[2].t,
+                                                 &t[3].t, lse_in, dout, &t[5].t, dk, &t[7].t);
+  *seconds = MPI_Wtime() - t0;
+  if (last && fail_alloc > 0) dt_debug_fail_alloc_at(0);
+  int64_t mine[4] = {(int64_t)st, -(int64_t)st, 0, 0}, all[4];
+  uint64_t h = hash_str(st == DITATTN_OK ? "" : ditattn_last_error(ctx));
+  memcpy(&mine[2], &h, sizeof h);
+  mine[3] = -mine[2];
+  MPI_Allreduce(mine, all, 4, MPI_INT64_T, MPI_MIN, comm);
+  *same = all[0] == -all[1] && all[2] == -all[3];
+  for (int i = 0; i < 8; i++) dtu_tensor_free(&t[i]);
+  free(lse);
+  return st;
+}
+
+static void run_faults(ditattn_context *ctx, MPI_Comm comm, uint64_t seed) {
+  int rank = 0, P = 1;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &P);
+  const char *bname = ditattn_backend_name(ditattn_context_backend(ctx));
+  for (int f = 0; f < F_COUNT; f++) {
+    int same = 0;
+    double dt = 0.0;
+    ditattn_status st = faulty_call(ctx, comm, seed, (fault)f, 0, &same, &dt);
+    dtu_check(same, "%s, fault '%s', P=%d: ranks returned different statuses or messages", bname,
+              fault_names[f], P);
+    dtu_check(st == expected((fault)f, P), "%s, fault '%s', P=%d: status %s, expected %s (%s)",
+              bname, fault_names[f], P, ditattn_strerror(st),
+              ditattn_strerror(expected((fault)f, P)), ditattn_last_error(ctx));
+    dtu_check(dt < 10.0, "%s, fault '%s', P=%d: took %.1f s", bname, fault_names[f], P, dt);
+    if (rank == 0 && st != DITATTN_OK)
+      printf("  %s, %s: %s: %s\n", bname, fault_names[f], ditattn_strerror(st),
+             ditattn_last_error(ctx));
+  }
+  /* Every library allocation made to fail in turn on the last rank. */
+  int64_t k = 1;
+  for (; k < 400; k++) {
+    int same = 0;
+    double dt = 0.0;
+    ditattn_status st = faulty_call(ctx, comm, seed, F_NONE, k, &same, &dt);
+    dtu_check(same, "%s, allocation %lld fails on rank %d of %d: statuses differ", bname,
+              (long long)k, P - 1, P);
+    dtu_check(st == DITATTN_OK || st == DITATTN_ERR_OUT_OF_MEMORY,
+              "%s, allocation %lld fails on the last rank: status %s (%s)", bname, (long long)k,
+              ditattn_strerror(st), ditattn_last_error(ctx));
+    dtu_check(dt < 10.0, "%s, allocation %lld fails: took %.1f s", bname, (long long)k, dt);
+    if (st == DITATTN_OK) break; /* k is past the call's last allocation */
+  }
+  dtu_check(k > 1 && k < 400, "%s: allocation fault loop ended at %lld", bname, (long long)k);
+  /* Afterwards a valid call still works everywhere. */
+  int same = 0;
+  double dt = 0.0;
+  ditattn_status st = faulty_call(ctx, comm, seed, F_NONE, 0, &same, &dt);
+  dtu_check(st == DITATTN_OK && same, "%s: valid call after the faults: %s", bname,
+            ditattn_strerror(st));
+}
+
+int main(int argc, char **argv) {
+  MPI_Init(&argc, &argv);
+  MPI_Comm comm = MPI_COMM_WORLD;
+  uint64_t seed = dtu_seed(comm);
+  const bwd_case cases[] = {
+      /* B  H    N   D pad bnhd rev chain b  L   K */
+      {1, 1, 8, 1, 0, 0, 0, 0, 2, 1, {1, 0, 0}},    {1, 2, 203, 16, 2, 1, 0, 1, 4, 2, {2, 3, 0}},
+      {2, 1, 301, 8, 0, 0, 1, 0, 3, 3, {2, 1, 2}},  {1, 1, 517, 32, 0, 1, 0, 1, 16, 2, {8, 8, 0}},
+      {1, 3, 130, 12, 1, 0, 1, 1, 2, 2, {3, 2, 0}}, {1, 1, 97, 32, 0, 0, 0, 0, 8, 1, {4, 0, 0}},
+      {2, 2, 13, 4, 0, 1, 0, 0, 4, 2, {1, 1, 0}},  /* slices shorter than a block */
+      {1, 1, 50, 8, 0, 0, 1, 1, 5, 1, {20, 0, 0}}, /* K above the candidate count */
+      {1, 2, 83, 6, 3, 1, 1, 0, 2, 3, {2, 2, 1}},
+  };
+  const ditattn_backend backends[] = {DITATTN_BACKEND_REF, DITATTN_BACKEND_CPU};
+  for (size_t bi = 0; bi < 2; bi++) {
+    ditattn_context *ctx = NULL;
+    if (ditattn_context_create(backends[bi], &ctx) != DITATTN_OK) continue;
+    if (!ditattn_backend_supports(backends[bi], DITATTN_OP_LLSA_BACKWARD)) {
+      ditattn_context_destroy(ctx);
+      continue;
+    }
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++)
+      run_case(ctx, comm, seed, (int)ci, &cases[ci]);
+    run_faults(ctx, comm, seed);
+    ditattn_context_destroy(ctx);
+  }
+  int rc = dtu_finish(comm, "test_dist_llsa_backward");
+  MPI_Finalize();
+  return rc;
+}
