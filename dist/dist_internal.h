@@ -23,7 +23,20 @@ typedef enum dt_dist_param {
   DT_DP_BLOCK,
   DT_DP_LEVELS,
   DT_DP_TOPK0,
-  DT_DP_COUNT = DT_DP_TOPK0 + DITATTN_LLSA_MAX_LEVELS
+  /* RoPeSLR (after LLSA's topk range; block and scale use the slots above).
+   * Doubles travel as their bit patterns. */
+  DT_DP_SLR_POLICY = DT_DP_TOPK0 + DITATTN_LLSA_MAX_LEVELS,
+  DT_DP_SLR_RHO_BITS,
+  DT_DP_SLR_TOPK,
+  DT_DP_SLR_SQRT_C_BITS,
+  DT_DP_SLR_FORCE_OWN,
+  DT_DP_SLR_RANK,
+  DT_DP_SLR_FEATURE,
+  DT_DP_SLR_GRID_T,
+  DT_DP_SLR_GRID_H,
+  DT_DP_SLR_GRID_W,
+  DT_DP_SLR_POS_GIVEN,
+  DT_DP_COUNT
 } dt_dist_param;
 
 /* Operation codes for DT_DP_OP. */

@@ -7,12 +7,19 @@
 #include <stdio.h>
 #include <string.h>
 
-static const char *const param_names[DT_DP_COUNT] = {
+static const char *const param_names[DT_DP_SLR_POLICY] = {
     "operation", "n_global", "B",       "H",
     "D",         "dtype",    "backend", "scale (float bits)",
     "block",     "levels",   "topk[0]", "topk[1]",
     "topk[2]",   "topk[3]",  "topk[4]", "topk[5]",
     "topk[6]",   "topk[7]"};
+static const char *const slr_param_names[DT_DP_COUNT - DT_DP_SLR_POLICY] = {
+    "policy",  "rho (bits)", "topk",   "sqrt_c (bits)", "force_own_block", "rank",
+    "feature", "grid T",     "grid H", "grid W",        "pos given"};
+
+static const char *param_name(int i) {
+  return i < DT_DP_SLR_POLICY ? param_names[i] : slr_param_names[i - DT_DP_SLR_POLICY];
+}
 
 static ditattn_dist_stats g_last_stats;
 
@@ -116,7 +123,7 @@ static ditattn_status agree_params(dt_dist_job *job, ditattn_status local,
     if (lo != hi)
       return dt_fail(job->ctx, DITATTN_ERR_MPI,
                      "ranks disagree on %s: values range from %lld to %lld over %d ranks",
-                     param_names[i], (long long)lo, (long long)hi, job->size);
+                     param_name(i), (long long)lo, (long long)hi, job->size);
   }
   return DITATTN_OK;
 }

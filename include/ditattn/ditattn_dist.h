@@ -60,6 +60,28 @@ ditattn_status ditattn_dist_llsa_forward(ditattn_context *ctx, MPI_Comm comm,
                                          const ditattn_tensor *k, const ditattn_tensor *v,
                                          ditattn_tensor *out, float *lse);
 
+/* RoPeSLR forward (spec/ropeslr.md §2-4) on a sliced sequence; this rank's
+ * slice of out and lse_sparse equals the single-process
+ * ditattn_ropeslr_forward on the whole sequence. Block means of q and k are
+ * all-gathered as partial sums, so each rank selects GLOBALLY as the single
+ * process does (blocks may straddle slice boundaries). Sparse branch: each
+ * rank fetches only the K/V rows of its selected blocks that others hold.
+ * Low-rank branch: the global factors S = Σ g vᵀ, z = Σ g (r×D + r per
+ * head) are summed with an all-reduce, never the K/V; the selected blocks'
+ * factors come from the fetched rows. f32 only.
+ * pos: this rank's `length` (t, y, x) triples in sequence order, or NULL on
+ * every rank for raster order of the global grid (n_global = T·H·W).
+ * weights: every rank passes the same full weights (1, H, ·, ·).
+ * q, k, v, out: (B, H, slice->length, D). lse_sparse: optional,
+ * [B][H][length]. */
+ditattn_status ditattn_dist_ropeslr_forward(ditattn_context *ctx, MPI_Comm comm,
+                                            const ditattn_dist_slice *slice,
+                                            const ditattn_ropeslr_params *params,
+                                            const ditattn_ropeslr_weights *weights,
+                                            const int32_t *pos, const ditattn_tensor *q,
+                                            const ditattn_tensor *k, const ditattn_tensor *v,
+                                            ditattn_tensor *out, float *lse_sparse);
+
 /* Timings of the last dist call made by this process (for profiling and
  * the benchmark; not thread-safe). comm_wait_s: time blocked waiting for
  * transfers or collectives after the local work that could overlap them
@@ -71,7 +93,8 @@ typedef struct ditattn_dist_stats {
   int64_t bytes_sent; /* by this rank */
   /* LLSA only: K/V bytes this rank would have to receive if it fetched just
    * the fine blocks its queries selected, vs ring_bytes_received for the
-   * ring (all other slices). Measures what a fetch scheme could save. */
+   * ring (all other slices). Measures what a fetch scheme could save.
+   * RoPeSLR sets both too (it always fetches: the bytes it received). */
   int64_t llsa_fetch_bytes;
   int64_t ring_bytes_received;
   /* LLSA only: 1 when the call fetched the selected blocks instead of

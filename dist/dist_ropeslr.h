@@ -1,0 +1,120 @@
+/* Distributed RoPeSLR forward internals (docs/dist.md, "RoPeSLR"): the
+ * state of one call, the block-row fetch, and the stages the entry runs:
+ * local checks, global pooling and selection, features and factors. */
+#ifndef DITATTN_DIST_ROPESLR_H
+#define DITATTN_DIST_ROPESLR_H
+
+#include "dist_internal.h"
+#include "backends/cpu/cpu_internal.h"
+#include "ref/ropeslr_internal.h"
+
+/* ------------------------------------------------------------ block fetch */
+/* Fetches whole blocks of b tokens ([c·b, min(c·b + b, N)) of every (b, h))
+ * whose rows other ranks hold: MPI_Alltoall of request counts, Alltoallv of
+ * (bh, block) keys, then one MPI_Ialltoallv of k and v rows left in flight
+ * so the caller can overlap it. A slot holds a whole block, k rows then v
+ * rows (2·b rows of D floats), local rows included. */
+typedef struct dt_dist_block_fetch {
+  int64_t block, n, N, H, D;
+  int64_t *slot_of;  /* BH·n: slot of (bh, c), −1 when not fetched */
+  int64_t *slot_key; /* nslots: bh·n + c */
+  int64_t nslots;
+  int *counts; /* 8·P: requests out/in (counts, displs), rows out/in */
+  int64_t *req_out, *req_in;
+  float *slots, *send, *recv;
+  MPI_Datatype row;
+  MPI_Request req;
+  int64_t bytes_received;
+} dt_dist_block_fetch;
+
+/* Empty (safe to free). */
+static inline void dt_dist_block_fetch_init(dt_dist_block_fetch *F) {
+  *F = (dt_dist_block_fetch){0};
+  F->row = MPI_DATATYPE_NULL;
+  F->req = MPI_REQUEST_NULL;
+}
+/* Collective. want: BH·n flags (1 = needed); blocks wholly inside this rank's
+ * slice get no slot. On DITATTN_OK the row transfer is in flight. Returns
+ * the agreed status; F must be freed either way. */
+ditattn_status dt_dist_block_fetch_start(dt_dist_job *job, dt_dist_block_fetch *F, int64_t block,
+                                         int64_t BH, const unsigned char *want,
+                                         const ditattn_tensor *k, const ditattn_tensor *v);
+/* Collective: waits for the rows and places them in their slots. */
+ditattn_status dt_dist_block_fetch_finish(dt_dist_job *job, dt_dist_block_fetch *F);
+/* Waits for a transfer still in flight (error paths) and frees. */
+void dt_dist_block_fetch_free(dt_dist_block_fetch *F);
+static inline float *dt_dist_block_fetch_k(const dt_dist_block_fetch *F, int64_t slot) {
+  return F->slots + slot * 2 * F->block * F->D;
+}
+static inline float *dt_dist_block_fetch_v(const dt_dist_block_fetch *F, int64_t slot) {
+  return dt_dist_block_fetch_k(F, slot) + F->block * F->D;
+}
+
+/* ------------------------------------------------------------ one call */
+typedef struct slr_run {
+  ditattn_context *ctx;
+  dt_dist_job *job;
+  int use_cpu;
+  ditattn_ropeslr_params params; /* scale resolved */
+  const ditattn_ropeslr_weights *w;
+  const ditattn_tensor *q, *k, *v;
+  int64_t H, BH, D, r, N, off, len;
+  dt_slr_shape s;         /* global N, block, n, K */
+  int64_t glo, ghi, nloc; /* query blocks touched by this slice */
+  int32_t *pos;           /* N triples: global positions (all-gathered or raster) */
+  int32_t *sel;           /* BH × nloc × K: rows of the local query blocks */
+  double *f, *g;          /* BH × len × r: features of local queries and keys */
+  double *part, *total;   /* BH × (r·D + r): local Σ g vᵀ, Σ g; then the global sums */
+  int64_t *fac_of;        /* BH × n: factor row of (bh, C), −1 when not needed */
+  double *fac;            /* nfac × (r·D + r): S_C, z_C of selected blocks */
+  int64_t nfac;
+  float *qs;                /* BH × len × D, times scale */
+  float *row_max, *row_sum; /* BH × len */
+  float *acc;               /* BH × len × D */
+  float *tile;              /* DT_CPU_ATTEND_SCRATCH(block, D) */
+  double *u;                /* r: one feature pre-activation */
+  float *os;                /* block × D: one block's sparse output */
+  double *Sbg, *olr;        /* r·D + r: background factors; D: one low-rank row */
+} slr_run;
+
+/* Local argument checks; fills the agreed parameters. */
+ditattn_status dt_dist_slr_check(ditattn_context *ctx, const ditattn_dist_slice *slice,
+                                 const ditattn_ropeslr_params *params,
+                                 const ditattn_ropeslr_weights *weights, const int32_t *pos,
+                                 const ditattn_tensor *q, const ditattn_tensor *k,
+                                 const ditattn_tensor *v, const ditattn_tensor *out,
+                                 const float *lse_sparse, int64_t prm[DT_DP_COUNT]);
+
+/* Collective: global positions into R->pos (all-gather of every slice's
+ * triples, or raster order when pos is NULL). Returns the agreed status. */
+ditattn_status dt_dist_slr_positions(slr_run *R, const int32_t *pos);
+/* Collective: global block means of q and k (partial sums all-gathered,
+ * added in sequence order) and the selection rows of the local query
+ * blocks, exactly as ref/ selects. Returns the agreed status. */
+ditattn_status dt_dist_slr_select(slr_run *R);
+
+/* Features f of the local queries and g of the local keys, and this rank's
+ * partial sums R->part (Σ_j g_j v_jᵀ, Σ_j g_j over its keys). */
+void dt_dist_slr_local_features(slr_run *R);
+/* g of one key row (x: D floats) at position p (3 ints) of head h, as ref/
+ * computes it (double). u: r doubles of scratch. */
+void dt_dist_slr_key_feature(const slr_run *R, int64_t h, const float *x, const int32_t *p,
+                             double *u, double *g);
+/* S_C, z_C of every needed block of (bh) held locally (fetched == 0) or in
+ * the fetch slots (fetched == 1). */
+void dt_dist_slr_factors(slr_run *R, const dt_dist_block_fetch *F, int fetched);
+/* o = o_s + Wᵀ o_lr for the local rows of bh: o_s from the softmax state,
+ * o_lr from the global sums minus the selected blocks' factors. */
+void dt_dist_slr_finish_head(slr_run *R, int64_t bh, ditattn_tensor *out, float *lse_sparse);
+
+/* Selection row of local query block G (global index) of bh. */
+static inline const int32_t *dt_dist_slr_sel_row(const slr_run *R, int64_t bh, int64_t G) {
+  return R->sel + (bh * R->nloc + (G - R->glo)) * R->s.K;
+}
+/* Tokens [first, first + count) of block c. */
+static inline void dt_dist_slr_block(const slr_run *R, int64_t c, int64_t *first, int64_t *count) {
+  *first = c * R->s.block;
+  *count = R->N - *first < R->s.block ? R->N - *first : R->s.block;
+}
+
+#endif

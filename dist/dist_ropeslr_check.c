@@ -1,0 +1,125 @@
+/* Local checks of the distributed RoPeSLR forward: the single-process API's
+ * checks (backends/api_ropeslr.c) on this rank's slice, and the parameters
+ * every rank must agree on. */
+#include "dist_ropeslr.h"
+
+#include <math.h>
+#include <string.h>
+
+static ditattn_status check_params(ditattn_context *ctx, const ditattn_ropeslr_params *p,
+                                   int64_t *grid_count) {
+  static const char *const axis[3] = {"T", "H", "W"};
+  if (!p) return dt_fail(ctx, DITATTN_ERR_NULL_POINTER, "params is NULL");
+  if (p->block < 1)
+    return dt_fail(ctx, DITATTN_ERR_INVALID_ARGUMENT, "block size b = %lld, must be >= 1",
+                   (long long)p->block);
+  switch (p->policy) {
+  case DITATTN_SLR_KEEP_FRACTION:
+    if (!(p->rho > 0.0 && p->rho <= 1.0))
+      return dt_fail(ctx, DITATTN_ERR_INVALID_ARGUMENT, "rho = %g, must be in (0, 1]", p->rho);
+    break;
+  case DITATTN_SLR_FIXED_K:
+    if (p->topk < 1)
+      return dt_fail(ctx, DITATTN_ERR_INVALID_ARGUMENT, "topk K = %lld, must be >= 1",
+                     (long long)p->topk);
+    break;
+  case DITATTN_SLR_SQRT:
+    if (!(p->sqrt_c > 0.0) || !isfinite(p->sqrt_c))
+      return dt_fail(ctx, DITATTN_ERR_INVALID_ARGUMENT, "sqrt_c = %g, must be finite and > 0",
+                     p->sqrt_c);
+    break;
+  default:
+    return dt_fail(ctx, DITATTN_ERR_INVALID_ARGUMENT, "policy = %d is unknown", (int)p->policy);
+  }
+  if (p->force_own_block != 0 && p->force_own_block != 1)
+    return dt_fail(ctx, DITATTN_ERR_INVALID_ARGUMENT, "force_own_block = %d, must be 0 or 1",
+                   p->force_own_block);
+  if (p->rank < 1)
+    return dt_fail(ctx, DITATTN_ERR_INVALID_ARGUMENT, "rank r = %lld, must be >= 1",
+                   (long long)p->rank);
+  if (p->feature != DITATTN_SLR_FEATURE_ELU1 && p->feature != DITATTN_SLR_FEATURE_SOFTMAX)
+    return dt_fail(ctx, DITATTN_ERR_INVALID_ARGUMENT, "feature = %d is unknown", (int)p->feature);
+  int64_t count = 1;
+  for (int a = 0; a < 3; a++) {
+    if (p->grid[a] < 1 || p->grid[a] > INT32_MAX)
+      return dt_fail(ctx, DITATTN_ERR_INVALID_ARGUMENT,
+                     "grid %s = %lld, must be in [1, 2^31 - 1] (params.grid must be set)", axis[a],
+                     (long long)p->grid[a]);
+    if (count > INT64_MAX / p->grid[a])
+      return dt_fail(ctx, DITATTN_ERR_OVERFLOW, "grid T·H·W overflows int64");
+    count *= p->grid[a];
+  }
+  *grid_count = count;
+  return DITATTN_OK;
+}
+
+/* (1, H, rows, cols) f32 views, disjoint from out and lse_sparse. */
+static ditattn_status check_weights(ditattn_context *ctx, const ditattn_ropeslr_weights *w,
+                                    const ditattn_ropeslr_params *p, int64_t H, int64_t D,
+                                    const ditattn_tensor *out, const float *lse, size_t lse_bytes) {
+  static const char *const names[6] = {"A", "Bk", "Et", "Ey", "Ex", "W"};
+  if (!w) return dt_fail(ctx, DITATTN_ERR_NULL_POINTER, "weights is NULL");
+  const ditattn_tensor *views[6] = {&w->A, &w->Bk, &w->Et, &w->Ey, &w->Ex, &w->W};
+  const int64_t rows[6] = {D, D, p->grid[0], p->grid[1], p->grid[2], D};
+  const int64_t r = p->rank, cols[6] = {r, r, r, r, r, D};
+  for (int a = 0; a < 6; a++) {
+    TRY(dt_check_tensor(ctx, names[a], views[a]));
+    TRY(dt_check_shape(ctx, names[a], views[a], 1, H, rows[a], cols[a]));
+    if (views[a]->dtype != DITATTN_F32)
+      return dt_fail(ctx, DITATTN_ERR_DTYPE, "%s has dtype %d, RoPeSLR weights are f32 (%d)",
+                     names[a], (int)views[a]->dtype, (int)DITATTN_F32);
+    TRY(dt_check_disjoint(ctx, "out", out, names[a], views[a]));
+    TRY(dt_check_buffer_disjoint(ctx, "lse_sparse", lse, lse_bytes, names[a], views[a]));
+  }
+  return DITATTN_OK;
+}
+
+ditattn_status dt_dist_slr_check(ditattn_context *ctx, const ditattn_dist_slice *slice,
+                                 const ditattn_ropeslr_params *params,
+                                 const ditattn_ropeslr_weights *weights, const int32_t *pos,
+                                 const ditattn_tensor *q, const ditattn_tensor *k,
+                                 const ditattn_tensor *v, const ditattn_tensor *out,
+                                 const float *lse_sparse, int64_t prm[DT_DP_COUNT]) {
+  TRY(dt_dist_check_local(ctx, slice, q, k, v, out, lse_sparse, prm));
+  int64_t grid_count = 0;
+  TRY(check_params(ctx, params, &grid_count));
+  const int64_t B = q->shape[0], H = q->shape[1], D = q->shape[3], len = slice->length;
+  const size_t lse_bytes = (size_t)(B * H * len) * sizeof(float); /* checked by check_local */
+  TRY(check_weights(ctx, weights, params, H, D, out, lse_sparse, lse_bytes));
+  if (!pos && slice->n_global != grid_count)
+    return dt_fail(ctx, DITATTN_ERR_SHAPE_MISMATCH,
+                   "n_global = %lld tokens but the raster grid T·H·W has %lld (pass positions)",
+                   (long long)slice->n_global, (long long)grid_count);
+  if (pos) {
+    TRY(dt_check_positions(ctx, params->grid, pos, len));
+    TRY(dt_check_buffer_disjoint(ctx, "pos", pos, (size_t)len * 3 * sizeof(int32_t), "out", out));
+    TRY(dt_check_buffers_disjoint(ctx, "lse_sparse", lse_sparse, lse_bytes, "pos", pos,
+                                  (size_t)len * 3 * sizeof(int32_t)));
+  }
+  const int64_t n = slice->n_global / params->block + (slice->n_global % params->block != 0);
+  if (n > INT32_MAX)
+    return dt_fail(ctx, DITATTN_ERR_OVERFLOW, "%lld blocks do not fit int32 selection indices",
+                   (long long)n);
+  float scale = 0.0f;
+  TRY(dt_resolve_scale(ctx, params->scale, D, &scale));
+  uint32_t sbits = 0;
+  memcpy(&sbits, &scale, sizeof sbits);
+  int64_t rho_bits = 0, c_bits = 0;
+  memcpy(&rho_bits, &params->rho, sizeof rho_bits);
+  memcpy(&c_bits, &params->sqrt_c, sizeof c_bits);
+  prm[DT_DP_SCALE_BITS] = sbits;
+  prm[DT_DP_BLOCK] = params->block;
+  prm[DT_DP_SLR_POLICY] = params->policy;
+  /* Only the policy's own parameter matters (the others may differ). */
+  prm[DT_DP_SLR_RHO_BITS] = params->policy == DITATTN_SLR_KEEP_FRACTION ? rho_bits : 0;
+  prm[DT_DP_SLR_TOPK] = params->policy == DITATTN_SLR_FIXED_K ? params->topk : 0;
+  prm[DT_DP_SLR_SQRT_C_BITS] = params->policy == DITATTN_SLR_SQRT ? c_bits : 0;
+  prm[DT_DP_SLR_FORCE_OWN] = params->force_own_block;
+  prm[DT_DP_SLR_RANK] = params->rank;
+  prm[DT_DP_SLR_FEATURE] = params->feature;
+  prm[DT_DP_SLR_GRID_T] = params->grid[0];
+  prm[DT_DP_SLR_GRID_H] = params->grid[1];
+  prm[DT_DP_SLR_GRID_W] = params->grid[2];
+  prm[DT_DP_SLR_POS_GIVEN] = pos != NULL;
+  return DITATTN_OK;
+}

@@ -1,0 +1,296 @@
+/* Distributed RoPeSLR forward equals the single-process RoPeSLR forward on
+ * every rank (out and lse_sparse): uneven slices, blocks straddling slice
+ * boundaries and slices shorter than a block, slices in reversed rank
+ * order, B·H > 1, strided layouts, NULL / Morton / random positions, both
+ * policies and features, force_own 0/1, b = 1, b > N, rho = 1 (empty
+ * background), r > D; ref and cpu contexts. Then error agreement: a
+ * mismatched rank, a NULL weight, or a failing allocation on one rank gives
+ * the same status on every rank. */
+#include "dist_test_util.h"
+
+#include "backends/backend.h" /* dt_debug_fail_alloc_at */
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { POS_NULL = 0, POS_MORTON = 1, POS_RANDOM = 2 };
+
+typedef struct slr_case {
+  int64_t B, H, N, D, pad;
+  int bnhd, reversed;
+  int64_t block;
+  ditattn_slr_policy policy;
+  double rho;
+  int64_t topk;
+  int force_own;
+  int64_t rank;
+  ditattn_slr_feature feature;
+  int64_t grid[3];
+  int pos_mode; /* N = T·H·W unless POS_RANDOM */
+} slr_case;
+
+static const char *const pos_names[3] = {"NULL", "morton", "random"};
+
+#define SLR_FMT                                                                                    \
+  "case %d: B=%lld H=%lld N=%lld D=%lld pad=%lld bnhd=%d b=%lld policy=%d rho=%g K=%lld own=%d "   \
+  "r=%lld feature=%d grid=%lldx%lldx%lld pos=%s P=%d slice=[%lld,+%lld) reversed=%d backend=%s: "  \
+  "%s rel err = %g"
+#define SLR_ARGS(what, e)                                                                          \
+  ci, (long long)c->B, (long long)c->H, (long long)c->N, (long long)c->D, (long long)c->pad,       \
+      c->bnhd, (long long)c->block, (int)c->policy, c->rho, (long long)c->topk, c->force_own,      \
+      (long long)c->rank, (int)c->feature, (long long)c->grid[0], (long long)c->grid[1],           \
+      (long long)c->grid[2], pos_names[c->pos_mode], P, (long long)offset, (long long)len,         \
+      c->reversed, bname, what, e
+
+/* Weights (1, H, rows, cols), contiguous, random and nonzero (W included). */
+typedef struct slr_weights {
+  dtu_tensor t[6];
+  ditattn_ropeslr_weights w;
+} slr_weights;
+
+static slr_weights weights_new(const slr_case *c, dtu_rng *rng) {
+  slr_weights sw;
+  const int64_t rows[6] = {c->D, c->D, c->grid[0], c->grid[1], c->grid[2], c->D};
+  const int64_t cols[6] = {c->rank, c->rank, c->rank, c->rank, c->rank, c->D};
+  for (int a = 0; a < 6; a++) {
+    sw.t[a] = dtu_tensor_new(1, c->H, rows[a], cols[a], 0, 0);
+    const double amp = (a < 2 || a == 5) ? 1.0 / sqrt((double)c->D) : 0.5;
+    for (size_t i = 0; i < sw.t[a].count; i++) sw.t[a].buf[i] = (float)dtu_uniform(rng, -amp, amp);
+  }
+  sw.w =
+      (ditattn_ropeslr_weights){sw.t[0].t, sw.t[1].t, sw.t[2].t, sw.t[3].t, sw.t[4].t, sw.t[5].t};
+  return sw;
+}
+
+static void weights_free(slr_weights *sw) {
+  for (int a = 0; a < 6; a++) dtu_tensor_free(&sw->t[a]);
+}
+
+static ditattn_ropeslr_params params_of(const slr_case *c) {
+  ditattn_ropeslr_params p = ditattn_ropeslr_params_default();
+  p.block = c->block;
+  p.policy = c->policy;
+  p.rho = c->rho;
+  p.topk = c->topk;
+  p.force_own_block = c->force_own;
+  p.rank = c->rank;
+  p.feature = c->feature;
+  for (int a = 0; a < 3; a++) p.grid[a] = c->grid[a];
+  return p;
+}
+
+/* Whole-sequence positions (NULL for raster order). */
+static int32_t *positions(const slr_case *c, dtu_rng *rng) {
+  if (c->pos_mode == POS_NULL) return NULL;
+  int32_t *pos = malloc((size_t)c->N * 3 * sizeof(int32_t));
+  if (c->pos_mode == POS_MORTON) {
+    ditattn_order_params op = {
+        DITATTN_ORDER_MORTON, {c->grid[0], c->grid[1], c->grid[2]}, {1, 1, 1}};
+    if (ditattn_order_positions(&op, pos) != DITATTN_OK) dtu_check(0, "morton positions failed");
+  } else {
+    for (int64_t i = 0; i < 3 * c->N; i++) pos[i] = (int32_t)dtu_int(rng, 0, c->grid[i % 3] - 1);
+  }
+  return pos;
+}
+
+static void run_case(ditattn_context *ctx, MPI_Comm comm, uint64_t seed, int ci,
+                     const slr_case *c) {
+  int rank = 0, P = 1;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &P);
+  dtu_rng rng = {seed * 1000033u + (uint64_t)ci};
+  dtu_tensor q = dtu_tensor_new(c->B, c->H, c->N, c->D, 0, 0);
+  dtu_tensor k = dtu_tensor_new(c->B, c->H, c->N, c->D, 0, 0);
+  dtu_tensor v = dtu_tensor_new(c->B, c->H, c->N, c->D, 0, 0);
+  dtu_tensor ref = dtu_tensor_new(c->B, c->H, c->N, c->D, 0, 0);
+  dtu_fill_uniform(&q, &rng);
+  dtu_fill_uniform(&k, &rng);
+  dtu_fill_uniform(&v, &rng);
+  slr_weights sw = weights_new(c, &rng);
+  int32_t *pos = positions(c, &rng);
+  int64_t lengths[64], offset = 0;
+  dtu_partition(&rng, c->N, P, lengths);
+  const int part = c->reversed ? P - 1 - rank : rank;
+  for (int r = 0; r < part; r++) offset += lengths[r];
+  const int64_t BH = c->B * c->H, len = lengths[part];
+  const ditattn_ropeslr_params prm = params_of(c);
+  float *lse_ref = malloc((size_t)(BH * c->N) * sizeof(float));
+  float *lse = malloc((size_t)(BH * len) * sizeof(float));
+  for (int64_t i = 0; i < BH * len; i++) lse[i] = NAN;
+  ditattn_status st =
+      ditattn_ropeslr_forward(ctx, &prm, &sw.w, pos, &q.t, &k.t, &v.t, &ref.t, lse_ref, NULL);
+  dtu_check(st == DITATTN_OK, "case %d: single-process ropeslr failed: %s", ci,
+            ditattn_last_error(ctx));
+
+  dtu_tensor ql = dtu_tensor_new(c->B, c->H, len, c->D, c->pad, c->bnhd);
+  dtu_tensor kl = dtu_tensor_new(c->B, c->H, len, c->D, c->pad, c->bnhd);
+  dtu_tensor vl = dtu_tensor_new(c->B, c->H, len, c->D, c->pad, c->bnhd);
+  dtu_tensor ol = dtu_tensor_new(c->B, c->H, len, c->D, c->pad, c->bnhd); /* NaN: poisoned */
+  dtu_copy_slice(&ql, &q, offset);
+  dtu_copy_slice(&kl, &k, offset);
+  dtu_copy_slice(&vl, &v, offset);
+  ditattn_dist_slice slice = {c->N, offset, len};
+  st = ditattn_dist_ropeslr_forward(ctx, comm, &slice, &prm, &sw.w, pos ? pos + 3 * offset : NULL,
+                                    &ql.t, &kl.t, &vl.t, &ol.t, lse);
+  dtu_check(st == DITATTN_OK, "case %d: dist ropeslr failed: %s", ci, ditattn_last_error(ctx));
+  const char *bname = ditattn_backend_name(ditattn_context_backend(ctx));
+  double e = dtu_rel_err_slice(&ol.t, &ref.t, offset);
+  dtu_check(e <= 1e-5, SLR_FMT, SLR_ARGS("out", e));
+  e = dtu_rel_err_lse(lse, lse_ref, BH, len, c->N, offset);
+  dtu_check(e <= 1e-5, SLR_FMT, SLR_ARGS("lse_sparse", e));
+  dtu_tensor *all[] = {&q, &k, &v, &ref, &ql, &kl, &vl, &ol};
+  for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) dtu_tensor_free(all[i]);
+  weights_free(&sw);
+  free(pos);
+  free(lse);
+  free(lse_ref);
+}
+
+/* ------------------------------------------------------------ errors */
+enum { E_NONE = 0, E_RANK_DIFFERS, E_WEIGHT_NULL, E_POS_NULL_ON_ONE, E_COUNT };
+static const char *const error_names[E_COUNT] = {"none", "rank r differs on the last rank",
+                                                 "weights.W data NULL on the last rank",
+                                                 "pos NULL on the last rank only"};
+
+static ditattn_status expected(int f, int P) {
+  switch (f) {
+  case E_RANK_DIFFERS:
+  case E_POS_NULL_ON_ONE: return P > 1 ? DITATTN_ERR_MPI : DITATTN_OK;
+  case E_WEIGHT_NULL: return DITATTN_ERR_NULL_POINTER;
+  default: return DITATTN_OK;
+  }
+}
+
+static uint64_t hash_str(const char *s) {
+  uint64_t h = 1469598103934665603ull;
+  for (; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ull;
+  return h;
+}
+
+/* Runs one small call with fault f (or allocation k failing on the last
+ * rank when k > 0); checks every rank returns the same status and message.
+ * Returns the status. */
+static ditattn_status run_error(ditattn_context *ctx, MPI_Comm comm, uint64_t seed, int f,
+                                int64_t alloc_k) {
+  int rank = 0, P = 1;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &P);
+  const int last = rank == P - 1;
+  const slr_case c = {1,
+                      2,
+                      45,
+                      8,
+                      0,
+                      0,
+                      0,
+                      4,
+                      DITATTN_SLR_FIXED_K,
+                      0.1,
+                      3,
+                      1,
+                      5,
+                      DITATTN_SLR_FEATURE_ELU1,
+                      {3, 3, 5},
+                      POS_MORTON};
+  dtu_rng rng = {seed + 77u * (uint64_t)f};
+  int64_t lengths[64], offset = 0;
+  dtu_partition(&rng, c.N, P, lengths);
+  for (int r = 0; r < rank; r++) offset += lengths[r];
+  const int64_t len = lengths[rank];
+  dtu_tensor t[4];
+  for (int i = 0; i < 4; i++) t[i] = dtu_tensor_new(c.B, c.H, len, c.D, 0, 0);
+  for (int i = 0; i < 3; i++) dtu_fill_uniform(&t[i], &rng);
+  slr_weights sw = weights_new(&c, &rng);
+  int32_t *pos = positions(&c, &rng);
+  ditattn_ropeslr_params prm = params_of(&c);
+  ditattn_ropeslr_weights w = sw.w;
+  if (f == E_RANK_DIFFERS && last) {
+    /* r = 4 with views of the first 4 columns: valid locally, so only the
+     * agreement can catch it. */
+    prm.rank = 4;
+    ditattn_tensor *lr[5] = {&w.A, &w.Bk, &w.Et, &w.Ey, &w.Ex};
+    for (int a = 0; a < 5; a++) lr[a]->shape[3] = 4;
+  }
+  if (f == E_WEIGHT_NULL && last) w.W.data = NULL;
+  const int32_t *my_pos = (f == E_POS_NULL_ON_ONE && last) ? NULL : pos + 3 * offset;
+  ditattn_dist_slice slice = {c.N, offset, len};
+  if (alloc_k > 0 && last) dt_debug_fail_alloc_at(alloc_k);
+  double t0 = MPI_Wtime();
+  ditattn_status st = ditattn_dist_ropeslr_forward(ctx, comm, &slice, &prm, &w, my_pos, &t[0].t,
+                                                   &t[1].t, &t[2].t, &t[3].t, NULL);
+  double dt = MPI_Wtime() - t0;
+  if (alloc_k > 0 && last) dt_debug_fail_alloc_at(0);
+  const char *msg = ditattn_last_error(ctx);
+  int64_t mine[4] = {(int64_t)st, -(int64_t)st, 0, 0}, all[4];
+  uint64_t h = hash_str(msg);
+  memcpy(&mine[2], &h, sizeof h);
+  mine[3] = -mine[2];
+  MPI_Allreduce(mine, all, 4, MPI_INT64_T, MPI_MIN, comm);
+  const char *what = alloc_k > 0 ? "allocation fault" : error_names[f];
+  dtu_check(all[0] == -all[1], "ropeslr, %s (k=%lld), P=%d: ranks returned different statuses",
+            what, (long long)alloc_k, P);
+  dtu_check(all[2] == -all[3], "ropeslr, %s (k=%lld), P=%d: messages differ (mine: %s)", what,
+            (long long)alloc_k, P, msg);
+  if (alloc_k == 0)
+    dtu_check(st == expected(f, P), "ropeslr, %s, P=%d: status %s, expected %s (%s)", what, P,
+              ditattn_strerror(st), ditattn_strerror(expected(f, P)), msg);
+  else
+    dtu_check(st == DITATTN_OK || st == DITATTN_ERR_OUT_OF_MEMORY,
+              "ropeslr, allocation %lld fails on the last rank: status %s (%s)", (long long)alloc_k,
+              ditattn_strerror(st), msg);
+  dtu_check(dt < 10.0, "ropeslr, %s, P=%d: took %.1f s", what, P, dt);
+  if (rank == 0 && st != DITATTN_OK && alloc_k == 0)
+    printf("  ropeslr, %s: %s: %s\n", what, ditattn_strerror(st), msg);
+  for (int i = 0; i < 4; i++) dtu_tensor_free(&t[i]);
+  weights_free(&sw);
+  free(pos);
+  return st;
+}
+
+int main(int argc, char **argv) {
+  MPI_Init(&argc, &argv);
+  MPI_Comm comm = MPI_COMM_WORLD;
+  uint64_t seed = dtu_seed(comm);
+  const ditattn_slr_policy KF = DITATTN_SLR_KEEP_FRACTION, FK = DITATTN_SLR_FIXED_K;
+  const ditattn_slr_feature ELU = DITATTN_SLR_FEATURE_ELU1, SMX = DITATTN_SLR_FEATURE_SOFTMAX;
+  const slr_case cases[] = {
+      /* B  H    N   D pad bnhd rev  b  policy rho K own  r  feature  grid  pos */
+      {1, 1, 30, 8, 0, 0, 0, 4, KF, 0.3, 0, 1, 4, ELU, {2, 3, 5}, POS_NULL},
+      {2, 2, 64, 16, 2, 1, 0, 8, FK, 0.0, 3, 0, 8, SMX, {4, 4, 4}, POS_MORTON},
+      {1, 3, 101, 12, 1, 0, 1, 5, KF, 0.2, 0, 1, 20, ELU, {3, 5, 7}, POS_RANDOM},
+      {1, 1, 97, 32, 0, 0, 0, 16, FK, 0.0, 2, 1, 16, SMX, {2, 8, 8}, POS_RANDOM},
+      {1, 2, 48, 8, 0, 1, 1, 1, KF, 0.1, 0, 0, 3, ELU, {3, 4, 4}, POS_NULL},
+      {1, 1, 40, 8, 0, 0, 0, 64, KF, 0.1, 0, 1, 6, SMX, {2, 4, 5}, POS_RANDOM},
+      {1, 1, 50, 8, 0, 0, 0, 7, KF, 1.0, 0, 1, 5, ELU, {2, 5, 5}, POS_NULL},
+      {1, 2, 256, 64, 0, 1, 0, 16, KF, 0.25, 0, 1, 32, ELU, {4, 8, 8}, POS_MORTON},
+      {2, 1, 90, 16, 3, 0, 1, 6, FK, 0.0, 4, 0, 12, SMX, {2, 5, 9}, POS_NULL},
+  };
+  const ditattn_backend backends[] = {DITATTN_BACKEND_REF, DITATTN_BACKEND_CPU};
+  for (size_t bi = 0; bi < 2; bi++) {
+    ditattn_context *ctx = NULL;
+    if (ditattn_context_create(backends[bi], &ctx) != DITATTN_OK) continue;
+    if (!ditattn_backend_supports(backends[bi], DITATTN_OP_ROPESLR_FORWARD)) {
+      ditattn_context_destroy(ctx);
+      continue;
+    }
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++)
+      run_case(ctx, comm, seed, (int)ci, &cases[ci]);
+    for (int f = 0; f < E_COUNT; f++) run_error(ctx, comm, seed, f, 0);
+    /* The k-th allocation of the call fails on the last rank: same status
+     * everywhere, no hang; k grows until the call no longer fails. */
+    int64_t kk = 1;
+    for (; kk < 200; kk++) {
+      ditattn_status st = run_error(ctx, comm, seed, E_NONE, kk);
+      int failed = st != DITATTN_OK, any = 0;
+      MPI_Allreduce(&failed, &any, 1, MPI_INT, MPI_MAX, comm);
+      if (!any) break;
+    }
+    dtu_check(kk > 3 && kk < 200, "allocation faults: the loop ended at k = %lld", (long long)kk);
+    ditattn_context_destroy(ctx);
+  }
+  int rc = dtu_finish(comm, "test_dist_ropeslr");
+  MPI_Finalize();
+  return rc;
+}
