@@ -9,8 +9,9 @@
  *     level are summed over ranks (MPI_Allreduce, double), then pushed back
  *     to this rank's tokens through the mean (d_pooled / cnt).
  * Pooled q only selects, so it gets no gradient. Everything in double, as
- * ref/ does (scores, probabilities, all gradient sums), on REF and CPU
- * contexts alike. */
+ * ref/ does (scores, probabilities, all gradient sums) on REF contexts; on
+ * CPU contexts the CPU backend's tile kernels (float tiles, as the
+ * single-process CPU backward), each tile added to double accumulators. */
 #include "dist_llsa.h"
 #include "dist_llsa_backward.h"
 
@@ -19,17 +20,22 @@
 #include <string.h>
 
 typedef struct llsa_bwd {
-  llsa_run R; /* ctx, job, pooled q/k/v, selection (shared with the forward) */
+  llsa_run R; /* ctx, use_cpu, job, pooled q/k/v, selection (shared with the forward) */
   const ditattn_tensor *q, *out, *dout;
   const float *lse;
-  double scale;
-  double *delta; /* BH × len: Δ_i = o_i · dO_i */
-  double *dq;    /* BH × len × D */
-  double *home;  /* 2 × BH × len × D: fine dk then dv of this rank's tokens */
-  double *dpool; /* BH × dpool_per_bh: pooled dk, dv of every level */
+  float scale;
+  double *delta;  /* BH × len: Δ_i = o_i · dO_i */
+  float *delta_f; /* the same, float (CPU tile kernel) */
+  double *dq;     /* BH × len × D */
+  double *home;   /* 2 × BH × len × D: fine dk then dv of this rank's tokens */
+  double *dpool;  /* BH × dpool_per_bh: pooled dk, dv of every level */
   int64_t dpool_base[DT_LLSA_LEVEL_SLOTS], dpool_per_bh;
   dt_llsa_key *keys;                /* max_keys */
-  double *kd, *vd, *dkd, *dvd, *lw; /* rows = max(max_keys, span_1): one key list */
+  float *qf, *gf;                   /* span_1 × D: one block's q and dO rows */
+  double *kd, *vd, *dkd, *dvd, *lw; /* list rows: one key list (double) */
+  float *kf, *vf, *lwf;             /* list rows: pooled keys in float (CPU) */
+  float *cpu_buf;                   /* dt_dist_bwd_cpu_scratch_floats(D) */
+  dt_bwd_cpu_scratch cpu;
 } llsa_bwd;
 
 /* Pooled dk (x = 0) or dv (x = 1) of level l for bh: n_l × D. */
@@ -109,59 +115,93 @@ static ditattn_status bwd_alloc(llsa_bwd *W, const ditattn_llsa_params *params, 
   W->dkd = dt_llsa_alloc(list, D, sizeof(double));
   W->dvd = dt_llsa_alloc(list, D, sizeof(double));
   W->lw = dt_llsa_alloc(list, 1, sizeof(double));
+  W->delta_f = dt_llsa_alloc(rows, 1, sizeof(float));
+  W->qf = dt_llsa_alloc(g->span[1], D, sizeof(float));
+  W->gf = dt_llsa_alloc(g->span[1], D, sizeof(float));
+  W->kf = dt_llsa_alloc(list, D, sizeof(float));
+  W->vf = dt_llsa_alloc(list, D, sizeof(float));
+  W->lwf = dt_llsa_alloc(list, 1, sizeof(float));
+  W->cpu_buf = dt_llsa_alloc(dt_dist_bwd_cpu_scratch_floats(D), 1, sizeof(float));
   if (!R->sel_data || !R->cand || !R->scored || !W->delta || !W->dq || !W->home || !W->dpool ||
-      !W->keys || !W->kd || !W->vd || !W->dkd || !W->dvd || !W->lw)
+      !W->keys || !W->kd || !W->vd || !W->dkd || !W->dvd || !W->lw || !W->delta_f || !W->qf ||
+      !W->gf || !W->kf || !W->vf || !W->lwf || !W->cpu_buf)
     return dt_fail(R->ctx, DITATTN_ERR_OUT_OF_MEMORY,
                    "llsa backward workspace for %lld local rows of %lld and %lld keys per query",
                    (long long)rows, (long long)D, (long long)g->max_keys);
+  W->cpu = dt_dist_bwd_cpu_scratch_split(W->cpu_buf, D);
   return DITATTN_OK;
 }
 
-/* Gradients through local query rows [n0, n0 + rows) of bh for n keys
- * (double rows kd, vd; ln-weights lw or NULL = 0), as ref/'s backprop_query:
- * p = exp(scale·q·k + ln w − LSE), dS = p (dO·v − Δ); dq += scale·dS·k is
- * accumulated into W->dq, dk += scale·dS·q and dv += p·dO into dk, dv. */
-static void backprop(llsa_bwd *W, int64_t bh, int64_t n0, int64_t rows, int64_t n, const double *kd,
-                     const double *vd, const double *lw, double *dk, double *dv) {
-  const int64_t D = W->R.D, bi = bh / W->R.H, hi = bh % W->R.H;
-  for (int64_t i = n0; i < n0 + rows; i++) {
-    const float *q = dt_f32_at(W->q, bi, hi, i, 0);
-    const float *dout = dt_f32_at(W->dout, bi, hi, i, 0);
-    const double lse = (double)W->lse[bh * W->R.len + i], delta = W->delta[bh * W->R.len + i];
-    double *dq = W->dq + (bh * W->R.len + i) * D;
-    for (int64_t j = 0; j < n; j++) {
-      const double *kj = kd + j * D, *vj = vd + j * D;
-      double s = 0.0, dp = 0.0;
-      for (int64_t d = 0; d < D; d++) {
-        s += (double)q[d] * kj[d];
-        dp += (double)dout[d] * vj[d];
-      }
-      const double prob = exp(W->scale * s + (lw ? lw[j] : 0.0) - lse);
-      const double ds = prob * (dp - delta);
-      for (int64_t d = 0; d < D; d++) {
-        dq[d] += W->scale * ds * kj[d];
-        dk[j * D + d] += W->scale * ds * (double)q[d];
-        dv[j * D + d] += prob * (double)dout[d];
-      }
-    }
-  }
-}
-
-/* Local rows of level-1 block g1 inside this rank's slice: [*n0, + count). */
-static int64_t local_rows(const llsa_run *R, int64_t g1, int64_t *n0) {
+/* The local query rows of level-1 block g1 of bh, loaded into Q. */
+static void load_block(llsa_bwd *W, int64_t bh, int64_t g1, dt_bwd_queries *Q) {
+  const llsa_run *R = &W->R;
   const int64_t start = dt_llsa_block_start(&R->pool.g, 1, g1);
   const int64_t end = start + dt_llsa_block_count(&R->pool.g, 1, g1);
   const int64_t a = start > R->off ? start : R->off;
   const int64_t e = end < R->off + R->len ? end : R->off + R->len;
-  *n0 = a - R->off;
-  return e - a;
+  const int64_t row0 = bh * R->len + (a - R->off);
+  Q->rows = e - a;
+  Q->D = R->D;
+  Q->scale = W->scale;
+  dt_cpu_load_rows(W->q, bh / R->H, bh % R->H, a - R->off, Q->rows, 1.0f, W->qf);
+  dt_cpu_load_rows(W->dout, bh / R->H, bh % R->H, a - R->off, Q->rows, 1.0f, W->gf);
+  Q->q = W->qf;
+  Q->dout = W->gf;
+  Q->lse = W->lse + row0;
+  Q->delta = W->delta + row0;
+  Q->delta_f = W->delta_f + row0;
+  Q->dq = W->dq + row0 * R->D;
+}
+
+/* Pooled keys of level-1 block g1's key list: their gradients through Q,
+ * added to the pooled accumulators. */
+static void pooled_keys(llsa_bwd *W, int64_t bh, int64_t g1, const dt_bwd_queries *Q) {
+  llsa_run *R = &W->R;
+  const int64_t D = R->D;
+  int64_t *sel[DT_LLSA_LEVEL_SLOTS];
+  dt_dist_llsa_sel_of(R, bh, sel);
+  const int64_t nk = dt_llsa_keys(&R->pool.g, (const int64_t *const *)sel, g1, W->keys, R->cand);
+  int64_t np = 0;
+  for (int64_t j = 0; j < nk; j++) {
+    const int l = W->keys[j].level;
+    if (l == 0) continue;
+    const double *pk = dt_dist_pooled_at(&R->pool, bh, l, 1) + W->keys[j].index * D;
+    const double *pv = dt_dist_pooled_at(&R->pool, bh, l, 2) + W->keys[j].index * D;
+    if (R->use_cpu)
+      for (int64_t d = 0; d < D; d++) {
+        W->kf[np * D + d] = (float)pk[d];
+        W->vf[np * D + d] = (float)pv[d];
+      }
+    else
+      for (int64_t d = 0; d < D; d++) {
+        W->kd[np * D + d] = pk[d];
+        W->vd[np * D + d] = pv[d];
+      }
+    W->lw[np] = W->keys[j].log_w;
+    W->lwf[np] = (float)W->keys[j].log_w;
+    W->keys[np++] = W->keys[j]; /* compact: pooled keys only, same order */
+  }
+  memset(W->dkd, 0, (size_t)(np * D) * sizeof(double));
+  memset(W->dvd, 0, (size_t)(np * D) * sizeof(double));
+  if (R->use_cpu)
+    dt_dist_bwd_keys_cpu(Q, &W->cpu, np, W->kf, D, W->vf, D, W->lwf, W->dkd, W->dvd);
+  else
+    dt_dist_bwd_keys_ref(Q, np, W->kd, W->vd, W->lw, W->dkd, W->dvd);
+  for (int64_t j = 0; j < np; j++) {
+    const int l = W->keys[j].level;
+    double *dk = dpool_at(W, bh, l, 0) + W->keys[j].index * D;
+    double *dv = dpool_at(W, bh, l, 1) + W->keys[j].index * D;
+    for (int64_t d = 0; d < D; d++) {
+      dk[d] += W->dkd[j * D + d];
+      dv[d] += W->dvd[j * D + d];
+    }
+  }
 }
 
 /* Selection, Δ, zeroed accumulators, and the pooled keys' contributions
  * (this rank's queries only; summed over ranks afterwards). */
 static void local_pass(llsa_bwd *W) {
   llsa_run *R = &W->R;
-  const dt_llsa_geom *g = &R->pool.g;
   const int64_t D = R->D, BH = R->pool.BH;
   memset(W->dq, 0, (size_t)(BH * R->len * D) * sizeof(double));
   memset(W->home, 0, (size_t)(2 * BH * R->len * D) * sizeof(double));
@@ -174,36 +214,12 @@ static void local_pass(llsa_bwd *W) {
       double delta = 0.0;
       for (int64_t d = 0; d < D; d++) delta += (double)o[d] * (double)dout[d];
       W->delta[bh * R->len + n] = delta;
+      W->delta_f[bh * R->len + n] = (float)delta;
     }
-    int64_t *sel[DT_LLSA_LEVEL_SLOTS];
-    dt_dist_llsa_sel_of(R, bh, sel);
     for (int64_t g1 = R->pool.lo[1]; g1 <= R->pool.hi[1]; g1++) {
-      const int64_t nk = dt_llsa_keys(g, (const int64_t *const *)sel, g1, W->keys, R->cand);
-      int64_t np = 0;
-      for (int64_t j = 0; j < nk; j++) {
-        const int l = W->keys[j].level;
-        if (l == 0) continue;
-        memcpy(W->kd + np * D, dt_dist_pooled_at(&R->pool, bh, l, 1) + W->keys[j].index * D,
-               (size_t)D * sizeof(double));
-        memcpy(W->vd + np * D, dt_dist_pooled_at(&R->pool, bh, l, 2) + W->keys[j].index * D,
-               (size_t)D * sizeof(double));
-        W->lw[np] = W->keys[j].log_w;
-        W->keys[np++] = W->keys[j]; /* compact: pooled keys only, same order */
-      }
-      memset(W->dkd, 0, (size_t)(np * D) * sizeof(double));
-      memset(W->dvd, 0, (size_t)(np * D) * sizeof(double));
-      int64_t n0;
-      const int64_t rows = local_rows(R, g1, &n0);
-      backprop(W, bh, n0, rows, np, W->kd, W->vd, W->lw, W->dkd, W->dvd);
-      for (int64_t j = 0; j < np; j++) {
-        const int l = W->keys[j].level;
-        double *dk = dpool_at(W, bh, l, 0) + W->keys[j].index * D;
-        double *dv = dpool_at(W, bh, l, 1) + W->keys[j].index * D;
-        for (int64_t d = 0; d < D; d++) {
-          dk[d] += W->dkd[j * D + d];
-          dv[d] += W->dvd[j * D + d];
-        }
-      }
+      dt_bwd_queries Q;
+      load_block(W, bh, g1, &Q);
+      pooled_keys(W, bh, g1, &Q);
     }
   }
 }
@@ -239,25 +255,31 @@ static ditattn_status bwd_step(void *user, int step, int src, const ditattn_tens
     int64_t *sel[DT_LLSA_LEVEL_SLOTS];
     dt_dist_llsa_sel_of(R, bh, sel);
     for (int64_t g1 = R->pool.lo[1]; g1 <= R->pool.hi[1]; g1++) {
-      int64_t n0;
-      const int64_t rows = local_rows(R, g1, &n0);
       const int64_t *row = sel[1] + g1 * g->width[1];
+      dt_bwd_queries Q;
+      int loaded = 0;
       for (int64_t r = 0; r < g->width[1] && row[r] >= 0; r++) {
         const int64_t start = dt_llsa_block_start(g, 1, row[r]);
         const int64_t end = start + dt_llsa_block_count(g, 1, row[r]);
         const int64_t a = start > s_off ? start : s_off, e = end < s_end ? end : s_end;
         if (a >= e) continue;
-        for (int64_t t = a; t < e; t++) {
-          const float *kt = dt_f32_at(k, bi, hi, t - s_off, 0);
-          const float *vt = dt_f32_at(v, bi, hi, t - s_off, 0);
-          for (int64_t d = 0; d < D; d++) {
-            W->kd[(t - a) * D + d] = (double)kt[d];
-            W->vd[(t - a) * D + d] = (double)vt[d];
-          }
-        }
+        if (!loaded) load_block(W, bh, g1, &Q);
+        loaded = 1;
         double *dk = dkv + (bh * s_len + (a - s_off)) * D;
         double *dv = dkv + ((BH + bh) * s_len + (a - s_off)) * D;
-        backprop(W, bh, n0, rows, e - a, W->kd, W->vd, NULL, dk, dv);
+        const float *kt = dt_f32_at(k, bi, hi, a - s_off, 0);
+        const float *vt = dt_f32_at(v, bi, hi, a - s_off, 0);
+        if (R->use_cpu) {
+          dt_dist_bwd_keys_cpu(&Q, &W->cpu, e - a, kt, k->stride[2], vt, v->stride[2], NULL, dk,
+                               dv);
+          continue;
+        }
+        for (int64_t t = 0; t < e - a; t++)
+          for (int64_t d = 0; d < D; d++) {
+            W->kd[t * D + d] = (double)kt[t * k->stride[2] + d];
+            W->vd[t * D + d] = (double)vt[t * v->stride[2] + d];
+          }
+        dt_dist_bwd_keys_ref(&Q, e - a, W->kd, W->vd, NULL, dk, dv);
       }
     }
   }
@@ -324,10 +346,12 @@ ditattn_dist_llsa_backward(ditattn_context *ctx, MPI_Comm comm, const ditattn_di
   W.out = out;
   W.dout = dout;
   W.lse = lse;
-  W.scale = (double)scale;
+  W.scale = scale;
   ditattn_status st =
       dt_dist_agree(&job, bwd_alloc(&W, params, slice->n_global, q->shape[0] * q->shape[1]));
   if (st == DITATTN_OK) st = dt_dist_pool(&job, &W.R.pool, q, k, v);
+  /* As the forward: OpenBLAS single-threaded inside the tile kernels. */
+  const int blas_saved = W.R.use_cpu ? dt_cpu_blas_enter() : 0;
   if (st == DITATTN_OK) {
     double t0 = MPI_Wtime();
     local_pass(&W);
@@ -340,6 +364,7 @@ ditattn_dist_llsa_backward(ditattn_context *ctx, MPI_Comm comm, const ditattn_di
     write_grads(&W, dq, dk, dv);
     dt_dist_tick(&t0, &job.stats.compute_s);
   }
+  if (W.R.use_cpu) dt_cpu_blas_leave(blas_saved);
   bwd_free(&W);
   return dt_dist_end(&job, st);
 }

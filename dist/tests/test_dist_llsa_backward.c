@@ -24,6 +24,9 @@ typedef struct bwd_case {
   int64_t topk[3];
 } bwd_case;
 
+/* Largest error seen per backend (reported on rank 0). */
+static double g_max_err[2];
+
 #define BWD_FMT                                                                                    \
   "case %d: B=%lld H=%lld N=%lld D=%lld b=%lld L=%d K=(%lld,%lld,%lld) P=%d "                      \
   "slice=[%lld,+%lld) reversed=%d chain=%d backend=%s: %s rel err = %g"
@@ -36,8 +39,8 @@ static ditattn_llsa_params params_of(const bwd_case *c) {
   return prm;
 }
 
-static void run_case(ditattn_context *ctx, MPI_Comm comm, uint64_t seed, int ci,
-                     const bwd_case *c) {
+static void run_case(ditattn_context *ctx, MPI_Comm comm, uint64_t seed, int ci, const bwd_case *c,
+                     double *max_err) {
   int rank = 0, P = 1;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &P);
@@ -91,6 +94,7 @@ static void run_case(ditattn_context *ctx, MPI_Comm comm, uint64_t seed, int ci,
   const char *names[] = {"dq", "dk", "dv"};
   for (int i = 0; i < 3; i++) {
     const double e = dtu_rel_err_slice(&loc[grads[i]].t, &full[grads[i]].t, offset);
+    if (!(e <= *max_err)) *max_err = e;
     dtu_check(e <= 1e-5, BWD_FMT, ci, (long long)c->B, (long long)c->H, (long long)c->N,
               (long long)c->D, (long long)c->block, c->levels, (long long)c->topk[0],
               (long long)c->topk[1], (long long)c->topk[2], P, (long long)offset, (long long)len,
@@ -218,6 +222,9 @@ static void run_faults(ditattn_context *ctx, MPI_Comm comm, uint64_t seed) {
     if (st == DITATTN_OK) break; /* k is past the call's last allocation */
   }
   dtu_check(k > 1 && k < 400, "%s: allocation fault loop ended at %lld", bname, (long long)k);
+  if (rank == 0)
+    printf("  %s: allocations 1..%lld failed in turn on the last rank\n", bname,
+           (long long)(k - 1));
   /* Afterwards a valid call still works everywhere. */
   int same = 0;
   double dt = 0.0;
@@ -248,10 +255,17 @@ int main(int argc, char **argv) {
       continue;
     }
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++)
-      run_case(ctx, comm, seed, (int)ci, &cases[ci]);
+      run_case(ctx, comm, seed, (int)ci, &cases[ci], &g_max_err[bi]);
     run_faults(ctx, comm, seed);
     ditattn_context_destroy(ctx);
   }
+  double worst[2];
+  MPI_Reduce(g_max_err, worst, 2, MPI_DOUBLE, MPI_MAX, 0, comm);
+  int rank = 0;
+  MPI_Comm_rank(comm, &rank);
+  if (rank == 0)
+    printf("largest rel err of dq/dk/dv vs single process: ref %.3g, cpu %.3g\n", worst[0],
+           worst[1]);
   int rc = dtu_finish(comm, "test_dist_llsa_backward");
   MPI_Finalize();
   return rc;
