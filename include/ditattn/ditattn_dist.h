@@ -60,6 +60,23 @@ ditattn_status ditattn_dist_llsa_forward(ditattn_context *ctx, MPI_Comm comm,
                                          const ditattn_tensor *k, const ditattn_tensor *v,
                                          ditattn_tensor *out, float *lse);
 
+/* LLSA backward (spec/llsa.md §4) on a sliced sequence: this rank's slice
+ * of dq, dk, dv, equal to ditattn_llsa_backward on the whole sequence.
+ * out and lse ([B][H][length], required) are this rank's slice of the
+ * forward's results (ditattn_dist_llsa_forward gives them), dout the slice
+ * of the output gradient. Selection as in the forward (global, identical);
+ * dq is local; the fine K/V slices travel the ring together with dK/dV
+ * accumulators that return to their owners; the gradients of the pooled
+ * keys are summed over ranks (MPI_Allreduce) and flow back to the tokens
+ * through the mean. Double accumulation (as ref/). f32 only.
+ * q, k, v, out, dout, dq, dk, dv: (B, H, slice->length, D). */
+ditattn_status
+ditattn_dist_llsa_backward(ditattn_context *ctx, MPI_Comm comm, const ditattn_dist_slice *slice,
+                           const ditattn_llsa_params *params, const ditattn_tensor *q,
+                           const ditattn_tensor *k, const ditattn_tensor *v,
+                           const ditattn_tensor *out, const float *lse, const ditattn_tensor *dout,
+                           ditattn_tensor *dq, ditattn_tensor *dk, ditattn_tensor *dv);
+
 /* RoPeSLR forward (spec/ropeslr.md §2-4) on a sliced sequence; this rank's
  * slice of out and lse_sparse equals the single-process
  * ditattn_ropeslr_forward on the whole sequence. Block means of q and k are
