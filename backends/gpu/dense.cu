@@ -2,6 +2,7 @@
  * tensor-core kernel (mma.sync m16n8k16, fp32 accumulate, online softmax in
  * the exp2 domain) for bf16/f16 with D in {64, 128} where the platform has it. */
 #include "attend.cuh"
+#include "mma_common.cuh"
 
 namespace DT_GPU_NS {
 
@@ -23,35 +24,6 @@ struct DenseKeys {
 static const int kMmaThreads = 128; /* 4 warps × 16 query rows */
 static const int kMmaQ = 64;
 static const int kMmaKT = 64;
-
-template <typename T> DT_DEV unsigned pack2(float lo, float hi) {
-  return (unsigned)from_f32<T>(lo).bits | ((unsigned)from_f32<T>(hi).bits << 16);
-}
-
-/* d += a·b for a 16×16 (row) by 16×8 (col) tile; register layouts as in the
- * PTX ISA "Matrix Fragments for mma.m16n8k16". */
-#define DT_MMA16816(ty)                                                                            \
-  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." ty "." ty ".f32 {%0,%1,%2,%3}, "           \
-               "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"                                          \
-               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])                                    \
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1))
-template <typename T>
-DT_DEV void mma16816(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
-#if defined(DT_GPU_DEVICE_HAS_MMA)
-  if constexpr (T::is_bf16)
-    DT_MMA16816("bf16");
-  else
-    DT_MMA16816("f16");
-#else
-  (void)d, (void)a, (void)b0, (void)b1;
-  __trap();
-#endif
-}
-#undef DT_MMA16816
-
-DT_DEV unsigned ld_pair(const unsigned short *row, int d) {
-  return row ? *(const unsigned *)(row + d) : 0u;
-}
 
 /* Lane roles (mma fragments): g = lane / 4 picks rows g and g + 8 of the
  * warp's 16 queries (and key/channel g of a B tile), t = lane % 4 picks
@@ -173,11 +145,6 @@ __global__ void __launch_bounds__(kMmaThreads)
   }
 }
 
-static int aligned16(const ditattn_tensor *x) {
-  return ((uintptr_t)x->data % 16) == 0 && x->stride[0] % 8 == 0 && x->stride[1] % 8 == 0 &&
-         x->stride[2] % 8 == 0;
-}
-
 template <typename T, int D>
 static int dense_mma_launch(const ditattn_tensor *q, const ditattn_tensor *k,
                             const ditattn_tensor *v, const ditattn_tensor *out, float *lse,
@@ -209,7 +176,7 @@ int DT_GPU_FN(launch_dense_mma)(const ditattn_tensor *q, const ditattn_tensor *k
 #if defined(DT_GPU_HOST_HAS_MMA)
   const long long D = q->shape[3];
   if (q->dtype == DITATTN_F32 || (D != 64 && D != 128)) return DT_GPU_NOT_IMPLEMENTED;
-  if (!aligned16(q) || !aligned16(k) || !aligned16(v) || !aligned16(out))
+  if (!rows_aligned16(q) || !rows_aligned16(k) || !rows_aligned16(v) || !rows_aligned16(out))
     return DT_GPU_NOT_IMPLEMENTED;
   gpuStream_t s = (gpuStream_t)stream;
   if (q->dtype == DITATTN_BF16)

@@ -1,6 +1,6 @@
 /* LLSA forward on the GPU (spec §1-3): pooling, hierarchical top-K selection
  * and the fused sparse + enrichment attention. */
-#include "attend.cuh"
+#include "attend_mma.cuh"
 
 #include <limits.h>
 
@@ -57,6 +57,9 @@ struct LlsaKeys {
     r.lnw = ln_count(p, p.L, pos);
     return r;
   }
+  /* The n_L coarsest pooled tokens end every list of a (b, h); when a
+   * block's tiles all belong to one query group, its whole list is common. */
+  DT_DEV long long shared_from(bool one_group) const { return one_group ? 0 : count() - p.n[p.L]; }
   DT_DEV const float *pooled_k(int level, long long bh, long long row) const {
     return p.pk[level - 1] + (bh * p.n[level] + row) * p.D;
   }
@@ -204,7 +207,7 @@ int DT_GPU_FN(launch_llsa_attend)(const dt_gpu_llsa *p, const ditattn_tensor *q,
   keys.p = *p;
   for (int l = 0; l < DITATTN_LLSA_MAX_LEVELS; l++) keys.sel_row[l] = nullptr;
   if (p->n[1] * a.tiles_per_group > INT_MAX) return DT_GPU_NOT_IMPLEMENTED;
-  return attend_dispatch(q, k, v, out, a, p->n[1], keys, (gpuStream_t)stream);
+  return attend_dispatch_mma_or_simt(q, k, v, out, a, p->n[1], keys, (gpuStream_t)stream);
 }
 
 } // extern "C"

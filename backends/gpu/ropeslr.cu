@@ -5,7 +5,7 @@
  * (S_bg = S − Σ_sel S_C cancels when most blocks are selected), then
  * o = o_s + Wᵀ o_lr. Every element kernel is a grid-stride loop over one
  * output element per thread with a fixed, sequential accumulation order. */
-#include "attend.cuh"
+#include "attend_mma.cuh"
 #include "ropeslr_api.h"
 
 #include <limits.h>
@@ -93,6 +93,8 @@ struct SlrKeys {
     if (tok < N) r.level = 0, r.row = tok;
     return r;
   }
+  /* Only the tiles of one query group share keys. */
+  DT_DEV long long shared_from(bool one_group) const { return one_group ? 0 : count(); }
   DT_DEV const float *pooled_k(int, long long, long long) const { return nullptr; }
   DT_DEV const float *pooled_v(int, long long, long long) const { return nullptr; }
 };
@@ -237,7 +239,7 @@ static int slr_forward_typed(const dt_gpu_ropeslr &p, const ditattn_tensor *q,
   keys.b = p.b;
   keys.N = p.N;
   keys.row = nullptr;
-  st = attend_dispatch(q, k, v, out, a, p.n, keys, s);
+  st = attend_dispatch_mma_or_simt(q, k, v, out, a, p.n, keys, s);
   if (st) return st;
   /* §3 features */
   const View<const float> et = make_view<const float>(&w->Et), ey = make_view<const float>(&w->Ey),
