@@ -5,6 +5,7 @@
  * do not steal cores from the workers. Timing goes to stdout on rank 0. */
 #define _POSIX_C_SOURCE 200809L /* setenv, nanosleep */
 #include "dist_bench.h"
+#include "dist_ropeslr_bench.h"
 
 #include "ditattn/ditattn_dist.h"
 
@@ -23,12 +24,13 @@ typedef struct bench_opts {
   int smooth;            /* inputs with positional structure (local selections) */
   const char *llsa_mode; /* ring, fetch, auto or both */
   const char *json;
+  int ropeslr; /* --op ropeslr */
 } bench_opts;
 
 static void usage(void) {
   printf(
       "usage: mpiexec -n P ditattn bench --dist [options]\n"
-      "  --op dense|llsa|all   operations (default all)\n"
+      "  --op dense|llsa|ropeslr|all  (default all = dense and llsa)\n"
       "  --n N                 global tokens (default 131072)\n"
       "  --d D                 head dimension (default 64)\n"
       "  --heads H             heads, B = 1 (default 1)\n"
@@ -42,11 +44,13 @@ static void usage(void) {
       "Times groups of 1, 2, 4, ... ranks (up to P) on the same problem: wall time (slowest\n"
       "rank), parallel efficiency T1/(p*Tp), share of wall time waiting on communication\n"
       "(mean over ranks), bytes sent per rank, and for LLSA fetch/ring: the K/V bytes of only\n"
-      "the selected blocks vs all the ring moves (max over ranks). LLSA: b = 16, L = 2, K = 8.\n");
+      "the selected blocks vs all the ring moves (max over ranks). LLSA: b = 16, L = 2, K = 8.\n"
+      "RoPeSLR: b = 64, rho = 0.1, r = 64, random weights, frames of 32x32 tokens; its fetch/ring\n"
+      "column: the K/V bytes it fetched vs what the ring would move (max over ranks, as LLSA).\n");
 }
 
 static int parse(int argc, char **argv, bench_opts *o) {
-  *o = (bench_opts){131072, 64, 1, 1, 1, DITATTN_BACKEND_CPU, 1, 1, 0, 0, "both", NULL};
+  *o = (bench_opts){131072, 64, 1, 1, 1, DITATTN_BACKEND_CPU, 1, 1, 0, 0, "both", NULL, 0};
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) return 1;
@@ -54,7 +58,8 @@ static int parse(int argc, char **argv, bench_opts *o) {
     if (!strcmp(a, "--op")) {
       o->dense = !strcmp(val, "dense") || !strcmp(val, "all");
       o->llsa = !strcmp(val, "llsa") || !strcmp(val, "all");
-      if (!o->dense && !o->llsa) return -1;
+      o->ropeslr = !strcmp(val, "ropeslr");
+      if (!o->dense && !o->llsa && !o->ropeslr) return -1;
     } else if (!strcmp(a, "--n"))
       o->N = strtoll(val, NULL, 10);
     else if (!strcmp(a, "--d"))
@@ -163,10 +168,12 @@ static result time_group(const bench_opts *o, MPI_Comm group, int is_llsa, ditat
   ok = 1;
   for (int rep = 0; rep < o->reps && ok; rep++) {
     MPI_Barrier(group);
-    ditattn_status st = is_llsa ? ditattn_dist_llsa_forward(ctx, group, &slice, &prm, &t[0], &t[1],
-                                                            &t[2], &t[3], NULL)
-                                : ditattn_dist_dense_forward(ctx, group, &slice, &t[0], &t[1],
-                                                             &t[2], 0.0f, &t[3], NULL);
+    ditattn_status st =
+        is_llsa == 2 ? dt_dist_bench_ropeslr(ctx, group, &slice, &t[0], &t[1], &t[2], &t[3])
+        : is_llsa
+            ? ditattn_dist_llsa_forward(ctx, group, &slice, &prm, &t[0], &t[1], &t[2], &t[3], NULL)
+            : ditattn_dist_dense_forward(ctx, group, &slice, &t[0], &t[1], &t[2], 0.0f, &t[3],
+                                         NULL);
     ditattn_dist_stats s;
     ditattn_dist_last_stats(&s);
     if (st != DITATTN_OK) {
@@ -271,9 +278,11 @@ int dt_dist_bench_main(int argc, char **argv) {
       modes[nruns++] = o.llsa_mode;
     }
   }
+  if (o.ropeslr) names[nruns] = "ropeslr", modes[nruns++] = "ropeslr";
   for (int run = o.dense ? 0 : first; run < nruns; run++) {
-    const int is_llsa = modes[run] != NULL;
-    if (is_llsa && strcmp(modes[run], "auto"))
+    /* 0: dense, 1: LLSA, 2: RoPeSLR */
+    const int is_llsa = !modes[run] ? 0 : !strcmp(modes[run], "ropeslr") ? 2 : 1;
+    if (is_llsa == 1 && strcmp(modes[run], "auto"))
       setenv("DITATTN_DIST_LLSA", modes[run], 1);
     else
       unsetenv("DITATTN_DIST_LLSA");

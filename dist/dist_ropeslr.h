@@ -59,14 +59,17 @@ typedef struct slr_run {
   const ditattn_ropeslr_weights *w;
   const ditattn_tensor *q, *k, *v;
   int64_t H, BH, D, r, N, off, len;
-  dt_slr_shape s;         /* global N, block, n, K */
-  int64_t glo, ghi, nloc; /* query blocks touched by this slice */
-  int32_t *pos;           /* N triples: global positions (all-gathered or raster) */
-  int32_t *sel;           /* BH × nloc × K: rows of the local query blocks */
-  double *f, *g;          /* BH × len × r: features of local queries and keys */
-  double *part, *total;   /* BH × (r·D + r): local Σ g vᵀ, Σ g; then the global sums */
-  int64_t *fac_of;        /* BH × n: factor row of (bh, C), −1 when not needed */
-  double *fac;            /* nfac × (r·D + r): S_C, z_C of selected blocks */
+  dt_slr_shape s;          /* global N, block, n, K */
+  int64_t glo, ghi, nloc;  /* query blocks touched by this slice */
+  int32_t *pos;            /* N triples: global positions (all-gathered or raster) */
+  int32_t *sel;            /* BH × nloc × K: rows of the local query blocks */
+  double *f, *g;           /* REF: BH × len × r features of local queries and keys */
+  float *ff, *gf;          /* CPU: the same in f32 */
+  float *gblk, *Sf, *olrf; /* CPU: block × r, r × D, block × D of scratch */
+  float *kbuf, *vbuf;      /* CPU: DT_CPU_KEY_CHUNK × D each, gathered keys */
+  double *part, *total;    /* BH × (r·D + r): local Σ g vᵀ, Σ g; then the global sums */
+  int64_t *fac_of;         /* BH × n: factor row of (bh, C), −1 when not needed */
+  double *fac;             /* nfac × (r·D + r): S_C, z_C of selected blocks */
   int64_t nfac;
   float *qs;                /* BH × len × D, times scale */
   float *row_max, *row_sum; /* BH × len */
@@ -106,6 +109,12 @@ void dt_dist_slr_factors(slr_run *R, const dt_dist_block_fetch *F, int fetched);
 /* o = o_s + Wᵀ o_lr for the local rows of bh: o_s from the softmax state,
  * o_lr from the global sums minus the selected blocks' factors. */
 void dt_dist_slr_finish_head(slr_run *R, int64_t bh, ditattn_tensor *out, float *lse_sparse);
+
+/* The same three stages on CPU contexts, through the CPU backend's f32
+ * GEMMs (dist_ropeslr_lowrank_cpu.c). */
+void dt_dist_slr_local_features_cpu(slr_run *R);
+void dt_dist_slr_factors_cpu(slr_run *R, const dt_dist_block_fetch *F, int fetched);
+void dt_dist_slr_finish_head_cpu(slr_run *R, int64_t bh, ditattn_tensor *out, float *lse_sparse);
 
 /* Selection row of local query block G (global index) of bh. */
 static inline const int32_t *dt_dist_slr_sel_row(const slr_run *R, int64_t bh, int64_t G) {

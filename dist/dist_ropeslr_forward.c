@@ -8,9 +8,11 @@
 #include <string.h>
 
 static void run_free(slr_run *R) {
-  /* g, total and row_sum live in the blocks of f, part and row_max. */
-  void *bufs[] = {R->pos,     R->sel, R->f,    R->part, R->fac_of, R->fac, R->qs,
-                  R->row_max, R->acc, R->tile, R->u,    R->os,     R->Sbg, R->olr};
+  /* g, gf, vbuf, total and row_sum live in the blocks of f, ff, kbuf, part
+   * and row_max. */
+  void *bufs[] = {R->pos,  R->sel,  R->f,      R->ff,  R->kbuf, R->gblk,    R->Sf,
+                  R->olrf, R->part, R->fac_of, R->fac, R->qs,   R->row_max, R->acc,
+                  R->tile, R->u,    R->os,     R->Sbg, R->olr};
   for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dt_free(bufs[i]);
 }
 
@@ -25,7 +27,16 @@ static ditattn_status run_alloc(slr_run *R) {
   const int64_t BH = R->BH, len = R->len, D = R->D, r = R->r, n = R->s.n;
   const int64_t rd = r * D + r, rows = BH * len;
   R->sel = alloc_n(BH * R->nloc, R->s.K * (int64_t)sizeof(int32_t));
-  R->f = alloc_n(2 * rows, r * (int64_t)sizeof(double));
+  if (R->use_cpu) {
+    R->ff = alloc_n(2 * rows, r * (int64_t)sizeof(float));
+    R->gblk = alloc_n(R->s.block, r * (int64_t)sizeof(float));
+    R->Sf = alloc_n(r, D * (int64_t)sizeof(float));
+    R->olrf = alloc_n(R->s.block, D * (int64_t)sizeof(float));
+    R->kbuf = alloc_n(2 * DT_CPU_KEY_CHUNK, D * (int64_t)sizeof(float));
+  } else {
+    R->f = alloc_n(2 * rows, r * (int64_t)sizeof(double));
+  }
+  const int feats = R->use_cpu ? R->ff && R->gblk && R->Sf && R->olrf && R->kbuf : R->f != NULL;
   R->part = alloc_n(2 * BH, rd * (int64_t)sizeof(double));
   R->fac_of = alloc_n(BH * n, sizeof(int64_t));
   R->qs = alloc_n(rows, D * (int64_t)sizeof(float));
@@ -36,12 +47,16 @@ static ditattn_status run_alloc(slr_run *R) {
   R->os = alloc_n(R->s.block, D * (int64_t)sizeof(float));
   R->Sbg = alloc_n(rd, sizeof(double));
   R->olr = alloc_n(r > D ? r : D, sizeof(double));
-  if (!R->sel || !R->f || !R->part || !R->fac_of || !R->qs || !R->row_max || !R->acc || !R->tile ||
+  if (!R->sel || !feats || !R->part || !R->fac_of || !R->qs || !R->row_max || !R->acc || !R->tile ||
       !R->u || !R->os || !R->Sbg || !R->olr)
     return dt_fail(R->ctx, DITATTN_ERR_OUT_OF_MEMORY,
                    "ropeslr workspace for %lld local rows of D = %lld, r = %lld", (long long)rows,
                    (long long)D, (long long)r);
-  R->g = R->f + rows * r;
+  if (R->use_cpu) {
+    R->gf = R->ff + rows * r;
+    R->vbuf = R->kbuf + DT_CPU_KEY_CHUNK * D;
+  } else
+    R->g = R->f + rows * r;
   R->total = R->part + BH * rd;
   R->row_sum = R->row_max + rows;
   return DITATTN_OK;
@@ -88,6 +103,7 @@ static void prepare_queries(slr_run *R) {
  * (fetched == 0: wholly inside this slice) or in the fetch slots. */
 static void attend_selected(slr_run *R, const dt_dist_block_fetch *F, int fetched) {
   const int64_t D = R->D, n = R->s.n;
+  const size_t row_bytes = (size_t)D * sizeof(float);
   for (int64_t bh = 0; bh < R->BH; bh++) {
     const int64_t b = bh / R->H, h = bh % R->H;
     for (int64_t G = R->glo; G <= R->ghi; G++) {
@@ -96,22 +112,34 @@ static void attend_selected(slr_run *R, const dt_dist_block_fetch *F, int fetche
       const int64_t a = first > R->off ? first : R->off;
       const int64_t e = first + count < R->off + R->len ? first + count : R->off + R->len;
       const int64_t row0 = bh * R->len + (a - R->off);
+      const float *qs = R->qs + row0 * D;
       const dt_cpu_softmax_state st = {R->row_max + row0, R->row_sum + row0, R->acc + row0 * D};
       const int32_t *row = dt_dist_slr_sel_row(R, bh, G);
+      int64_t have = 0; /* CPU: keys gathered into kbuf/vbuf, one kernel call per chunk */
       for (int64_t t = 0; t < R->s.K; t++) {
         const int64_t slot = F->slot_of ? F->slot_of[bh * n + row[t]] : -1;
         if ((slot >= 0) != fetched) continue;
         int64_t k0, kn;
         dt_dist_slr_block(R, row[t], &k0, &kn);
-        if (fetched)
-          dt_dist_attend(R->use_cpu, e - a, kn, D, R->qs + row0 * D, dt_dist_block_fetch_k(F, slot),
-                         D, dt_dist_block_fetch_v(F, slot), D, NULL, R->tile, &st);
-        else
-          dt_dist_attend(R->use_cpu, e - a, kn, D, R->qs + row0 * D,
-                         dt_f32_at(R->k, b, h, k0 - R->off, 0), R->k->stride[2],
-                         dt_f32_at(R->v, b, h, k0 - R->off, 0), R->v->stride[2], NULL, R->tile,
-                         &st);
+        const float *kr =
+            fetched ? dt_dist_block_fetch_k(F, slot) : dt_f32_at(R->k, b, h, k0 - R->off, 0);
+        const float *vr =
+            fetched ? dt_dist_block_fetch_v(F, slot) : dt_f32_at(R->v, b, h, k0 - R->off, 0);
+        const int64_t kld = fetched ? D : R->k->stride[2], vld = fetched ? D : R->v->stride[2];
+        if (!R->use_cpu || kn > DT_CPU_KEY_CHUNK) {
+          dt_dist_attend(R->use_cpu, e - a, kn, D, qs, kr, kld, vr, vld, NULL, R->tile, &st);
+          continue;
+        }
+        if (have + kn > DT_CPU_KEY_CHUNK) {
+          dt_dist_attend(1, e - a, have, D, qs, R->kbuf, D, R->vbuf, D, NULL, R->tile, &st);
+          have = 0;
+        }
+        for (int64_t j = 0; j < kn; j++, have++) {
+          memcpy(R->kbuf + have * D, kr + j * kld, row_bytes);
+          memcpy(R->vbuf + have * D, vr + j * vld, row_bytes);
+        }
       }
+      if (have) dt_dist_attend(1, e - a, have, D, qs, R->kbuf, D, R->vbuf, D, NULL, R->tile, &st);
     }
   }
 }
@@ -127,7 +155,10 @@ static ditattn_status compute(slr_run *R, ditattn_tensor *out, float *lse_sparse
   double t0 = MPI_Wtime();
   ditattn_status local = plan_factors(R, &want);
   if (local == DITATTN_OK) {
-    dt_dist_slr_local_features(R);
+    if (R->use_cpu)
+      dt_dist_slr_local_features_cpu(R);
+    else
+      dt_dist_slr_local_features(R);
     prepare_queries(R);
   }
   dt_dist_tick(&t0, &job->stats.compute_s);
@@ -147,14 +178,14 @@ static ditattn_status compute(slr_run *R, ditattn_tensor *out, float *lse_sparse
   if (st == DITATTN_OK) {
     t0 = MPI_Wtime();
     attend_selected(R, &F, 0); /* overlapped with the transfers */
-    dt_dist_slr_factors(R, &F, 0);
+    (R->use_cpu ? dt_dist_slr_factors_cpu : dt_dist_slr_factors)(R, &F, 0);
     dt_dist_tick(&t0, &job->stats.compute_s);
     st = dt_dist_block_fetch_finish(job, &F);
   }
   if (st == DITATTN_OK) {
     t0 = MPI_Wtime();
     attend_selected(R, &F, 1);
-    dt_dist_slr_factors(R, &F, 1);
+    (R->use_cpu ? dt_dist_slr_factors_cpu : dt_dist_slr_factors)(R, &F, 1);
     dt_dist_tick(&t0, &job->stats.compute_s);
   }
   if (sum_req != MPI_REQUEST_NULL) {
@@ -168,7 +199,8 @@ static ditattn_status compute(slr_run *R, ditattn_tensor *out, float *lse_sparse
   }
   if (st == DITATTN_OK) {
     t0 = MPI_Wtime();
-    for (int64_t bh = 0; bh < R->BH; bh++) dt_dist_slr_finish_head(R, bh, out, lse_sparse);
+    for (int64_t bh = 0; bh < R->BH; bh++)
+      (R->use_cpu ? dt_dist_slr_finish_head_cpu : dt_dist_slr_finish_head)(R, bh, out, lse_sparse);
     dt_dist_tick(&t0, &job->stats.compute_s);
   }
   job->stats.llsa_fetch_bytes = F.bytes_received;
