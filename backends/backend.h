@@ -120,6 +120,10 @@ typedef struct dt_backend_ops {
   ditattn_status (*lse_merge)(ditattn_context *ctx, const dt_lse_merge *p);
   ditattn_status (*ropeslr_forward)(ditattn_context *ctx, const dt_ropeslr_fwd *p);
   ditattn_status (*ropeslr_backward)(ditattn_context *ctx, const dt_ropeslr_bwd *p);
+  /* Devices (NULL on host backends, which have the one device 0). */
+  ditattn_status (*device_count)(int *count);
+  /* Binds an initialised context to a device in [0, count). */
+  ditattn_status (*bind_device)(ditattn_context *ctx, int device);
 } dt_backend_ops;
 
 /* The context: opaque to users. */

@@ -24,7 +24,8 @@ typedef struct bench_opts {
   int smooth;            /* inputs with positional structure (local selections) */
   const char *llsa_mode; /* ring, fetch, auto or both */
   const char *json;
-  int ropeslr; /* --op ropeslr */
+  ditattn_dtype dtype; /* GPU backends: f32 or bf16 (host backends: f32) */
+  int ropeslr;         /* --op ropeslr */
 } bench_opts;
 
 static void usage(void) {
@@ -34,7 +35,9 @@ static void usage(void) {
       "  --n N                 global tokens (default 131072)\n"
       "  --d D                 head dimension (default 64)\n"
       "  --heads H             heads, B = 1 (default 1)\n"
-      "  --backend ref|cpu     (default cpu)\n"
+      "  --backend ref|cpu|cuda|hip  (default cpu); cuda/hip: dense only, one GPU per rank\n"
+      "                        (node-local rank modulo the device count)\n"
+      "  --dtype f32|bf16      GPU backends: element type of q, k, v, out (default f32)\n"
       "  --threads T           threads per rank (default 1)\n"
       "  --reps R              repetitions, best kept (default 1)\n"
       "  --max-p P             largest group timed (default: all ranks)\n"
@@ -49,8 +52,13 @@ static void usage(void) {
       "column: the K/V bytes it fetched vs what the ring would move (max over ranks, as LLSA).\n");
 }
 
+static int bench_is_gpu(const bench_opts *o) {
+  return o->backend == DITATTN_BACKEND_CUDA || o->backend == DITATTN_BACKEND_HIP;
+}
+
 static int parse(int argc, char **argv, bench_opts *o) {
-  *o = (bench_opts){131072, 64, 1, 1, 1, DITATTN_BACKEND_CPU, 1, 1, 0, 0, "both", NULL, 0};
+  *o = (bench_opts){131072, 64, 1, 1,      1,    DITATTN_BACKEND_CPU, 1,
+                    1,      0,  0, "both", NULL, DITATTN_F32,         0};
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
     if (!strcmp(a, "--help") || !strcmp(a, "-h")) return 1;
@@ -74,6 +82,9 @@ static int parse(int argc, char **argv, bench_opts *o) {
       o->max_p = atoi(val);
     else if (!strcmp(a, "--backend")) {
       if (ditattn_backend_parse(val, &o->backend) != DITATTN_OK) return -1;
+    } else if (!strcmp(a, "--dtype")) {
+      if (strcmp(val, "f32") && strcmp(val, "bf16")) return -1;
+      o->dtype = strcmp(val, "bf16") ? DITATTN_F32 : DITATTN_BF16;
     } else if (!strcmp(a, "--llsa-mode")) {
       if (strcmp(val, "ring") && strcmp(val, "fetch") && strcmp(val, "auto") && strcmp(val, "both"))
         return -1;
@@ -88,6 +99,7 @@ static int parse(int argc, char **argv, bench_opts *o) {
     i++;
   }
   if (o->N < 1 || o->D < 1 || o->H < 1 || o->threads < 0 || o->reps < 1) return -1;
+  if (o->dtype != DITATTN_F32 && !bench_is_gpu(o)) return -1;
   return 0;
 }
 
@@ -131,6 +143,36 @@ static void fill(float *x, int t, int64_t H, int64_t off, int64_t len, int64_t D
       }
 }
 
+/* f32 → bf16, round to nearest even (NaN stays NaN). */
+static uint16_t bench_bf16(float x) {
+  uint32_t u;
+  memcpy(&u, &x, sizeof u);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
+  return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+/* GPU backends: copies the four host tensors of t (n elements each) into one
+ * device buffer *dev in o->dtype and points t at it. */
+static ditattn_status bench_upload(ditattn_context *ctx, const bench_opts *o, const float *host,
+                                   size_t n, int64_t len, ditattn_tensor t[4], void **dev) {
+  const size_t esize = ditattn_dtype_size(o->dtype);
+  ditattn_status st = ditattn_malloc(ctx, 4 * n * esize, dev);
+  if (st != DITATTN_OK) return st;
+  uint16_t *half = o->dtype == DITATTN_BF16 ? malloc(n * sizeof(uint16_t)) : NULL;
+  if (o->dtype == DITATTN_BF16 && !half) return DITATTN_ERR_OUT_OF_MEMORY;
+  for (int i = 0; i < 4 && st == DITATTN_OK; i++) {
+    char *dst = (char *)*dev + (size_t)i * n * esize;
+    if (half) {
+      for (size_t j = 0; j < n; j++) half[j] = bench_bf16(host[(size_t)i * n + j]);
+      st = ditattn_copy_to_backend(ctx, dst, half, n * esize);
+    } else
+      st = ditattn_copy_to_backend(ctx, dst, host + (size_t)i * n, n * esize);
+    t[i] = ditattn_tensor_bhnd(dst, o->dtype, 1, o->H, len, o->D);
+  }
+  free(half);
+  return st;
+}
+
 typedef struct result {
   const char *op;
   int p;
@@ -162,11 +204,21 @@ static result time_group(const bench_opts *o, MPI_Comm group, int is_llsa, ditat
     if (i < 3) fill(buf + i * n, i, o->H, off, len, o->D);
     if (i < 2 && o->smooth) fill_smooth(buf + i * n, o->H, off, len, o->D, o->N);
   }
+  void *dev = NULL; /* GPU backends: q, k, v, out in device memory */
+  ok = !bench_is_gpu(o) || bench_upload(ctx, o, buf, n, len, t, &dev) == DITATTN_OK;
+  MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, group);
+  if (!all_ok) {
+    if (r == 0) fprintf(stderr, "bench --dist: upload failed: %s\n", ditattn_last_error(ctx));
+    ditattn_free(ctx, dev);
+    free(buf);
+    return res;
+  }
   ditattn_dist_slice slice = {o->N, off, len};
   ditattn_llsa_params prm = ditattn_llsa_params_default();
   double best = 1e300, best_share = 0.0;
   ok = 1;
   for (int rep = 0; rep < o->reps && ok; rep++) {
+    if (dev) ditattn_synchronize(ctx); /* nothing queued may leak into the timing */
     MPI_Barrier(group);
     ditattn_status st =
         is_llsa == 2 ? dt_dist_bench_ropeslr(ctx, group, &slice, &t[0], &t[1], &t[2], &t[3])
@@ -174,6 +226,7 @@ static result time_group(const bench_opts *o, MPI_Comm group, int is_llsa, ditat
             ? ditattn_dist_llsa_forward(ctx, group, &slice, &prm, &t[0], &t[1], &t[2], &t[3], NULL)
             : ditattn_dist_dense_forward(ctx, group, &slice, &t[0], &t[1], &t[2], 0.0f, &t[3],
                                          NULL);
+    if (dev && st == DITATTN_OK) st = ditattn_synchronize(ctx);
     ditattn_dist_stats s;
     ditattn_dist_last_stats(&s);
     if (st != DITATTN_OK) {
@@ -188,6 +241,10 @@ static result time_group(const bench_opts *o, MPI_Comm group, int is_llsa, ditat
                        ? (double)s.llsa_fetch_bytes / (double)s.ring_bytes_received
                        : 0.0;
     MPI_Allreduce(&ratio, &res.fetch_ratio, 1, MPI_DOUBLE, MPI_MAX, group);
+    if (dev && r == 0 && rep == 0)
+      fprintf(stderr, "bench --dist: %s P=%d: K/V crossed MPI %s\n", name, p,
+              s.gpu_transfer == 2 ? "as device pointers (CUDA-aware MPI)"
+                                  : "staged through host memory");
     if (wall < best) {
       best = wall;
       best_share = share_sum / p;
@@ -196,6 +253,7 @@ static result time_group(const bench_opts *o, MPI_Comm group, int is_llsa, ditat
   res.wall = best;
   res.wait_share = best_share;
   res.ok = ok;
+  ditattn_free(ctx, dev);
   free(buf);
   return res;
 }
@@ -205,7 +263,8 @@ static void report(const bench_opts *o, const result *res, int nres, int world) 
          "%d thread(s)/rank, %d ranks launched, best of %d\n",
          (long long)o->N, (long long)o->D, (long long)o->H, ditattn_backend_name(o->backend),
          o->threads, world, o->reps);
-  printf("inputs: %s\n", o->smooth ? "smooth (positional structure)" : "uniform random");
+  printf("inputs: %s, %s\n", o->smooth ? "smooth (positional structure)" : "uniform random",
+         o->dtype == DITATTN_BF16 ? "bf16" : "f32");
   printf("%-10s %3s %12s %11s %11s %14s %12s\n", "op", "P", "wall s", "efficiency", "comm wait",
          "MB sent/rank", "fetch/ring");
   for (int i = 0; i < nres; i++)
@@ -233,6 +292,29 @@ static void report(const bench_opts *o, const result *res, int nres, int world) 
   fclose(f);
 }
 
+/* Host backends: a plain context. GPU backends: one device per rank, the
+ * node-local rank modulo the node's device count (one rank per GPU when
+ * launched so; ranks share GPUs round-robin when there are more). */
+static ditattn_status bench_context(const bench_opts *o, int rank, ditattn_context **ctx) {
+  if (!bench_is_gpu(o)) return ditattn_context_create(o->backend, ctx);
+  MPI_Comm node;
+  int local = 0, count = 0;
+  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node);
+  MPI_Comm_rank(node, &local);
+  MPI_Comm_free(&node);
+  ditattn_status st = ditattn_device_count(o->backend, &count);
+  if (st != DITATTN_OK) {
+    fprintf(stderr, "bench --dist: rank %d: no %s device (%s)\n", rank,
+            ditattn_backend_name(o->backend), ditattn_strerror(st));
+    return st;
+  }
+  st = ditattn_context_create_on_device(o->backend, local % count, ctx);
+  if (st != DITATTN_OK)
+    fprintf(stderr, "bench --dist: rank %d: %s device %d of %d: %s\n", rank,
+            ditattn_backend_name(o->backend), local % count, count, ditattn_strerror(st));
+  return st;
+}
+
 int dt_dist_bench_main(int argc, char **argv) {
   int was_init = 0;
   MPI_Initialized(&was_init);
@@ -252,7 +334,14 @@ int dt_dist_bench_main(int argc, char **argv) {
   }
   if (o.max_p <= 0 || o.max_p > world) o.max_p = world;
   ditattn_context *ctx = NULL;
-  int ok = ditattn_context_create(o.backend, &ctx) == DITATTN_OK, all_ok = 0;
+  if (bench_is_gpu(&o) && (o.llsa || o.ropeslr)) {
+    if (rank == 0)
+      fprintf(stderr, "bench --dist: GPU contexts run dense only; llsa/ropeslr skipped\n");
+    o.llsa = 0;
+    o.ropeslr = 0;
+    o.dense = 1;
+  }
+  int ok = bench_context(&o, rank, &ctx) == DITATTN_OK, all_ok = 0;
   if (ok) ditattn_context_set_num_threads(ctx, o.threads);
   MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
   if (!all_ok) {

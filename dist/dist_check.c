@@ -1,8 +1,20 @@
 /* Local argument checks of the dist entries (before the collective
  * agreement): the same checks as the single-process API, on the slice. */
+#include "dist_device.h"
 #include "dist_internal.h"
 
 #include <string.h>
+
+static const char *op_name(int64_t op) {
+  switch (op) {
+  case DT_DIST_OP_DENSE_FWD: return "dense forward";
+  case DT_DIST_OP_LLSA_FWD: return "LLSA forward";
+  case DT_DIST_OP_LLSA_BWD: return "LLSA backward";
+  case DT_DIST_OP_ROPESLR_FWD: return "RoPeSLR forward";
+  case DT_DIST_OP_ROPESLR_BWD: return "RoPeSLR backward";
+  default: return "this operation";
+  }
+}
 
 static ditattn_status check_slice(ditattn_context *ctx, const ditattn_dist_slice *slice) {
   if (!slice) return dt_fail(ctx, DITATTN_ERR_NULL_POINTER, "slice is NULL");
@@ -21,9 +33,15 @@ ditattn_status dt_dist_check_local(ditattn_context *ctx, const ditattn_dist_slic
                                    const float *lse, int64_t params[DT_DP_COUNT]) {
   TRY(dt_begin(ctx));
   TRY(check_slice(ctx, slice));
-  if (ctx->backend != DITATTN_BACKEND_REF && ctx->backend != DITATTN_BACKEND_CPU)
+  /* GPU contexts: only dense has a device-memory path (dist_device*.c). */
+  const int device = dt_dist_is_device(ctx);
+  if (device && params[DT_DP_OP] != DT_DIST_OP_DENSE_FWD)
     return dt_fail(ctx, DITATTN_ERR_UNSUPPORTED,
-                   "dist supports host backends (ref, cpu) only for now; backend %s is not",
+                   "dist on a GPU context (backend %s): only dense forward runs on device memory "
+                   "for now; %s needs a host context (ref, cpu)",
+                   ditattn_backend_name(ctx->backend), op_name(params[DT_DP_OP]));
+  if (!device && ctx->backend != DITATTN_BACKEND_REF && ctx->backend != DITATTN_BACKEND_CPU)
+    return dt_fail(ctx, DITATTN_ERR_UNSUPPORTED, "dist does not support backend %s",
                    ditattn_backend_name(ctx->backend));
   TRY(dt_check_tensor(ctx, "q", q));
   TRY(dt_check_tensor(ctx, "k", k));
@@ -34,10 +52,12 @@ ditattn_status dt_dist_check_local(ditattn_context *ctx, const ditattn_dist_slic
   TRY(dt_check_shape(ctx, "k", k, B, H, slice->length, D));
   TRY(dt_check_shape(ctx, "v", v, B, H, slice->length, D));
   TRY(dt_check_shape(ctx, "out", out, B, H, slice->length, D));
-  TRY(dt_check_dtype(ctx, "q", q, DITATTN_F32));
-  TRY(dt_check_dtype(ctx, "k", k, DITATTN_F32));
-  TRY(dt_check_dtype(ctx, "v", v, DITATTN_F32));
-  TRY(dt_check_dtype(ctx, "out", out, DITATTN_F32));
+  /* Host dist is f32; device dense takes any dtype the backend does. */
+  const ditattn_dtype dtype = device ? q->dtype : DITATTN_F32;
+  TRY(dt_check_dtype(ctx, "q", q, dtype));
+  TRY(dt_check_dtype(ctx, "k", k, dtype));
+  TRY(dt_check_dtype(ctx, "v", v, dtype));
+  TRY(dt_check_dtype(ctx, "out", out, dtype));
   TRY(dt_check_disjoint(ctx, "out", out, "q", q));
   TRY(dt_check_disjoint(ctx, "out", out, "k", k));
   TRY(dt_check_disjoint(ctx, "out", out, "v", v));

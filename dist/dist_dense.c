@@ -1,5 +1,7 @@
 /* Dense self-attention by ring attention: each K/V slice passing by gives a
- * partial (ditattn_dense_forward, Nq != Nk) merged by log-sum-exp. */
+ * partial (ditattn_dense_forward, Nq != Nk) merged by log-sum-exp. GPU
+ * contexts take the device-memory ring of dist_device_dense.c. */
+#include "dist_device.h"
 #include "dist_ring.h"
 
 #include <string.h>
@@ -27,6 +29,8 @@ ditattn_status ditattn_dist_dense_forward(ditattn_context *ctx, MPI_Comm comm,
                                           const ditattn_dist_slice *slice, const ditattn_tensor *q,
                                           const ditattn_tensor *k, const ditattn_tensor *v,
                                           float scale, ditattn_tensor *out, float *lse) {
+  if (dt_dist_is_device(ctx))
+    return dt_dist_device_dense_forward(ctx, comm, slice, q, k, v, scale, out, lse);
   int64_t params[DT_DP_COUNT];
   memset(params, 0, sizeof params);
   params[DT_DP_OP] = DT_DIST_OP_DENSE_FWD;

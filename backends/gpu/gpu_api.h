@@ -27,6 +27,10 @@ extern "C" {
 /* ------------------------------------------------------------ runtime */
 const char *DT_GPU_FN(error_string)(int err);
 int DT_GPU_FN(device_count)(int *count);
+/* The calling thread's current device (a context bound to a device makes it
+ * current for the duration of each call; see gpu_ops_impl.h). */
+int DT_GPU_FN(get_device)(int *device);
+int DT_GPU_FN(set_device)(int device);
 int DT_GPU_FN(malloc)(void **ptr, size_t bytes);
 int DT_GPU_FN(free)(void *ptr);
 int DT_GPU_FN(copy_h2d)(void *dst, const void *host_src, size_t bytes, void *stream);

@@ -21,6 +21,7 @@ typedef struct gpu_state {
   void *ws; /* device workspace, grown on demand */
   size_t ws_bytes;
   void *stream; /* stream the workspace was last used on */
+  int device;   /* bound device (ditattn_context_create_on_device), or -1: current */
 } gpu_state;
 
 static ditattn_status gpu_check(ditattn_context *ctx, int err, const char *what) {
@@ -65,6 +66,7 @@ static ditattn_status gpu_init(ditattn_context *ctx) {
                    err ? DT_GPU_FN(error_string)(err) : "0 devices");
   gpu_state *st = dt_calloc(1, sizeof *st);
   if (!st) return dt_fail(ctx, DITATTN_ERR_OUT_OF_MEMORY, "%s backend state", DT_GPU_NAME);
+  st->device = -1;
   ctx->backend_state = st;
   return DITATTN_OK;
 }
@@ -337,26 +339,31 @@ static ditattn_status gpu_llsa_forward(ditattn_context *ctx, const dt_llsa_fwd *
 /* ------------------------------------------------------------ RoPeSLR */
 #include "ropeslr_ops_impl.h"
 
+/* ------------------------------------------------------------ devices */
+#include "gpu_device_bind.h"
+
 /* ------------------------------------------------------------ the table */
 static const dt_backend_ops gpu_ops_table = {
     .name = DT_GPU_NAME,
     .dtypes = (1u << DITATTN_F32) | (1u << DITATTN_BF16) | (1u << DITATTN_F16),
     .init = gpu_init,
-    .fini = gpu_fini,
-    .set_stream = gpu_set_stream,
-    .synchronize = gpu_synchronize,
-    .mem_alloc = gpu_mem_alloc,
-    .mem_free = gpu_mem_free,
-    .copy_to_backend = gpu_copy_to_backend,
-    .copy_to_host = gpu_copy_to_host,
-    .dense_forward = gpu_dense_forward,
-    .dense_backward = gpu_dense_backward,
-    .llsa_forward = gpu_llsa_forward,
-    .rope = gpu_rope,
-    .order = gpu_order,
-    .pool = gpu_pool,
-    .lse_merge = gpu_lse_merge,
-    .ropeslr_forward = gpu_ropeslr_forward,
+    .fini = gpu_bound_fini,
+    .set_stream = gpu_bound_set_stream,
+    .synchronize = gpu_bound_synchronize,
+    .mem_alloc = gpu_bound_mem_alloc,
+    .mem_free = gpu_bound_mem_free,
+    .copy_to_backend = gpu_bound_copy_to_backend,
+    .copy_to_host = gpu_bound_copy_to_host,
+    .dense_forward = gpu_bound_dense_forward,
+    .dense_backward = gpu_bound_dense_backward,
+    .llsa_forward = gpu_bound_llsa_forward,
+    .rope = gpu_bound_rope,
+    .order = gpu_bound_order,
+    .pool = gpu_bound_pool,
+    .lse_merge = gpu_bound_lse_merge,
+    .ropeslr_forward = gpu_bound_ropeslr_forward,
+    .device_count = gpu_device_count,
+    .bind_device = gpu_bind_device,
 };
 
 const dt_backend_ops *DT_GPU_TABLE(void) { return &gpu_ops_table; }

@@ -19,6 +19,7 @@ typedef hipStream_t gpuStream_t;
 #define gpuGetLastError              hipGetLastError
 #define gpuGetDeviceCount            hipGetDeviceCount
 #define gpuGetDevice                 hipGetDevice
+#define gpuSetDevice                 hipSetDevice
 #define gpuMalloc                    hipMalloc
 #define gpuFree                      hipFree
 #define gpuMemcpyAsync               hipMemcpyAsync
@@ -54,6 +55,7 @@ typedef cudaStream_t gpuStream_t;
 #define gpuGetLastError              cudaGetLastError
 #define gpuGetDeviceCount            cudaGetDeviceCount
 #define gpuGetDevice                 cudaGetDevice
+#define gpuSetDevice                 cudaSetDevice
 #define gpuMalloc                    cudaMalloc
 #define gpuFree                      cudaFree
 #define gpuMemcpyAsync               cudaMemcpyAsync

@@ -16,6 +16,13 @@ int DT_GPU_FN(device_count)(int *count) {
   return (int)e;
 }
 
+int DT_GPU_FN(get_device)(int *device) {
+  *device = -1;
+  return (int)gpuGetDevice(device);
+}
+
+int DT_GPU_FN(set_device)(int device) { return (int)gpuSetDevice(device); }
+
 int DT_GPU_FN(malloc)(void **ptr, size_t bytes) {
   *ptr = NULL;
   return (int)gpuMalloc(ptr, bytes ? bytes : 1);

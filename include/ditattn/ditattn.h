@@ -83,6 +83,20 @@ typedef struct ditattn_context ditattn_context;
 /* Creates a context bound to a backend. Fails with BACKEND_UNAVAILABLE when
  * the backend was not compiled in or finds no device; `*ctx` is NULL then. */
 ditattn_status ditattn_context_create(ditattn_backend backend, ditattn_context **ctx);
+/* Creates a context bound to device `device` of the backend: every later
+ * call on it (memory, copies, operations, synchronize, destroy) runs on that
+ * device, whatever device the calling thread has current; the thread's
+ * current device is restored when each call returns. REF/CPU: only device 0
+ * exists. An index outside [0, ditattn_device_count) gives
+ * INVALID_ARGUMENT; a backend not compiled in or without devices gives
+ * BACKEND_UNAVAILABLE (`*ctx` is NULL then). ditattn_context_create uses the
+ * thread's current device at each call instead. */
+ditattn_status ditattn_context_create_on_device(ditattn_backend backend, int device,
+                                                ditattn_context **ctx);
+/* Number of devices of a backend: 1 for REF/CPU; the runtime's device count
+ * for CUDA/HIP. BACKEND_UNAVAILABLE (count 0) when not compiled in or the
+ * runtime reports no device. */
+ditattn_status ditattn_device_count(ditattn_backend backend, int *count);
 void ditattn_context_destroy(ditattn_context *ctx);
 ditattn_backend ditattn_context_backend(const ditattn_context *ctx);
 /* Message of the last failed call on ctx ("" after success). Never NULL. */

@@ -13,8 +13,11 @@
  * before returning. The caller's communicator is duplicated for the call,
  * so dist traffic never mixes with the caller's messages.
  *
- * Backends: host memory (DITATTN_BACKEND_REF, DITATTN_BACKEND_CPU). GPU
- * backends answer DITATTN_ERR_UNSUPPORTED for now (see docs/dist.md). */
+ * Backends: host memory (DITATTN_BACKEND_REF, DITATTN_BACKEND_CPU) for
+ * every call. GPU contexts (CUDA, HIP): ditattn_dist_dense_forward runs on
+ * device memory (q, k, v, out and lse are device pointers, as in
+ * ditattn_dense_forward; f32, bf16 or f16); every other dist call answers
+ * DITATTN_ERR_UNSUPPORTED for now (see docs/dist.md, "GPU contexts"). */
 #ifndef DITATTN_DITATTN_DIST_H
 #define DITATTN_DITATTN_DIST_H
 
@@ -40,7 +43,10 @@ typedef struct ditattn_dist_slice {
  * ring (double-buffered, overlapping the next transfer with the current
  * block's compute); partials are computed with ditattn_dense_forward on
  * ctx's backend and merged with ditattn_lse_merge.
- * q, k, v, out: (B, H, slice->length, D). lse: optional, [B][H][length]. */
+ * q, k, v, out: (B, H, slice->length, D). lse: optional, [B][H][length].
+ * On a GPU context all of them are device memory of ctx's device; slices
+ * cross MPI staged through host memory, or as device pointers when MPI is
+ * CUDA-aware (ditattn_dist_stats.gpu_transfer says which). */
 ditattn_status ditattn_dist_dense_forward(ditattn_context *ctx, MPI_Comm comm,
                                           const ditattn_dist_slice *slice, const ditattn_tensor *q,
                                           const ditattn_tensor *k, const ditattn_tensor *v,
@@ -118,6 +124,11 @@ typedef struct ditattn_dist_stats {
    * running the ring (environment DITATTN_DIST_LLSA=ring|fetch forces one;
    * by default fetch when every rank would receive under half as much). */
   int llsa_fetched;
+  /* GPU contexts (dense only): how K/V slices crossed MPI. 0: host memory
+   * (REF/CPU contexts), 1: staged through host buffers, 2: device pointers
+   * handed to a CUDA-aware MPI (Open MPI's MPIX_Query_cuda_support() said so,
+   * or DITATTN_DIST_CUDA_AWARE=1 forced it; =0 forces staging). */
+  int gpu_transfer;
 } ditattn_dist_stats;
 void ditattn_dist_last_stats(ditattn_dist_stats *stats);
 

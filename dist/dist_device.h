@@ -1,0 +1,47 @@
+/* GPU contexts in dist/: ring attention on device memory, written against
+ * ditattn's public API only (ditattn_malloc, copies, ditattn_dense_forward,
+ * ditattn_lse_merge, ditattn_synchronize), so dist/ never includes a CUDA or
+ * HIP header. */
+#ifndef DITATTN_DIST_DEVICE_H
+#define DITATTN_DIST_DEVICE_H
+
+#include "dist_internal.h"
+
+/* Values of ditattn_dist_stats.gpu_transfer. */
+enum { DT_DIST_XFER_HOST = 0, DT_DIST_XFER_STAGED = 1, DT_DIST_XFER_DEVICE = 2 };
+
+/* 1 when ctx's tensors live in device memory (CUDA, HIP contexts); also for
+ * host contexts when DITATTN_DIST_DEVICE_PATH=1 (a test hook: REF/CPU then
+ * run the device path on host memory, so CI covers it without a GPU). */
+int dt_dist_is_device(const ditattn_context *ctx);
+
+/* How this rank hands device buffers to MPI: DT_DIST_XFER_DEVICE when
+ * DITATTN_DIST_CUDA_AWARE=1, or when it is unset, the backend is CUDA and
+ * Open MPI says it is CUDA-aware (compile time MPIX_CUDA_AWARE_SUPPORT and
+ * run time MPIX_Query_cuda_support()); else DT_DIST_XFER_STAGED. */
+int dt_dist_device_transfer(ditattn_backend backend);
+
+/* ditattn_dist_dense_forward on a GPU context (same arguments). */
+ditattn_status dt_dist_device_dense_forward(ditattn_context *ctx, MPI_Comm comm,
+                                            const ditattn_dist_slice *slice,
+                                            const ditattn_tensor *q, const ditattn_tensor *k,
+                                            const ditattn_tensor *v, float scale,
+                                            ditattn_tensor *out, float *lse);
+
+/* Called once per ring step with the K/V slice of rank `src` in device
+ * memory; it may only queue work on ctx's stream (the ring synchronizes). */
+typedef ditattn_status (*dt_device_ring_step_fn)(void *user, int step, int src,
+                                                 const ditattn_tensor *k, const ditattn_tensor *v);
+
+/* The K/V ring on device memory: double-buffered; while step s computes,
+ * the slice it holds is sent on and the next one received (device pointers
+ * to a CUDA-aware MPI, else through host staging buffers). Returns the
+ * agreed status of the whole ring (same on every rank). */
+ditattn_status dt_device_ring_run(dt_dist_job *job, const ditattn_tensor *k,
+                                  const ditattn_tensor *v, dt_device_ring_step_fn step, void *user);
+
+/* ditattn_free that keeps ctx's last error message (cleanup after a
+ * failure must not erase the reason). */
+void dt_dist_device_free(ditattn_context *ctx, void *ptr);
+
+#endif
