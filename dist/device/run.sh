@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# dist on GPU contexts, on the GPU machine, in ONE call (run from the repo root):
+#   bash dist/device/run.sh
+# 1. configures a Release build with CUDA + MPI on, HIP off, BUILD_TESTING=OFF
+#    (the GPU machine has no CMocka: this also proves dist builds without tests),
+#    and builds ditattn_dist_gpu_check and the ditattn CLI;
+# 2. runs the check (device-memory dist dense vs single-process dense on the
+#    GPU and on the CPU, random seeded cases) with P = 1, 2 (ranks may share a
+#    GPU) and P = the GPU count (one rank per GPU), each rank on its node-local
+#    rank modulo the device count;
+# 3. times `ditattn bench --dist --backend cuda --op dense` at N = 131072
+#    (B = 1, H = 4, D = 64 and 128, bf16 and f32) with groups of 1, 2, 4, ...
+#    ranks up to the GPU count;
+# 4. prints a short table last. Logs go under $OUT (or build/gpu-dist/out).
+# Exit status 0 only if every check and every timed run passed.
+set -euo pipefail
+
+export NCCL_NVLS_ENABLE=0
+# Containers often forbid the cross-memory-attach single copy Open MPI's
+# shared-memory transport tries first; plain copies always work.
+export OMPI_MCA_btl_vader_single_copy_mechanism=none
+
+cd "$(dirname "$0")/../.."
+ROOT=$(pwd)
+BUILD=${DITATTN_RUN_BUILD_DIR:-$ROOT/build/gpu-dist}
+OUT=${OUT:-$BUILD/out}
+mkdir -p "$OUT"
+LOG=$OUT/run.log
+CHECK_CASES=${DITATTN_CHECK_CASES:-24}
+SEED=${DITATTN_TEST_SEED:-$(date +%s)}
+N=${DITATTN_BENCH_N:-131072}
+HEADS=${DITATTN_BENCH_HEADS:-4}
+# Self-test of this script without a GPU: DITATTN_RUN_BACKEND=cpu runs the same
+# steps on CPU contexts through the device path's test hook (f32 only).
+BACKEND=${DITATTN_RUN_BACKEND:-cuda}
+DTYPES="bf16 f32"
+if [ "$BACKEND" != cuda ]; then
+  export DITATTN_DIST_DEVICE_PATH=1
+  DTYPES=f32
+fi
+
+say() { echo "[run.sh $(date -u +%H:%M:%S)] $*" | tee -a "$LOG" >&2; }
+die() {
+  say "FAILED: $*"
+  exit 1
+}
+say "repo $ROOT, build $BUILD, logs $OUT, seed $SEED"
+
+# ------------------------------------------------------------------ tools
+for tool in cmake mpicc mpirun; do
+  command -v "$tool" >/dev/null || die "$tool not found on PATH"
+done
+NVCC=${CUDACXX:-}
+[ -n "$NVCC" ] || NVCC=$(command -v nvcc || true)
+[ -n "$NVCC" ] || [ ! -x /usr/local/cuda/bin/nvcc ] || NVCC=/usr/local/cuda/bin/nvcc
+[ -n "$NVCC" ] || die "nvcc not found (set CUDACXX or put nvcc on PATH)"
+NGPU=0
+if command -v nvidia-smi >/dev/null; then
+  nvidia-smi -L >"$OUT/nvidia-smi.txt" 2>&1 || true
+  NGPU=$(grep -c '^GPU ' "$OUT/nvidia-smi.txt" || true)
+fi
+[ "$NGPU" -ge 1 ] 2>/dev/null || die "no GPU listed by nvidia-smi -L (see $OUT/nvidia-smi.txt)"
+NPROC=$(nproc 2>/dev/null || echo 4)
+say "nvcc $NVCC; $NGPU GPU(s); $NPROC CPU cores; $(mpirun --version 2>&1 | head -n 1)"
+
+# ------------------------------------------------------------------ build
+# sm_90a only (H100/H200): a third of the default gencode's compile time.
+say "configure (log: $OUT/configure.log)"
+cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF \
+  -DDITATTN_WITH_CUDA=ON -DCMAKE_CUDA_COMPILER="$NVCC" -DDITATTN_WITH_HIP=OFF \
+  -DDITATTN_WITH_MPI=ON -DDITATTN_CUDA_GENCODE="arch=compute_90a,code=sm_90a" \
+  >"$OUT/configure.log" 2>&1 || { tail -n 30 "$OUT/configure.log" >&2; die "cmake configure"; }
+grep -q "CUDA=ON" "$OUT/configure.log" || die "CUDA backend not enabled (see $OUT/configure.log)"
+grep -q "MPI=ON" "$OUT/configure.log" || die "MPI not found by cmake (see $OUT/configure.log)"
+say "build (log: $OUT/build.log)"
+cmake --build "$BUILD" -j "$NPROC" --target ditattn_dist_gpu_check ditattn_cli \
+  >"$OUT/build.log" 2>&1 || { grep -E "error|Error" -A3 "$OUT/build.log" | head -n 40 >&2; die "build"; }
+CHECK=$BUILD/bin/ditattn_dist_gpu_check
+CLI=$BUILD/bin/ditattn
+[ -x "$CHECK" ] || die "$CHECK was not built"
+[ -x "$CLI" ] || die "$CLI was not built"
+
+# ------------------------------------------------------------------ runs
+# mpi P SECONDS cmd...: P ranks, each with its share of the CPU (OpenMP for
+# the CPU reference), killed after SECONDS so a hang cannot eat the budget.
+mpi() {
+  local p=$1 limit=$2
+  shift 2
+  local threads=$((NPROC / p))
+  [ "$threads" -ge 1 ] || threads=1
+  OMP_NUM_THREADS=$threads timeout "$limit" mpirun --allow-run-as-root --oversubscribe \
+    --bind-to none -x OMP_NUM_THREADS -x NCCL_NVLS_ENABLE \
+    -x OMPI_MCA_btl_vader_single_copy_mechanism -x DITATTN_TEST_SEED -n "$p" "$@"
+}
+
+check_ps=(1 2)
+[ "$NGPU" -le 2 ] || check_ps+=("$NGPU")
+failures=()
+summary=()
+export DITATTN_TEST_SEED=$SEED
+for p in "${check_ps[@]}"; do
+  log=$OUT/check_P$p.log
+  say "check P=$p ($CHECK_CASES cases per transfer mode; log: $log)"
+  if mpi "$p" 240 "$CHECK" --backend "$BACKEND" --cases "$CHECK_CASES" >"$log" 2>&1; then
+    rc=0
+  else
+    rc=$?
+  fi
+  npass=$(grep -c '^PASS' "$log" || true)
+  nfail=$(grep -c '^FAIL' "$log" || true)
+  aware=$(grep -m1 'CUDA-aware MPI' "$log" | sed 's/^gpu_check: //' || true)
+  summary+=("check P=$p: $npass passed, $nfail failed, exit $rc; $aware")
+  if [ "$rc" -ne 0 ] || [ "$nfail" -ne 0 ] || [ "$npass" -eq 0 ]; then
+    failures+=("check P=$p (exit $rc, $nfail FAIL lines; $log)")
+    grep -E '^FAIL|rank [0-9]+:' "$log" | head -n 20 >&2 || tail -n 20 "$log" >&2
+  fi
+done
+
+bench_rows=()
+for dtype in $DTYPES; do
+  for d in 128 64; do
+    log=$OUT/bench_${dtype}_D$d.log
+    json=$OUT/bench_${dtype}_D$d.json
+    say "bench dense N=$N H=$HEADS D=$d $dtype, groups up to P=$NGPU (log: $log)"
+    dtype_arg=(--dtype "$dtype")
+    [ "$BACKEND" = cuda ] || dtype_arg=()
+    if mpi "$NGPU" 150 "$CLI" bench --dist --backend "$BACKEND" --op dense --n "$N" \
+      --heads "$HEADS" --d "$d" "${dtype_arg[@]}" --reps 3 --json "$json" >"$log" 2>&1; then
+      rc=0
+    else
+      rc=$?
+    fi
+    if [ "$rc" -ne 0 ] || grep -q FAILED "$log"; then
+      failures+=("bench $dtype D=$d (exit $rc; $log)")
+      tail -n 15 "$log" >&2
+    fi
+    while IFS= read -r row; do
+      bench_rows+=("$(printf '%-5s D=%-4s %s' "$dtype" "$d" "$row")")
+    done < <(grep -E '^dense +[0-9]' "$log" || true)
+    xfer=$(grep -m1 'crossed MPI' "$log" | sed 's/^bench --dist: //' || true)
+    [ -z "$xfer" ] || bench_rows+=("$(printf '%-5s D=%-4s   (%s)' "$dtype" "$d" "$xfer")")
+  done
+done
+
+# ------------------------------------------------------------------ table
+{
+  echo
+  echo "=== dist on GPU contexts: backend $BACKEND, $NGPU GPU(s), seed $SEED ==="
+  for s in "${summary[@]}"; do echo "$s"; done
+  echo "bench: dense, N=$N, B=1, H=$HEADS, best of 3; wall = slowest rank; efficiency = T1/(P*TP)"
+  echo "dtype D      op           P       wall s  efficiency   comm wait   MB sent/rank"
+  for r in "${bench_rows[@]}"; do echo "$r" | cut -c1-85; done
+  if [ ${#failures[@]} -eq 0 ]; then
+    echo "RESULT: all checks passed"
+  else
+    echo "RESULT: ${#failures[@]} failure(s):"
+    for f in "${failures[@]}"; do echo "  $f"; done
+  fi
+} | tee "$OUT/summary.txt"
+[ ${#failures[@]} -eq 0 ]
