@@ -5,6 +5,7 @@
 #include "dist_llsa_attend.h"
 #include "dist_ropeslr.h"
 
+#include <limits.h>
 #include <string.h>
 
 static void run_free(slr_run *R) {
@@ -26,6 +27,10 @@ static void *alloc_n(int64_t count, int64_t elem) {
 static ditattn_status run_alloc(slr_run *R) {
   const int64_t BH = R->BH, len = R->len, D = R->D, r = R->r, n = R->s.n;
   const int64_t rd = r * D + r, rows = BH * len;
+  if (BH > INT_MAX / rd) /* the factor all-reduce counts doubles in an int */
+    return dt_fail(R->ctx, DITATTN_ERR_OVERFLOW,
+                   "%lld heads × %lld factor doubles exceed MPI's int", (long long)BH,
+                   (long long)rd);
   R->sel = alloc_n(BH * R->nloc, R->s.K * (int64_t)sizeof(int32_t));
   if (R->use_cpu) {
     R->ff = alloc_n(2 * rows, r * (int64_t)sizeof(float));
