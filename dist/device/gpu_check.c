@@ -103,7 +103,7 @@ static case_desc draw_case(uint64_t seed, int index) {
   c.D = dims[dtu_int(&rng, 0, 5)];
   c.dtype = dtu_int(&rng, 0, 1) && !g_host_backend ? DITATTN_BF16 : DITATTN_F32;
   /* Every fourth case is long (many key tiles per slice, the tensor-core path). */
-  c.N = index % 4 == 3 ? dtu_int(&rng, 2048, 6000) : dtu_int(&rng, g_size, 400);
+  c.N = index % 4 == 3 ? dtu_int(&rng, 1500, 4000) : dtu_int(&rng, g_size, 400);
   if (c.N < g_size) c.N = g_size;
   c.pad_in = dtu_int(&rng, 0, 1) ? dtu_int(&rng, 1, 8) : 0;
   c.pad_out = dtu_int(&rng, 0, 1) ? dtu_int(&rng, 1, 8) : 0;
