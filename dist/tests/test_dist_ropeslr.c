@@ -6,7 +6,8 @@
  * b = 1, b > N, rho = 1 (empty background), r > D; ref and cpu contexts.
  * Then error agreement: a mismatched rank r, a NULL weight, pos NULL on one
  * rank only, or a failing allocation on one rank gives the same status on
- * every rank. */
+ * every rank; a GPU context's route answers UNSUPPORTED. */
+#define _POSIX_C_SOURCE 200809L /* setenv */
 #include "dist_test_util.h"
 
 #include "backends/backend.h" /* dt_debug_fail_alloc_at */
@@ -154,16 +155,17 @@ static void run_case(ditattn_context *ctx, MPI_Comm comm, uint64_t seed, int ci,
 }
 
 /* ------------------------------------------------------------ errors */
-enum { E_NONE = 0, E_RANK_DIFFERS, E_WEIGHT_NULL, E_POS_NULL_ON_ONE, E_COUNT };
-static const char *const error_names[E_COUNT] = {"none", "rank r differs on the last rank",
-                                                 "weights.W data NULL on the last rank",
-                                                 "pos NULL on the last rank only"};
+enum { E_NONE = 0, E_RANK_DIFFERS, E_WEIGHT_NULL, E_POS_NULL_ON_ONE, E_DEVICE, E_COUNT };
+static const char *const error_names[E_COUNT] = {
+    "none", "rank r differs on the last rank", "weights.W data NULL on the last rank",
+    "pos NULL on the last rank only", "GPU context (device-memory route)"};
 
 static ditattn_status expected(int f, int P) {
   switch (f) {
   case E_RANK_DIFFERS:
   case E_POS_NULL_ON_ONE: return P > 1 ? DITATTN_ERR_MPI : DITATTN_OK;
   case E_WEIGHT_NULL: return DITATTN_ERR_NULL_POINTER;
+  case E_DEVICE: return DITATTN_ERR_UNSUPPORTED;
   default: return DITATTN_OK;
   }
 }
@@ -222,10 +224,14 @@ static ditattn_status run_error(ditattn_context *ctx, MPI_Comm comm, uint64_t se
   const int32_t *my_pos = (f == E_POS_NULL_ON_ONE && last) ? NULL : pos + 3 * offset;
   ditattn_dist_slice slice = {c.N, offset, len};
   if (alloc_k > 0 && last) dt_debug_fail_alloc_at(alloc_k);
+  /* dist's test hook: this host context takes the route of GPU contexts,
+   * which RoPeSLR refuses. */
+  if (f == E_DEVICE) setenv("DITATTN_DIST_DEVICE_PATH", "1", 1);
   double t0 = MPI_Wtime();
   ditattn_status st = ditattn_dist_ropeslr_forward(ctx, comm, &slice, &prm, &w, my_pos, &t[0].t,
                                                    &t[1].t, &t[2].t, &t[3].t, NULL);
   double dt = MPI_Wtime() - t0;
+  if (f == E_DEVICE) unsetenv("DITATTN_DIST_DEVICE_PATH");
   if (alloc_k > 0 && last) dt_debug_fail_alloc_at(0);
   const char *msg = ditattn_last_error(ctx);
   int64_t mine[4] = {(int64_t)st, -(int64_t)st, 0, 0}, all[4];
