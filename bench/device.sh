@@ -5,6 +5,8 @@
 #      partial blocks, strided layouts, f32/bf16/f16, poisoned outputs),
 #   3. times dense forward (ditattn vs PyTorch SDPA) and LLSA forward at the
 #      issue's sizes (B=2, H=4, D=64, b=16, L=2, K=8, N = 128², 256², 512²),
+#      LLSA on both attention kernels (tensor-core default, DITATTN_GPU_ATTEND=simt)
+#      and each LLSA stage alone (pool, select per level, attend) with GB/s, TFLOP/s,
 #   4. prints a table,
 #   5. checks RoPeSLR forward vs ref/ and times it at N = 102400 vs dense and SDPA
 #      (bench/gpu_check_ropeslr.c).
@@ -137,8 +139,8 @@ awk '
     key = $1 SUBSEP $3; Ns[$1] = 1; ms[$2, key] = $4; tf[$2, key] = $5
   }
   END {
-    printf "%-8s %-5s %10s %8s %10s %8s %10s %8s %9s\n", "N", "dtype", "dense", "TF/s",
-           "sdpa", "TF/s", "llsa", "TF/s", "sdpa/llsa"
+    printf "%-8s %-5s %10s %8s %10s %8s %10s %8s %10s %8s %9s\n", "N", "dtype", "dense", "TF/s",
+           "sdpa", "TF/s", "llsa", "TF/s", "llsa_simt", "TF/s", "sdpa/llsa"
     n = 0; for (N in Ns) list[++n] = N + 0
     for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (list[j] < list[i]) { t = list[i]; list[i] = list[j]; list[j] = t }
     split("bf16 f32", dts, " ")
@@ -148,10 +150,17 @@ awk '
       dn = (("dense", key) in ms) ? ms["dense", key] : "-"; dnt = (("dense", key) in tf) ? tf["dense", key] : "-"
       sd = (("sdpa", key) in ms) ? ms["sdpa", key] : "-";  sdt = (("sdpa", key) in tf) ? tf["sdpa", key] : "-"
       ll = (("llsa", key) in ms) ? ms["llsa", key] : "-";  llt = (("llsa", key) in tf) ? tf["llsa", key] : "-"
+      ls = (("llsa_simt", key) in ms) ? ms["llsa_simt", key] : "-"
+      lst = (("llsa_simt", key) in tf) ? tf["llsa_simt", key] : "-"
       ratio = (sd != "-" && ll != "-" && ll > 0) ? sprintf("%.1fx", sd / ll) : "-"
-      printf "%-8s %-5s %10s %8s %10s %8s %10s %8s %9s\n", list[i], dts[d], dn, dnt, sd, sdt, ll, llt, ratio
+      printf "%-8s %-5s %10s %8s %10s %8s %10s %8s %10s %8s %9s\n", list[i], dts[d], dn, dnt, sd, sdt, ll, llt, ls, lst, ratio
     }
   }' "$OUT/time.txt" "$OUT/sdpa.txt"
+
+echo "== llsa: default kernels (bf16: tensor-core attention); llsa_simt: DITATTN_GPU_ATTEND=simt"
+echo "== LLSA stages, each timed alone (median); GB/s = minimum bytes / time vs 3.0 TB/s copy,"
+echo "   TFLOP/s vs 798 bf16 GEMM (select: fp64 score flops); attend[mma] vs attend[simt]"
+grep '^stage' "$OUT/time.txt" | sed 's/^stage //' || true
 
 # ---------------------------------------------------------------- RoPeSLR (bench/gpu_check_ropeslr.c)
 SLR_CHECK=$BUILD/bin/ditattn_gpu_check_ropeslr
@@ -184,6 +193,6 @@ PY
 fi
 set -e
 grep -v '^ok ' "$OUT/ropeslr_check.txt" || true
-echo "== RoPeSLR forward: checks $( [ $SLR_RC -eq 0 ] && echo passed || echo FAILED ); ms (median), B=H=1"
+echo "== RoPeSLR forward: checks $( [ $SLR_RC -eq 0 ] && echo passed || echo FAILED ); ms (median), B=H=1; slr_simt: DITATTN_GPU_ATTEND=simt"
 cat "$OUT/ropeslr_time.txt" "$OUT/ropeslr_sdpa.txt" | grep -E '^(N |[0-9])' || true
 [ $CHECK_RC -eq 0 ] && [ $SLR_RC -eq 0 ] || exit 1

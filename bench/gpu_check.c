@@ -24,6 +24,11 @@
 #include <string.h>
 #include <time.h>
 
+/* POSIX, declared here too for includers that set no _POSIX_C_SOURCE before
+ * <stdlib.h> (tests/test_gpu.c). */
+int setenv(const char *name, const char *value, int overwrite);
+int unsetenv(const char *name);
+
 /* ------------------------------------------------------------ random */
 static uint64_t gc_rng;
 
@@ -265,6 +270,51 @@ static int gc_compare_out(gc_env *env, const gc_tensor *out, const char *what, d
   double err = ok ? gc_rel_err(&out->host, got, out->buf) : INFINITY;
   free(got);
   return gc_report(env, ok && err <= tol, what, err, tol);
+}
+
+/* Overwrites a device tensor's whole buffer with NaN (a second run's poison). */
+static int gc_poison_device(gc_env *env, gc_tensor *t) {
+  const size_t es = gc_dsize(t->dev.dtype);
+  unsigned char *tmp = malloc(t->count * es);
+  if (!tmp) return 0;
+  const float fnan = NAN;
+  const uint16_t hnan = t->dev.dtype == DITATTN_BF16 ? 0x7fc0u : 0x7e00u;
+  for (size_t i = 0; i < t->count; i++)
+    memcpy(tmp + i * es, es == 4 ? (const void *)&fnan : &hnan, es);
+  int ok = gc_status(env, ditattn_copy_to_backend(env->gpu, t->dmem, tmp, t->count * es), env->gpu,
+                     "poison upload");
+  free(tmp);
+  return ok;
+}
+
+/* The attention kernels a gathered-key case (LLSA, RoPeSLR) runs on: the
+ * CUDA backend picks its tensor-core kernel for bf16/f16 with D in {64, 128}
+ * unless DITATTN_GPU_ATTEND=simt (read on every call), so such cases run
+ * twice, "mma" then "simt"; everything else has one path. Returns the count;
+ * labels are "" on host backends. */
+static int gc_attend_paths(const gc_env *env, ditattn_dtype dt, int64_t D, const char *paths[2]) {
+  const ditattn_backend be = ditattn_context_backend(env->gpu);
+  if (be == DITATTN_BACKEND_CUDA && dt != DITATTN_F32 && (D == 64 || D == 128)) {
+    paths[0] = "mma";
+    paths[1] = "simt";
+    return 2;
+  }
+  paths[0] = be == DITATTN_BACKEND_CUDA || be == DITATTN_BACKEND_HIP ? "simt" : "";
+  return 1;
+}
+/* Forces the fp32 kernel for "simt", the default dispatch otherwise. */
+static void gc_set_attend_path(const char *path) {
+  if (path && strcmp(path, "simt") == 0)
+    setenv("DITATTN_GPU_ATTEND", "simt", 1);
+  else
+    unsetenv("DITATTN_GPU_ATTEND");
+}
+/* "op" or "op[path]". */
+static void gc_path_op(char *buf, size_t size, const char *op, const char *path) {
+  if (path && *path)
+    snprintf(buf, size, "%s[%s]", op, path);
+  else
+    snprintf(buf, size, "%s", op);
 }
 
 /* ------------------------------------------------------------ cases */
@@ -594,6 +644,8 @@ static int gc_llsa_case(gc_env *env, const gc_shape *s, const ditattn_llsa_param
   if (at < (int)sizeof extra)
     snprintf(extra + at, sizeof extra - (size_t)at, " scale=%g", lp->scale);
   gc_describe(what, sizeof what, "llsa", s, extra);
+  const char *paths[2];
+  const int npaths = gc_attend_paths(env, s->dt, s->D, paths);
   const size_t rows = (size_t)(s->B * s->H * s->N);
   ditattn_llsa_selection sel_ref, sel_gpu;
   memset(&sel_ref, 0, sizeof sel_ref);
@@ -629,28 +681,37 @@ static int gc_llsa_case(gc_env *env, const gc_shape *s, const ditattn_llsa_param
       gc_fill(&k);
       gc_fill(&v);
     }
-    ok =
-        gc_upload(env, &q) && gc_upload(env, &k) && gc_upload(env, &v) && gc_upload(env, &o) &&
-        gc_put_floats(env, dlse, poison, rows) &&
-        gc_status(
-            env,
-            ditattn_llsa_forward(env->ref, lp, &q.host, &k.host, &v.host, &o.host, lse, &sel_ref),
-            env->ref, what) &&
-        gc_status(
-            env, ditattn_llsa_forward(env->gpu, lp, &q.dev, &k.dev, &v.dev, &o.dev, dlse, &sel_gpu),
-            env->gpu, what);
-    if (ok) {
+    ok = gc_upload(env, &q) && gc_upload(env, &k) && gc_upload(env, &v) &&
+         gc_status(
+             env,
+             ditattn_llsa_forward(env->ref, lp, &q.host, &k.host, &v.host, &o.host, lse, &sel_ref),
+             env->ref, what);
+    /* The same case on each attention kernel, outputs poisoned before each. */
+    for (int pi = 0; ok && pi < npaths; pi++) {
+      char op[32], pwhat[320];
+      gc_path_op(op, sizeof op, "llsa", paths[pi]);
+      gc_describe(pwhat, sizeof pwhat, op, s, extra);
+      for (int l = 0; l < lp->levels; l++)
+        for (size_t j = 0; j < sel_count[l]; j++) sel_gpu.sel[l][j] = -7;
+      ok = gc_poison_device(env, &o) && gc_put_floats(env, dlse, poison, rows);
+      gc_set_attend_path(paths[pi]);
+      ok = ok && gc_status(env,
+                           ditattn_llsa_forward(env->gpu, lp, &q.dev, &k.dev, &v.dev, &o.dev, dlse,
+                                                &sel_gpu),
+                           env->gpu, pwhat);
+      gc_set_attend_path(NULL);
+      if (!ok) break;
       for (int l = 0; l < lp->levels; l++) {
         size_t diff = 0, first = 0;
         for (size_t j = 0; j < sel_count[l]; j++)
           if (sel_ref.sel[l][j] != sel_gpu.sel[l][j] && diff++ == 0) first = j;
         char swhat[512];
         snprintf(swhat, sizeof swhat, "%s [selection level %d: %zu of %zu differ, first at %zu]",
-                 what, l + 1, diff, sel_count[l], first);
+                 pwhat, l + 1, diff, sel_count[l], first);
         ok &= gc_report(env, diff == 0, swhat, (double)diff, 0.0);
       }
-      ok &= gc_compare_out(env, &o, what, gc_tol(s->dt)) &&
-            gc_compare_lse(env, dlse, lse, rows, what, s->dt == DITATTN_F32 ? 1e-5 : 1e-3);
+      ok &= gc_compare_out(env, &o, pwhat, gc_tol(s->dt)) &&
+            gc_compare_lse(env, dlse, lse, rows, pwhat, s->dt == DITATTN_F32 ? 1e-5 : 1e-3);
     }
     if (ok && expect_o) { /* contiguous B = H = D = 1: buf is o itself */
       char vwhat[512];
@@ -707,6 +768,25 @@ static int gc_check_llsa(gc_env *env) {
     const int64_t N = gc_int(1, span * 5 > 1500 ? 1500 : span * 5);
     const int64_t D = i % 3 == 0 ? 64 : gc_int(1, 130);
     gc_shape s = gc_random_shape(N, D, gc_pick_dtype(i));
+    ok &= gc_llsa_case(env, &s, &lp, NULL, NULL, NULL);
+  }
+  /* 16-bit inputs with D in {64, 128} (the CUDA tensor-core kernel): b = 16
+   * (one tile per query block), b = 64 (4 tiles share the whole key list),
+   * b = 20 and b = 5 (partial tiles), padded rows (pad 3: element loads). */
+  static const int64_t mma_blocks[8] = {16, 64, 20, 5, 16, 33, 16, 64};
+  for (int i = 0; i < 8; i++) {
+    ditattn_llsa_params lp = ditattn_llsa_params_default();
+    lp.block = mma_blocks[i];
+    lp.levels = lp.block >= 33 ? (int)gc_int(1, 2) : (int)gc_int(1, 3);
+    for (int l = 0; l < lp.levels; l++) lp.topk[l] = gc_int(1, 6);
+    if (i % 4 == 3) lp.scale = (float)gc_uniform(0.05, 0.3);
+    int64_t span = 1;
+    for (int l = 0; l < lp.levels; l++) span *= lp.block;
+    const int64_t N = gc_int(1, span * 5 > 3000 ? 3000 : span * 5);
+    const ditattn_dtype dt = gc_cur && gc_cur->f32_only ? DITATTN_F32
+                             : i % 2                    ? DITATTN_F16
+                                                        : DITATTN_BF16;
+    gc_shape s = gc_random_shape(N, i % 4 < 2 ? 64 : 128, dt);
     ok &= gc_llsa_case(env, &s, &lp, NULL, NULL, NULL);
   }
   /* The default configuration at a size with full and partial blocks. */
@@ -826,6 +906,147 @@ static double gc_time(const gc_timing *t, int reps) {
   return samples[reps / 2];
 }
 
+#if defined(GC_CUDA_STAGE_TIMES)
+/* ------------------------------------------------------------ LLSA stages (CUDA) */
+/* Issue 5 target 4: each LLSA forward stage timed on its own through the
+ * backend's internal launchers (backends/gpu/gpu_api.h; the library is
+ * static, so they link), with achieved bandwidth and arithmetic rates
+ * against the H100's measured ceilings. Bytes are the minimum a stage must
+ * move (each input read once, each output written once), so GB/s is a lower
+ * bound on the traffic; gathers served by L2 can exceed it. */
+#define DT_GPU_FN(n) dt_cuda_##n
+#include "../backends/gpu/gpu_api.h"
+
+static const double gc_ceiling_gbs = 3000.0;   /* copy bandwidth, GB/s */
+static const double gc_ceiling_tflops = 798.0; /* bf16 dense GEMM, TFLOP/s */
+
+/* Stage s of the forward, in order: pool 1..L, select L..1, attend. */
+static int gc_stage_run(const dt_gpu_llsa *g, int s, const gc_tensor *q, const gc_tensor *k,
+                        const gc_tensor *v, const gc_tensor *o, double *scores, int32_t *idx) {
+  if (s < g->L) return dt_cuda_launch_llsa_pool(g, s + 1, &q->dev, &k->dev, &v->dev, NULL);
+  if (s < 2 * g->L) {
+    const int l = 2 * g->L - s;
+    return dt_cuda_launch_llsa_select(g, l, 0, g->B * g->H * g->n[l], scores, idx, NULL);
+  }
+  return dt_cuda_launch_llsa_attend(g, &q->dev, &k->dev, &v->dev, &o->dev, NULL, NULL);
+}
+
+static double gc_stage_time(const dt_gpu_llsa *g, int s, const gc_tensor *q, const gc_tensor *k,
+                            const gc_tensor *v, const gc_tensor *o, double *scores, int32_t *idx,
+                            int reps) {
+  double samples[16];
+  if (reps > 16) reps = 16;
+  for (int r = 0; r < reps; r++) {
+    const double t0 = gc_now();
+    if (gc_stage_run(g, s, q, k, v, o, scores, idx) || dt_cuda_stream_sync(NULL)) return -1.0;
+    samples[r] = gc_now() - t0;
+  }
+  qsort(samples, (size_t)reps, sizeof(double), gc_cmp_double);
+  return samples[reps / 2];
+}
+
+static void gc_stage_line(int64_t N, ditattn_dtype dt, const char *name, double sec, double bytes,
+                          double flops) {
+  if (sec < 0) {
+    printf("stage %-8lld %-5s %-12s failed\n", (long long)N, gc_dtype_name(dt), name);
+    return;
+  }
+  const double gbs = bytes / sec * 1e-9, tfs = flops / sec * 1e-12;
+  printf("stage %-8lld %-5s %-12s %9.3f ms %9.1f GB/s (%5.1f%% of %.0f) %8.3f TFLOP/s (%5.2f%% of "
+         "%.0f)\n",
+         (long long)N, gc_dtype_name(dt), name, 1e3 * sec, gbs, 100.0 * gbs / gc_ceiling_gbs,
+         gc_ceiling_gbs, tfs, 100.0 * tfs / gc_ceiling_tflops, gc_ceiling_tflops);
+  fflush(stdout);
+}
+
+/* The stages of ditattn_llsa_forward(lp) on q, k, v (device images, B·H·N·D). */
+static int gc_time_llsa_stages(gc_env *env, const ditattn_llsa_params *lp, const gc_tensor *q,
+                               const gc_tensor *k, const gc_tensor *v, const gc_tensor *o) {
+  if (ditattn_context_backend(env->gpu) != DITATTN_BACKEND_CUDA) return 1;
+  const ditattn_dtype dt = q->dev.dtype;
+  dt_gpu_llsa g;
+  memset(&g, 0, sizeof g);
+  g.B = q->dev.shape[0], g.H = q->dev.shape[1], g.N = q->dev.shape[2], g.D = q->dev.shape[3];
+  g.b = lp->block, g.L = lp->levels;
+  g.scale = lp->scale > 0 ? lp->scale : (float)(1.0 / sqrt((double)g.D));
+  g.n[0] = g.N, g.span[0] = 1;
+  const double BH = (double)(g.B * g.H), es = (double)gc_dsize(dt), D = (double)g.D;
+  int64_t pw = 1;
+  void *bufs[5 * DITATTN_LLSA_MAX_LEVELS + 2] = {0};
+  int nb = 0, ok = 1;
+  size_t max_scratch = 1;
+  for (int l = 1; l <= g.L; l++) {
+    pw *= g.b;
+    g.n[l] = (g.N + pw - 1) / pw;
+    g.span[l] = pw < g.N ? pw : g.N;
+    g.keff[l - 1] = lp->topk[l - 1] < g.n[l] ? lp->topk[l - 1] : g.n[l];
+  }
+  for (int l = 1; ok && l <= g.L; l++) {
+    const size_t rows = (size_t)(g.B * g.H * g.n[l]), d = (size_t)g.D;
+    ok = gc_status(env, ditattn_malloc(env->gpu, rows * d * 8, &bufs[nb++]), env->gpu, "stage") &&
+         gc_status(env, ditattn_malloc(env->gpu, rows * d * 8, &bufs[nb++]), env->gpu, "stage") &&
+         gc_status(env, ditattn_malloc(env->gpu, rows * d * 4, &bufs[nb++]), env->gpu, "stage") &&
+         gc_status(env, ditattn_malloc(env->gpu, rows * d * 4, &bufs[nb++]), env->gpu, "stage") &&
+         gc_status(env, ditattn_malloc(env->gpu, rows * (size_t)g.keff[l - 1] * 4, &bufs[nb++]),
+                   env->gpu, "stage");
+    if (!ok) break;
+    g.pq64[l - 1] = bufs[nb - 5], g.pk64[l - 1] = bufs[nb - 4];
+    g.pk[l - 1] = bufs[nb - 3], g.pv[l - 1] = bufs[nb - 2], g.sel[l - 1] = bufs[nb - 1];
+    const size_t cand = (size_t)dt_cuda_llsa_candidates(&g, l);
+    if (rows * cand > max_scratch) max_scratch = rows * cand;
+  }
+  ok = ok &&
+       gc_status(env, ditattn_malloc(env->gpu, max_scratch * 8, &bufs[nb++]), env->gpu, "stage") &&
+       gc_status(env, ditattn_malloc(env->gpu, max_scratch * 4, &bufs[nb++]), env->gpu, "stage");
+  double *scores = ok ? bufs[nb - 2] : NULL;
+  int32_t *idx = ok ? bufs[nb - 1] : NULL;
+  /* One full forward first: selections of every level exist for the
+   * stages timed after it (each stage alone is idempotent). */
+  for (int s = 0; ok && s <= 2 * g.L; s++) ok = gc_stage_run(&g, s, q, k, v, o, scores, idx) == 0;
+  ok = ok && dt_cuda_stream_sync(NULL) == 0;
+  const int reps = g.N >= 262144 ? 5 : 9;
+  double pooled_bytes = 0.0, keys = (double)g.n[g.L];
+  for (int l = 1; ok && l <= g.L; l++) {
+    const double nl = (double)g.n[l];
+    pooled_bytes += BH * nl * D * 8.0; /* f32 pooled k and v */
+    keys += (double)(g.b * g.keff[l - 1]);
+    char name[32];
+    snprintf(name, sizeof name, "pool%d", l);
+    /* q, k, v read; pooled q, k (double) and k, v (f32) written. */
+    gc_stage_line(g.N, dt, name, gc_stage_time(&g, l - 1, q, k, v, o, scores, idx, reps),
+                  3.0 * BH * (double)g.N * D * es + BH * nl * D * 24.0, 3.0 * BH * (double)g.N * D);
+  }
+  for (int l = g.L; ok && l >= 1; l--) {
+    const double rows = BH * (double)g.n[l], cand = (double)dt_cuda_llsa_candidates(&g, l);
+    char name[32];
+    snprintf(name, sizeof name, "select%d", l);
+    /* Pooled q, k (double) read, scores and indices written, picks written;
+     * flops: the fp64 scores (2D per candidate). */
+    gc_stage_line(g.N, dt, name, gc_stage_time(&g, 2 * g.L - l, q, k, v, o, scores, idx, reps),
+                  2.0 * rows * D * 8.0 + rows * cand * 12.0 + rows * (double)g.keff[l - 1] * 4.0,
+                  2.0 * rows * cand * D);
+  }
+  /* q, k, v read and out written once, the pooled k, v read once; flops:
+   * 4·D per (query, key position) over the whole gathered list. */
+  const double attend_bytes = 4.0 * BH * (double)g.N * D * es + pooled_bytes;
+  const double attend_flops = 4.0 * BH * (double)g.N * keys * D;
+  const char *paths[2];
+  const int npaths = gc_attend_paths(env, dt, g.D, paths);
+  for (int pi = 0; ok && pi < npaths; pi++) {
+    char name[32];
+    gc_path_op(name, sizeof name, "attend", paths[pi]);
+    gc_set_attend_path(paths[pi]);
+    gc_stage_line(g.N, dt, name, gc_stage_time(&g, 2 * g.L, q, k, v, o, scores, idx, reps),
+                  attend_bytes, attend_flops);
+    gc_set_attend_path(NULL);
+  }
+  for (int i = 0; i < nb; i++)
+    if (bufs[i]) ditattn_free(env->gpu, bufs[i]);
+  if (!ok) printf("stage %-8lld %-5s failed\n", (long long)g.N, gc_dtype_name(dt));
+  return ok;
+}
+#endif /* GC_CUDA_STAGE_TIMES */
+
 /* The issue's sizes: B = 2, H = 4, D = 64, b = 16, L = 2, K = 8, N = side²
  * for each of `sides` (default 128, 256, 512). */
 static int64_t gc_sides[8] = {128, 256, 512};
@@ -834,7 +1055,7 @@ static int gc_nsides = 3;
 static int gc_time_all(gc_env *env) {
   const int64_t B = 2, H = 4, D = 64;
   ditattn_llsa_params lp = ditattn_llsa_params_default();
-  printf("\n%-8s %-6s %-5s %10s %12s %s\n", "N", "op", "dtype", "ms", "TFLOP/s", "(flops counted)");
+  printf("\n%-8s %-9s %-5s %10s %12s %s\n", "N", "op", "dtype", "ms", "TFLOP/s", "(flops counted)");
   for (int si = 0; si < gc_nsides; si++) {
     const int64_t N = gc_sides[si] * gc_sides[si];
     for (int di = 0; di < 2; di++) {
@@ -853,23 +1074,34 @@ static int gc_time_all(gc_env *env) {
       }
       gc_fill(&q), gc_fill(&k), gc_fill(&v);
       int ok = gc_upload(env, &q) && gc_upload(env, &k) && gc_upload(env, &v);
-      for (int op = 0; ok && op < 2; op++) {
+      /* op 0 dense, 1 LLSA (default kernels), 2 LLSA with the fp32 attention
+       * kernel forced (CUDA, 16-bit: where the default is the mma kernel). */
+      static const char *const op_names[3] = {"dense", "llsa", "llsa_simt"};
+      const char *paths[2];
+      const int npaths = gc_attend_paths(env, dt, D, paths);
+      for (int op = 0; ok && op < 3; op++) {
         if (op == 0 && (dt == DITATTN_F32 && N > 65536)) continue; /* fp32 dense: too slow */
+        if (op == 2 && npaths < 2) continue;
         gc_timing t = {env->gpu, op ? &lp : NULL, &q.dev, &k.dev, &v.dev, &o.dev};
+        gc_set_attend_path(op == 2 ? "simt" : NULL);
         const double sec = gc_time(&t, N >= 262144 ? 3 : 7);
+        gc_set_attend_path(NULL);
         /* spec §6: dense 4N²D; LLSA attention 4ND(K1·b + K2·b + n_L) + selection. */
         const double nL = (double)((N + 255) / 256);
         const double flops = op ? (double)(B * H) * (4.0 * N * D * (8 * 16 + 8 * 16 + nL) +
                                                      2.0 * D * nL * nL + 2.0 * N * 8 * D)
                                 : (double)(B * H) * 4.0 * (double)N * (double)N * (double)D;
         if (sec < 0)
-          printf("%-8lld %-6s %-5s %10s   failed: %s\n", (long long)N, op ? "llsa" : "dense",
+          printf("%-8lld %-9s %-5s %10s   failed: %s\n", (long long)N, op_names[op],
                  gc_dtype_name(dt), "-", ditattn_last_error(env->gpu));
         else
-          printf("%-8lld %-6s %-5s %10.3f %12.2f\n", (long long)N, op ? "llsa" : "dense",
-                 gc_dtype_name(dt), 1e3 * sec, flops / sec * 1e-12);
+          printf("%-8lld %-9s %-5s %10.3f %12.2f\n", (long long)N, op_names[op], gc_dtype_name(dt),
+                 1e3 * sec, flops / sec * 1e-12);
         fflush(stdout);
       }
+#if defined(GC_CUDA_STAGE_TIMES)
+      if (ok) gc_time_llsa_stages(env, &lp, &q, &k, &v, &o);
+#endif
       gc_tensor_free(env, &q), gc_tensor_free(env, &k), gc_tensor_free(env, &v);
       gc_tensor_free(env, &o);
     }

@@ -104,7 +104,7 @@ static int gcr_case_new(gc_env *env, gcr_case *c, const gc_shape *s,
   return ok;
 }
 
-static void gcr_describe(char *buf, size_t size, const gcr_case *c) {
+static void gcr_describe(char *buf, size_t size, const gcr_case *c, const char *op) {
   const ditattn_ropeslr_params *p = &c->params;
   char extra[256];
   snprintf(extra, sizeof extra,
@@ -114,7 +114,7 @@ static void gcr_describe(char *buf, size_t size, const gcr_case *c) {
            (long long)p->block, (int)p->policy, p->rho, (long long)p->topk, p->sqrt_c,
            (long long)ditattn_ropeslr_topk(p, c->s.N), p->force_own_block,
            p->feature == DITATTN_SLR_FEATURE_SOFTMAX ? "softmax" : "elu1");
-  gc_describe(buf, size, "ropeslr", &c->s, extra);
+  gc_describe(buf, size, op, &c->s, extra);
 }
 
 /* The data must make the low-rank branch visible: ref/'s output with W = 0
@@ -147,12 +147,14 @@ static int gcr_check_lowrank_share(gc_env *env, gcr_case *c, const char *what) {
   return ok;
 }
 
-/* Runs one case on the backend and on ref/, compares out, lse, selection. */
+/* Runs one case on ref/ and on the backend, once per attention kernel
+ * (gc_attend_paths: mma and simt on CUDA for bf16/f16, D in {64, 128}) with
+ * out, lse and selection poisoned before each; compares all three. */
 static int gcr_run_case(gc_env *env, const gc_shape *s, const ditattn_ropeslr_params *params) {
   gcr_case c;
   char what[512];
   int ok = gcr_case_new(env, &c, s, params);
-  gcr_describe(what, sizeof what, &c);
+  gcr_describe(what, sizeof what, &c, "ropeslr");
   if (!ok) {
     gc_report(env, 0, what, INFINITY, 0.0);
     gcr_case_free(env, &c);
@@ -162,25 +164,36 @@ static int gcr_run_case(gc_env *env, const gc_shape *s, const ditattn_ropeslr_pa
   ok = gc_status(env,
                  ditattn_ropeslr_forward(env->ref, params, &wh, c.pos, &c.q.host, &c.k.host,
                                          &c.v.host, &c.out.host, c.lse_ref, c.sel_ref),
-                 env->ref, what) &&
-       gc_status(env,
-                 ditattn_ropeslr_forward(env->gpu, params, &wd, c.pos, &c.q.dev, &c.k.dev, &c.v.dev,
-                                         &c.out.dev, c.lse_dev, c.sel_got),
-                 env->gpu, what) &&
-       gc_status(env, ditattn_synchronize(env->gpu), env->gpu, what);
+                 env->ref, what);
   if (ok) ok = gcr_check_lowrank_share(env, &c, what);
-  if (ok) {
+  const char *paths[2];
+  const int npaths = gc_attend_paths(env, s->dt, s->D, paths);
+  for (int pi = 0; ok && pi < npaths; pi++) {
+    char op[32], pwhat[512], w2[600];
+    gc_path_op(op, sizeof op, "ropeslr", paths[pi]);
+    gcr_describe(pwhat, sizeof pwhat, &c, op);
+    for (size_t i = 0; i < c.lse_count; i++) c.lse_got[i] = NAN;
+    for (size_t i = 0; i < c.sel_count; i++) c.sel_got[i] = -7;
+    ok = gc_poison_device(env, &c.out) && gc_put_floats(env, c.lse_dev, c.lse_got, c.lse_count);
+    gc_set_attend_path(paths[pi]);
+    ok = ok &&
+         gc_status(env,
+                   ditattn_ropeslr_forward(env->gpu, params, &wd, c.pos, &c.q.dev, &c.k.dev,
+                                           &c.v.dev, &c.out.dev, c.lse_dev, c.sel_got),
+                   env->gpu, pwhat) &&
+         gc_status(env, ditattn_synchronize(env->gpu), env->gpu, pwhat);
+    gc_set_attend_path(NULL);
+    if (!ok) break;
     const double tol = gc_tol(s->dt);
-    char w2[600];
-    snprintf(w2, sizeof w2, "%s [out]", what);
+    snprintf(w2, sizeof w2, "%s [out]", pwhat);
     gc_compare_out(env, &c.out, w2, tol);
     ok = gc_get_floats(env, c.lse_got, c.lse_dev, c.lse_count);
     const double lerr = ok ? gc_rel_err_flat(c.lse_got, c.lse_ref, c.lse_count) : INFINITY;
-    snprintf(w2, sizeof w2, "%s [lse]", what);
+    snprintf(w2, sizeof w2, "%s [lse]", pwhat);
     gc_report(env, lerr <= tol, w2, lerr, tol);
     size_t differ = 0;
     for (size_t i = 0; i < c.sel_count; i++) differ += c.sel_got[i] != c.sel_ref[i];
-    snprintf(w2, sizeof w2, "%s [sel: %zu of %zu entries differ]", what, differ, c.sel_count);
+    snprintf(w2, sizeof w2, "%s [sel: %zu of %zu entries differ]", pwhat, differ, c.sel_count);
     gc_report(env, differ == 0, w2, (double)differ, 0.0);
   }
   gcr_case_free(env, &c);
@@ -216,6 +229,24 @@ static int gcr_check_forward(gc_env *env) {
       break;
     default: break;
     }
+    gcr_run_case(env, &s, &p);
+  }
+  /* 16-bit inputs with D in {64, 128} (the CUDA tensor-core kernel): b = 64
+   * (the 4 tiles of a block share one key list), b = 16 and b = 7 (a tile
+   * per group, partial tiles), padded rows now and then. */
+  static const int64_t mma_blocks[4] = {64, 16, 64, 7};
+  for (int i = 0; i < 4; i++) {
+    const int64_t T = gc_int(2, 4), Hg = gc_int(6, 12), W = gc_int(6, 12), N = T * Hg * W;
+    const ditattn_dtype dt = gc_cur && gc_cur->f32_only ? DITATTN_F32
+                             : i % 2                    ? DITATTN_F16
+                                                        : DITATTN_BF16;
+    gc_shape s = gc_random_shape(N, i < 2 ? 64 : 128, dt);
+    ditattn_ropeslr_params p = ditattn_ropeslr_params_default();
+    p.grid[0] = T, p.grid[1] = Hg, p.grid[2] = W;
+    p.block = mma_blocks[i];
+    p.rho = gc_uniform(0.1, 0.6);
+    p.force_own_block = i % 2;
+    p.rank = gc_int(8, 48);
     gcr_run_case(env, &s, &p);
   }
   return 1;
@@ -290,12 +321,20 @@ static int gcr_time_all(gc_env *env) {
       }
       const double N = (double)s.N, D = (double)s.D, r = (double)p.rank;
       const double K = (double)ditattn_ropeslr_topk(&p, s.N), n = N / 64.0;
-      for (int op = 0; op < 2; op++) {
-        gcr_timing t = {env, &c, op};
+      /* op 0 RoPeSLR (default kernels), 1 dense, 2 RoPeSLR with the fp32
+       * attention kernel forced where the default is the mma kernel. */
+      static const char *const op_names[3] = {"ropeslr", "dense", "slr_simt"};
+      const char *paths[2];
+      const int npaths = gc_attend_paths(env, dt, s.D, paths);
+      for (int op = 0; op < 3; op++) {
+        if (op == 2 && npaths < 2) continue;
+        gcr_timing t = {env, &c, op == 1};
+        gc_set_attend_path(op == 2 ? "simt" : NULL);
         const double sec = gcr_time(&t, 5);
+        gc_set_attend_path(NULL);
         const double flops =
-            op ? 4.0 * N * N * D : 4.0 * N * K * 64.0 * D + 8.0 * N * D * r + n * K * r * D;
-        const char *name = op ? "dense" : "ropeslr";
+            op == 1 ? 4.0 * N * N * D : 4.0 * N * K * 64.0 * D + 8.0 * N * D * r + n * K * r * D;
+        const char *name = op_names[op];
         if (sec < 0)
           printf("%-8lld %-4lld %-8s %-5s %10s   failed: %s\n", (long long)s.N, (long long)s.D,
                  name, gc_dtype_name(dt), "-", ditattn_last_error(env->gpu));

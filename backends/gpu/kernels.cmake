@@ -24,6 +24,11 @@ macro(ditattn_add_gpu_check)
     target_compile_options(ditattn_gpu_check_ropeslr PRIVATE ${DITATTN_C_WARNINGS})
     set_target_properties(ditattn_gpu_check_ropeslr PROPERTIES LINKER_LANGUAGE C)
   endif()
+  # With the CUDA kernels in the library, --time also times each LLSA stage
+  # through the internal launchers (dt_cuda_*, linked from the static library).
+  if(TARGET ditattn_cuda_kernels)
+    target_compile_definitions(ditattn_gpu_check PRIVATE GC_CUDA_STAGE_TIMES=1)
+  endif()
 endmacro()
 
 # The kernels' host code is C++ (nvcc's and hipcc's stubs use the C++
