@@ -72,6 +72,19 @@ fi
 CHECK=$BUILD/bin/ditattn_gpu_check
 [ -x "$CHECK" ] || die "built, but $CHECK is missing"
 
+# SASS of the tensor-core kernels: HMMA count per kernel, local memory use
+# (LDL/STL) — a check the build machine (no cuobjdump) could not make.
+CUOBJDUMP=$(dirname "$NVCC")/cuobjdump
+for obj in llsa ropeslr dense; do
+  o=$BUILD/backends/cuda/CMakeFiles/ditattn_cuda_kernels.dir/__/gpu/$obj.cu.o
+  [ -x "$CUOBJDUMP" ] && [ -f "$o" ] || continue
+  "$CUOBJDUMP" -sass "$o" 2> /dev/null | awk -v obj=$obj '
+    /Function :/ { f = $3 } /\.target sm_/ { arch = $0 }
+    f ~ /mma_kernel/ && /HMMA/ { h[f]++ } f ~ /mma_kernel/ && /(LDL|STL)/ { l[f]++ }
+    END { for (k in h) printf "%s %s HMMA=%d LDL/STL=%d\n", obj, k, h[k], l[k] + 0 }' || true
+done > "$OUT/sass.txt"
+[ -s "$OUT/sass.txt" ] && log "tensor-core kernels in SASS: $(wc -l < "$OUT/sass.txt") (HMMA/LDL/STL counts in $OUT/sass.txt)"
+
 # ---------------------------------------------------------------- correctness
 log "checking every CUDA operation against ref/ (seed $SEED)"
 set +e

@@ -5,7 +5,10 @@
  *
  * One warp per 16-query tile (an LLSA block at b = 16 is one tile; larger
  * groups span several tiles), kMmaAttendWarps warps per block, all of one
- * (b, h). Keys come from the same Keys policies as attend_kernel, plus
+ * (b, h). Keys come from the same Keys policies as attend_kernel, through
+ * const members only (the policy stays in kernel parameter space,
+ * __grid_constant__, instead of a per-thread local copy):
+ *   resolve_in(bh, g, p)    resolve(p) of query group g of bh, without begin;
  *   shared_from(one_group)  the first key position from which every tile of
  *                           the block sees the same keys (one_group: the
  *                           block's tiles all belong to one query group);
@@ -58,10 +61,10 @@ template <int D> struct MmaAttendSmem {
 /* Row table entry (buffer w, slot c) for key position pos (masked if >= M). */
 template <typename T, int D, typename Keys>
 DT_DEV void mma_resolve_key(MmaAttendSmem<D> &sm, const Keys &keys, const View<const T> &k,
-                            const View<const T> &v, long long bh, long long pos, long long M, int w,
-                            int c) {
+                            const View<const T> &v, long long bh, long long grp, long long pos,
+                            long long M, int w, int c) {
   KeyRef kr = {-1, 0, 0.0f};
-  if (pos < M) kr = keys.resolve(pos);
+  if (pos < M) kr = keys.resolve_in(bh, grp, pos);
   const void *kp = nullptr, *vp = nullptr;
   if (kr.level == 0) kp = k.row(bh, kr.row), vp = v.row(bh, kr.row);
   if (kr.level > 0)
@@ -208,7 +211,8 @@ DT_DEV unsigned ld_pair_any(const unsigned short *row, int d, int vec) {
 template <typename T, int D, typename Keys>
 __global__ void __launch_bounds__(kMmaAttendThreads)
     attend_mma_kernel(View<const T> q, View<const T> k, View<const T> v, View<T> out, AttendArgs a,
-                      Keys keys, long long tiles, float scale_log2, int vec) {
+                      const __grid_constant__ Keys keys, long long tiles, float scale_log2,
+                      int vec) {
   typedef MmaAttendTile<D> Tile;
   const int KT = Tile::KT, W = kMmaAttendWarps;
   __shared__ __align__(16) MmaAttendSmem<D> sm;
@@ -221,7 +225,6 @@ __global__ void __launch_bounds__(kMmaAttendThreads)
   const long long q_begin = grp * a.group_size + sub * 16;
   long long q_end = (grp + 1) * a.group_size < a.Nq ? (grp + 1) * a.group_size : a.Nq;
   if (q_begin + 16 < q_end) q_end = q_begin + 16;
-  keys.begin(bh, grp);
   const long long M = keys.count();
   const long long shared_from = keys.shared_from(a.tiles_per_group % W == 0);
 
@@ -245,7 +248,8 @@ __global__ void __launch_bounds__(kMmaAttendThreads)
   /* This warp's own keys. */
   if (active) {
     for (long long kt0 = 0; kt0 < shared_from; kt0 += KT) {
-      if (lane < KT) mma_resolve_key<T, D>(sm, keys, k, v, bh, kt0 + lane, shared_from, warp, lane);
+      if (lane < KT)
+        mma_resolve_key<T, D>(sm, keys, k, v, bh, grp, kt0 + lane, shared_from, warp, lane);
       __syncwarp();
       mma_gather<T, D>(sm, warp, 1, lane, 32, vec);
       __syncwarp();
@@ -256,7 +260,8 @@ __global__ void __launch_bounds__(kMmaAttendThreads)
   /* The keys every warp of the block shares (shared_from, M uniform). */
   for (long long kt0 = shared_from; kt0 < M; kt0 += W * KT) {
     __syncthreads(); /* the previous round's buffers are no longer read */
-    if (tid < W * KT) mma_resolve_key<T, D>(sm, keys, k, v, bh, kt0 + tid, M, tid / KT, tid % KT);
+    if (tid < W * KT)
+      mma_resolve_key<T, D>(sm, keys, k, v, bh, grp, kt0 + tid, M, tid / KT, tid % KT);
     __syncthreads();
     mma_gather<T, D>(sm, 0, W, tid, kMmaAttendThreads, vec);
     __syncthreads();

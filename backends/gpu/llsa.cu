@@ -20,25 +20,25 @@ DT_DEV float ln_count(const dt_gpu_llsa &p, int level, long long c) {
  *   then the n_L coarsest pooled tokens                            (w = cnt_L) */
 struct LlsaKeys {
   dt_gpu_llsa p;
-  const int32_t *sel_row[DITATTN_LLSA_MAX_LEVELS];
+  long long bh0, g10; /* set by begin for resolve */
 
-  DT_DEV void begin(long long bh, long long g1) {
-    long long g = g1;
-    for (int l = 1; l <= p.L; l++) { /* g = this query's block at level l */
-      sel_row[l - 1] = p.sel[l - 1] + (bh * p.n[l] + g) * p.keff[l - 1];
-      g /= p.b;
-    }
-  }
+  DT_DEV void begin(long long bh, long long g1) { bh0 = bh, g10 = g1; }
   DT_DEV long long count() const {
     long long m = p.n[p.L];
     for (int l = 1; l <= p.L; l++) m += p.b * p.keff[l - 1];
     return m;
   }
-  DT_DEV KeyRef resolve(long long pos) const {
+  DT_DEV KeyRef resolve(long long pos) const { return resolve_in(bh0, g10, pos); }
+  /* Position pos of the list of (bh, level-1 block g1); a const member, so
+   * that a kernel may keep the policy in parameter space (attend_mma.cuh)
+   * instead of a per-thread local copy. The query's block at level l is
+   * g1 / b^(l-1) = g1 / span[l-1] (span saturates at N only past g1's range). */
+  DT_DEV KeyRef resolve_in(long long bh, long long g1, long long pos) const {
     KeyRef r = {-1, 0, 0.0f};
     long long len = p.b * p.keff[0];
     if (pos < len) {
-      const long long blk = sel_row[0][pos / p.b], tok = blk * p.b + pos % p.b;
+      const long long blk = p.sel[0][(bh * p.n[1] + g1) * p.keff[0] + pos / p.b];
+      const long long tok = blk * p.b + pos % p.b;
       if (blk >= 0 && tok < p.N) r.level = 0, r.row = tok;
       return r;
     }
@@ -46,7 +46,9 @@ struct LlsaKeys {
     for (int l = 1; l < p.L; l++) {
       len = p.b * p.keff[l];
       if (pos < len) {
-        const long long par = sel_row[l][pos / p.b], c = par * p.b + pos % p.b;
+        const long long g = g1 / p.span[l]; /* this query's block at level l + 1 */
+        const long long par = p.sel[l][(bh * p.n[l + 1] + g) * p.keff[l] + pos / p.b];
+        const long long c = par * p.b + pos % p.b;
         if (par >= 0 && c < p.n[l]) r.level = l, r.row = c, r.lnw = ln_count(p, l, c);
         return r;
       }
@@ -205,7 +207,7 @@ int DT_GPU_FN(launch_llsa_attend)(const dt_gpu_llsa *p, const ditattn_tensor *q,
   a.lse = lse;
   LlsaKeys keys;
   keys.p = *p;
-  for (int l = 0; l < DITATTN_LLSA_MAX_LEVELS; l++) keys.sel_row[l] = nullptr;
+  keys.bh0 = keys.g10 = 0;
   if (p->n[1] * a.tiles_per_group > INT_MAX) return DT_GPU_NOT_IMPLEMENTED;
   return attend_dispatch_mma_or_simt(q, k, v, out, a, p->n[1], keys, (gpuStream_t)stream);
 }

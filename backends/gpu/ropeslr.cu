@@ -87,9 +87,14 @@ struct SlrKeys {
   const int32_t *row;
   DT_DEV void begin(long long bh, long long g) { row = sel + (bh * n + g) * K; }
   DT_DEV long long count() const { return K * b; }
-  DT_DEV KeyRef resolve(long long pos) const {
+  DT_DEV KeyRef resolve(long long pos) const { return resolve_row(row, pos); }
+  /* The same for (bh, g) without begin (a const member: see attend_mma.cuh). */
+  DT_DEV KeyRef resolve_in(long long bh, long long g, long long pos) const {
+    return resolve_row(sel + (bh * n + g) * K, pos);
+  }
+  DT_DEV KeyRef resolve_row(const int32_t *picks, long long pos) const {
     KeyRef r = {-1, 0, 0.0f};
-    const long long tok = (long long)row[pos / b] * b + pos % b;
+    const long long tok = (long long)picks[pos / b] * b + pos % b;
     if (tok < N) r.level = 0, r.row = tok;
     return r;
   }
