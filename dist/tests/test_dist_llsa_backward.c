@@ -117,11 +117,13 @@ typedef enum fault {
   F_DOUT_NULL, /* last rank: dout = NULL */
   F_LSE_NULL,  /* last rank: lse = NULL */
   F_DK_IS_DQ,  /* last rank: dk aliases dq */
+  F_DEVICE,    /* last rank: a GPU context's route (dist's test hook) */
   F_COUNT
 } fault;
 
-static const char *const fault_names[F_COUNT] = {"none",      "top-K differs", "scale differs",
-                                                 "dout NULL", "lse NULL",      "dk aliases dq"};
+static const char *const fault_names[F_COUNT] = {
+    "none",     "top-K differs", "scale differs",    "dout NULL",
+    "lse NULL", "dk aliases dq", "GPU-context route"};
 
 static ditattn_status expected(fault f, int P) {
   switch (f) {
@@ -131,6 +133,7 @@ static ditattn_status expected(fault f, int P) {
   case F_DOUT_NULL:
   case F_LSE_NULL: return DITATTN_ERR_NULL_POINTER;
   case F_DK_IS_DQ: return DITATTN_ERR_INVALID_ARGUMENT;
+  case F_DEVICE: return DITATTN_ERR_UNSUPPORTED;
   default: return DITATTN_ERR_INTERNAL;
   }
 }
@@ -172,11 +175,15 @@ static ditattn_status faulty_call(ditattn_context *ctx, MPI_Comm comm, uint64_t 
   const float *lse_in = last && f == F_LSE_NULL ? NULL : lse;
   ditattn_tensor *dk = last && f == F_DK_IS_DQ ? &t[5].t : &t[6].t;
   if (last && fail_alloc > 0) dt_debug_fail_alloc_at(fail_alloc);
+  /* dist's test hook: this host context takes the route of GPU contexts,
+   * which the LLSA backward refuses. */
+  if (last && f == F_DEVICE) setenv("DITATTN_DIST_DEVICE_PATH", "1", 1);
   double t0 = MPI_Wtime();
   ditattn_status st = ditattn_dist_llsa_backward(ctx, comm, &slice, &prm, &t[0].t, &t[1].t, &t[2].t,
                                                  &t[3].t, lse_in, dout, &t[5].t, dk, &t[7].t);
   *seconds = MPI_Wtime() - t0;
   if (last && fail_alloc > 0) dt_debug_fail_alloc_at(0);
+  if (last && f == F_DEVICE) unsetenv("DITATTN_DIST_DEVICE_PATH");
   int64_t mine[4] = {(int64_t)st, -(int64_t)st, 0, 0}, all[4];
   uint64_t h = hash_str(st == DITATTN_OK ? "" : ditattn_last_error(ctx));
   memcpy(&mine[2], &h, sizeof h);
