@@ -10,7 +10,7 @@
  * accumulator afterwards and sends the sum right. Accumulators are doubles
  * (the reference accumulates gradients in double). */
 #include "dist_llsa_backward.h"
-#include "ref/ref.h" /* dt_f32_at */
+#include "dist_ring.h"
 
 #include <limits.h>
 #include <string.h>
@@ -22,16 +22,6 @@ typedef struct grad_ring {
   MPI_Datatype kv_row, acc_row; /* D floats, D doubles: counts stay in int range */
   int kv_committed, acc_committed;
 } grad_ring;
-
-static void pack_kv(float *buf, const ditattn_tensor *k, const ditattn_tensor *v) {
-  const int64_t B = k->shape[0], H = k->shape[1], N = k->shape[2], D = k->shape[3];
-  const ditattn_tensor *src[2] = {k, v};
-  for (int t = 0; t < 2; t++)
-    for (int64_t b = 0; b < B; b++)
-      for (int64_t h = 0; h < H; h++)
-        for (int64_t n = 0; n < N; n++, buf += D)
-          memcpy(buf, dt_f32_at(src[t], b, h, n, 0), (size_t)D * sizeof(float));
-}
 
 static ditattn_status ring_alloc(dt_dist_job *job, const ditattn_tensor *k, grad_ring *gr) {
   const int64_t B = k->shape[0], H = k->shape[1], D = k->shape[3];
@@ -92,7 +82,7 @@ ditattn_status dt_dist_grad_ring_run(dt_dist_job *job, const ditattn_tensor *k,
   ditattn_status mpi = DITATTN_OK;   /* a transfer failure ends the ring */
   MPI_Request acc_send[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
   double t0 = MPI_Wtime();
-  if (P > 1) pack_kv(gr.kv[0], k, v);
+  if (P > 1) dt_ring_pack_kv(gr.kv[0], k, v);
   dt_dist_tick(&t0, &job->stats.compute_s);
   int cur = 0;
   for (int s = 0; s < P && mpi == DITATTN_OK; s++) {
@@ -127,11 +117,7 @@ ditattn_status dt_dist_grad_ring_run(dt_dist_job *job, const ditattn_tensor *k,
     if (s >= 1) memset(dkv, 0, (size_t)(rows * D) * sizeof(double));
     if (local == DITATTN_OK) {
       ditattn_tensor kk = *k, vv = *v;
-      if (s > 0) {
-        const int64_t B = k->shape[0], H = k->shape[1], n = job->length[src];
-        kk = ditattn_tensor_bhnd(gr.kv[cur], DITATTN_F32, B, H, n, D);
-        vv = ditattn_tensor_bhnd(gr.kv[cur] + B * H * n * D, DITATTN_F32, B, H, n, D);
-      }
+      if (s > 0) dt_ring_kv_views(gr.kv[cur], k, job->length[src], &kk, &vv);
       local = step(user, s, src, &kk, &vv, dkv);
     }
     dt_dist_tick(&t0, &job->stats.compute_s);

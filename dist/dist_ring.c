@@ -5,8 +5,7 @@
 #include <limits.h>
 #include <string.h>
 
-/* Copies k then v into buf as two contiguous (B, H, N, D) blocks. */
-static void pack_kv(float *buf, const ditattn_tensor *k, const ditattn_tensor *v) {
+void dt_ring_pack_kv(float *buf, const ditattn_tensor *k, const ditattn_tensor *v) {
   const int64_t B = k->shape[0], H = k->shape[1], N = k->shape[2], D = k->shape[3];
   const ditattn_tensor *src[2] = {k, v};
   for (int t = 0; t < 2; t++)
@@ -20,9 +19,8 @@ static void pack_kv(float *buf, const ditattn_tensor *k, const ditattn_tensor *v
         }
 }
 
-/* Views of a packed buffer holding a slice of n tokens. */
-static void kv_views(float *buf, const ditattn_tensor *like, int64_t n, ditattn_tensor *k,
-                     ditattn_tensor *v) {
+void dt_ring_kv_views(float *buf, const ditattn_tensor *like, int64_t n, ditattn_tensor *k,
+                      ditattn_tensor *v) {
   const int64_t B = like->shape[0], H = like->shape[1], D = like->shape[3];
   *k = ditattn_tensor_bhnd(buf, DITATTN_F32, B, H, n, D);
   *v = ditattn_tensor_bhnd(buf + B * H * n * D, DITATTN_F32, B, H, n, D);
@@ -76,7 +74,7 @@ ditattn_status dt_ring_run(dt_dist_job *job, const ditattn_tensor *k, const dita
   ditattn_status local = DITATTN_OK; /* first compute failure on this rank */
   ditattn_status mpi = DITATTN_OK;   /* a transfer failure ends the ring */
   double t0 = MPI_Wtime();
-  if (P > 1) pack_kv(rs.buf[0], k, v);
+  if (P > 1) dt_ring_pack_kv(rs.buf[0], k, v);
   dt_dist_tick(&t0, &job->stats.compute_s);
   int cur = 0;
   for (int s = 0; s < P && mpi == DITATTN_OK; s++) {
@@ -101,7 +99,7 @@ ditattn_status dt_ring_run(dt_dist_job *job, const ditattn_tensor *k, const dita
         kv[0] = *k;
         kv[1] = *v;
       } else
-        kv_views(rs.buf[cur], k, job->length[src], &kv[0], &kv[1]);
+        dt_ring_kv_views(rs.buf[cur], k, job->length[src], &kv[0], &kv[1]);
       t0 = MPI_Wtime();
       local = step(user, s, src, &kv[0], &kv[1]);
       dt_dist_tick(&t0, &job->stats.compute_s);

@@ -13,6 +13,13 @@
 typedef ditattn_status (*dt_ring_step_fn)(void *user, int step, int src, const ditattn_tensor *k,
                                           const ditattn_tensor *v);
 
+/* Copies k then v (f32, any strides) into buf as two contiguous
+ * (B, H, N, D) blocks: the layout every host ring sends. */
+void dt_ring_pack_kv(float *buf, const ditattn_tensor *k, const ditattn_tensor *v);
+/* Views k, v of a packed buffer holding a slice of n tokens shaped like `like`. */
+void dt_ring_kv_views(float *buf, const ditattn_tensor *like, int64_t n, ditattn_tensor *k,
+                      ditattn_tensor *v);
+
 /* Runs the ring over the local k, v (step 0 computes on them directly).
  * Returns the agreed status of the whole ring (same on every rank). */
 ditattn_status dt_ring_run(dt_dist_job *job, const ditattn_tensor *k, const ditattn_tensor *v,
