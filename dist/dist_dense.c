@@ -29,8 +29,6 @@ ditattn_status ditattn_dist_dense_forward(ditattn_context *ctx, MPI_Comm comm,
                                           const ditattn_dist_slice *slice, const ditattn_tensor *q,
                                           const ditattn_tensor *k, const ditattn_tensor *v,
                                           float scale, ditattn_tensor *out, float *lse) {
-  if (dt_dist_is_device(ctx))
-    return dt_dist_device_dense_forward(ctx, comm, slice, q, k, v, scale, out, lse);
   int64_t params[DT_DP_COUNT];
   memset(params, 0, sizeof params);
   params[DT_DP_OP] = DT_DIST_OP_DENSE_FWD;
@@ -43,6 +41,7 @@ ditattn_status ditattn_dist_dense_forward(ditattn_context *ctx, MPI_Comm comm,
 
   dt_dist_job job;
   TRY(dt_dist_begin(&job, ctx, comm, slice, local, params));
+  if (dt_dist_is_device(ctx)) return dt_dist_device_dense_run(&job, q, k, v, resolved, out, lse);
 
   const int64_t B = q->shape[0], H = q->shape[1], N = q->shape[2], D = q->shape[3];
   dense_ring d = {ctx, q, resolved, out, lse, {0}, NULL};

@@ -21,12 +21,11 @@ int dt_dist_is_device(const ditattn_context *ctx);
  * run time MPIX_Query_cuda_support()); else DT_DIST_XFER_STAGED. */
 int dt_dist_device_transfer(ditattn_backend backend);
 
-/* ditattn_dist_dense_forward on a GPU context (same arguments). */
-ditattn_status dt_dist_device_dense_forward(ditattn_context *ctx, MPI_Comm comm,
-                                            const ditattn_dist_slice *slice,
-                                            const ditattn_tensor *q, const ditattn_tensor *k,
-                                            const ditattn_tensor *v, float scale,
-                                            ditattn_tensor *out, float *lse);
+/* The rest of ditattn_dist_dense_forward on a GPU context, once its job
+ * has begun (arguments agreed, scale resolved); ends the job. */
+ditattn_status dt_dist_device_dense_run(dt_dist_job *job, const ditattn_tensor *q,
+                                        const ditattn_tensor *k, const ditattn_tensor *v,
+                                        float scale, ditattn_tensor *out, float *lse);
 
 /* Called once per ring step with the K/V slice of rank `src` in device
  * memory; it may only queue work on ctx's stream (the ring synchronizes). */

@@ -45,31 +45,18 @@ static ditattn_status alloc_partials(device_dense *d, int need_lse, void **part_
   return DITATTN_OK;
 }
 
-ditattn_status dt_dist_device_dense_forward(ditattn_context *ctx, MPI_Comm comm,
-                                            const ditattn_dist_slice *slice,
-                                            const ditattn_tensor *q, const ditattn_tensor *k,
-                                            const ditattn_tensor *v, float scale,
-                                            ditattn_tensor *out, float *lse) {
-  int64_t params[DT_DP_COUNT];
-  memset(params, 0, sizeof params);
-  params[DT_DP_OP] = DT_DIST_OP_DENSE_FWD;
-  float resolved = 0.0f;
-  ditattn_status local = dt_dist_check_local(ctx, slice, q, k, v, out, lse, params);
-  if (local == DITATTN_OK) local = dt_resolve_scale(ctx, scale, q->shape[3], &resolved);
-  uint32_t bits = 0;
-  memcpy(&bits, &resolved, sizeof bits);
-  params[DT_DP_SCALE_BITS] = bits;
-
-  dt_dist_job job;
-  TRY(dt_dist_begin(&job, ctx, comm, slice, local, params));
-
-  device_dense d = {ctx, q, resolved, out, lse, {0}, NULL};
+ditattn_status dt_dist_device_dense_run(dt_dist_job *job, const ditattn_tensor *q,
+                                        const ditattn_tensor *k, const ditattn_tensor *v,
+                                        float scale, ditattn_tensor *out, float *lse) {
+  ditattn_context *ctx = job->ctx;
+  device_dense d = {ctx, q, scale, out, lse, {0}, NULL};
   void *part_buf = NULL, *lse_own = NULL;
-  local = job.size > 1 ? alloc_partials(&d, lse == NULL, &part_buf, &lse_own) : DITATTN_OK;
-  ditattn_status st = dt_dist_agree(&job, local);
-  if (st == DITATTN_OK) st = dt_device_ring_run(&job, k, v, device_dense_step, &d);
+  ditattn_status local =
+      job->size > 1 ? alloc_partials(&d, lse == NULL, &part_buf, &lse_own) : DITATTN_OK;
+  ditattn_status st = dt_dist_agree(job, local);
+  if (st == DITATTN_OK) st = dt_device_ring_run(job, k, v, device_dense_step, &d);
   dt_dist_device_free(ctx, part_buf);
   dt_dist_device_free(ctx, d.lse_part);
   dt_dist_device_free(ctx, lse_own);
-  return dt_dist_end(&job, st);
+  return dt_dist_end(job, st);
 }
