@@ -125,5 +125,12 @@ static inline void dt_dist_slr_block(const slr_run *R, int64_t c, int64_t *first
   *first = c * R->s.block;
   *count = R->N - *first < R->s.block ? R->N - *first : R->s.block;
 }
+/* This rank's tokens [a, e) of block c (empty when the block lies elsewhere). */
+static inline void dt_dist_slr_local_part(const slr_run *R, int64_t c, int64_t *a, int64_t *e) {
+  int64_t first, count;
+  dt_dist_slr_block(R, c, &first, &count);
+  *a = first > R->off ? first : R->off;
+  *e = first + count < R->off + R->len ? first + count : R->off + R->len;
+}
 
 #endif

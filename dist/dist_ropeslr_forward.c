@@ -112,10 +112,8 @@ static void attend_selected(slr_run *R, const dt_dist_block_fetch *F, int fetche
   for (int64_t bh = 0; bh < R->BH; bh++) {
     const int64_t b = bh / R->H, h = bh % R->H;
     for (int64_t G = R->glo; G <= R->ghi; G++) {
-      int64_t first, count;
-      dt_dist_slr_block(R, G, &first, &count);
-      const int64_t a = first > R->off ? first : R->off;
-      const int64_t e = first + count < R->off + R->len ? first + count : R->off + R->len;
+      int64_t a, e;
+      dt_dist_slr_local_part(R, G, &a, &e);
       const int64_t row0 = bh * R->len + (a - R->off);
       const float *qs = R->qs + row0 * D;
       const dt_cpu_softmax_state st = {R->row_max + row0, R->row_sum + row0, R->acc + row0 * D};

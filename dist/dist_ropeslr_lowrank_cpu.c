@@ -85,10 +85,8 @@ void dt_dist_slr_finish_head_cpu(slr_run *R, int64_t bh, ditattn_tensor *out, fl
   const int64_t r = R->r, D = R->D, rd = r * D + r, n = R->s.n, b = bh / R->H, h = bh % R->H;
   const ditattn_tensor *W = &R->w->W;
   for (int64_t G = R->glo; G <= R->ghi; G++) {
-    int64_t first, count;
-    dt_dist_slr_block(R, G, &first, &count);
-    const int64_t a = first > R->off ? first : R->off;
-    const int64_t e = first + count < R->off + R->len ? first + count : R->off + R->len;
+    int64_t a, e;
+    dt_dist_slr_local_part(R, G, &a, &e);
     const int64_t row0 = bh * R->len + (a - R->off), rows = e - a;
     const dt_cpu_softmax_state st = {R->row_max + row0, R->row_sum + row0, R->acc + row0 * D};
     dt_cpu_state_finish(&st, rows, D, R->os, D, lse_sparse ? lse_sparse + row0 : NULL);

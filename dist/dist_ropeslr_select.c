@@ -62,10 +62,8 @@ static void partial_sums(const slr_run *R, double *dst) {
   for (int64_t bh = 0; bh < R->BH; bh++)
     for (int t = 0; t < 2; t++)
       for (int64_t c = R->glo; c <= R->ghi; c++, dst += D) {
-        int64_t first, count;
-        dt_dist_slr_block(R, c, &first, &count);
-        const int64_t a = first > R->off ? first : R->off;
-        const int64_t e = first + count < R->off + R->len ? first + count : R->off + R->len;
+        int64_t a, e;
+        dt_dist_slr_local_part(R, c, &a, &e);
         for (int64_t d = 0; d < D; d++) dst[d] = 0.0;
         for (int64_t tok = a; tok < e; tok++) {
           const float *row = dt_f32_at(x[t], bh / R->H, bh % R->H, tok - R->off, 0);
