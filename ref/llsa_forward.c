@@ -64,6 +64,11 @@ ditattn_status dt_ref_llsa_forward(ditattn_context *ctx, const dt_llsa_fwd *p) {
   const int64_t B = p->q->shape[0], H = p->q->shape[1];
   dt_llsa_geom g;
   dt_llsa_geom_init(&p->params, p->q->shape[2], p->q->shape[3], &g);
+  /* out holds query rows [row0, row_end); pooling and selection still see
+   * all N tokens, so each row is what the full call computes. */
+  const int64_t M = p->out->shape[2], row0 = p->q_row0, row_end = row0 + M;
+  if (M == 0) return DITATTN_OK;
+  const int64_t g1_first = row0 / g.span[1], g1_end = (row_end - 1) / g.span[1] + 1;
   fwd_scratch s = {0};
   ditattn_status st = scratch_alloc(ctx, &g, &s);
   if (st != DITATTN_OK) return st;
@@ -74,15 +79,17 @@ ditattn_status dt_ref_llsa_forward(ditattn_context *ctx, const dt_llsa_fwd *p) {
       dt_llsa_head_prepare(&g, &s.head, p->q, p->k, p->v, bi, hi);
       const int64_t *const *sel = (const int64_t *const *)s.head.sel;
       if (p->selection) dt_llsa_write_selection(&g, sel, p->selection, bi * H + hi);
-      for (int64_t g1 = 0; g1 < g.n[1]; g1++) {
+      for (int64_t g1 = g1_first; g1 < g1_end; g1++) {
         const int64_t nk = dt_llsa_keys(&g, sel, g1, s.keys, s.head.cand);
         dt_llsa_gather(&g, &s.head, p->k, p->v, bi, hi, s.keys, nk, s.kmat, s.vmat);
         const int64_t start = dt_llsa_block_start(&g, 1, g1);
         const int64_t count = dt_llsa_block_count(&g, 1, g1);
-        for (int64_t i = start; i < start + count; i++) {
+        const int64_t first = start > row0 ? start : row0;
+        const int64_t end = start + count < row_end ? start + count : row_end;
+        for (int64_t i = first; i < end; i++) {
           const double lse = attend_query(dt_f32_at(p->q, bi, hi, i, 0), s.kmat, s.vmat, nk, s.keys,
-                                          g.D, scale, s.z, dt_f32_at(p->out, bi, hi, i, 0));
-          if (p->lse) p->lse[(bi * H + hi) * g.N + i] = (float)lse;
+                                          g.D, scale, s.z, dt_f32_at(p->out, bi, hi, i - row0, 0));
+          if (p->lse) p->lse[(bi * H + hi) * M + (i - row0)] = (float)lse;
         }
       }
     }

@@ -4,6 +4,7 @@
 static const dt_backend_ops ref_ops = {
     .name = "ref",
     .dtypes = 1u << DITATTN_F32,
+    .query_rows = 1,
     .mem_alloc = dt_host_mem_alloc,
     .mem_free = dt_host_mem_free,
     .copy_to_backend = dt_host_copy,

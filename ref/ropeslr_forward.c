@@ -6,6 +6,9 @@ ditattn_status dt_ref_ropeslr_forward_mode(ditattn_context *ctx, const dt_ropesl
                                            dt_slr_lowrank_mode mode) {
   const int64_t B = p->q->shape[0], H = p->q->shape[1], N = p->q->shape[2], D = p->q->shape[3];
   const int64_t block = p->params.block, n = N / block + (N % block != 0);
+  /* out holds query rows [row0, row0 + M); the head forward still runs over
+   * all N tokens (selection and the low-rank background need them). */
+  const int64_t M = p->out->shape[2], row0 = p->q_row0;
   const dt_slr_shape s = {N, D, p->params.rank, block, n, p->topk};
   dt_slr_work ws;
   ditattn_status st = dt_slr_work_alloc(ctx, &s, 0, 0, &ws);
@@ -15,8 +18,8 @@ ditattn_status dt_ref_ropeslr_forward_mode(ditattn_context *ctx, const dt_ropesl
       st = dt_slr_head_forward(ctx, &p->params, p->weights, p->pos, p->q, p->k, p->v, b, h, mode,
                                &ws);
       if (st != DITATTN_OK) break;
-      for (int64_t i = 0; i < N; i++) {
-        float *oi = dt_f32_at(p->out, b, h, i, 0);
+      for (int64_t i = row0; i < row0 + M; i++) {
+        float *oi = dt_f32_at(p->out, b, h, i - row0, 0);
         const double *olr = ws.olr + i * D;
         for (int64_t e = 0; e < D; e++) {
           double acc = ws.os[i * D + e];
@@ -27,7 +30,7 @@ ditattn_status dt_ref_ropeslr_forward_mode(ditattn_context *ctx, const dt_ropesl
       }
       const int64_t head = b * H + h;
       if (p->lse_sparse)
-        for (int64_t i = 0; i < N; i++) p->lse_sparse[head * N + i] = (float)ws.lse[i];
+        for (int64_t i = 0; i < M; i++) p->lse_sparse[head * M + i] = (float)ws.lse[row0 + i];
       if (p->sel)
         for (int64_t e = 0; e < n * s.K; e++) p->sel[head * n * s.K + e] = ws.sel[e];
     }
