@@ -105,7 +105,7 @@ ditattn_status ditattn_rope_apply(ditattn_context *ctx, const ditattn_rope_param
   TRY(dt_begin(ctx));
   TRY(dt_check_tensor(ctx, "x", x));
   TRY(dt_check_output(ctx, "y", y));
-  int64_t grid_count;
+  int64_t grid_count = 0;
   TRY(check_rope_params(ctx, params, x->shape[3], &grid_count));
   if (direction != DITATTN_FORWARD && direction != DITATTN_INVERSE)
     return dt_fail(ctx, DITATTN_ERR_INVALID_ARGUMENT, "direction = %d", (int)direction);
@@ -160,14 +160,14 @@ static ditattn_status check_order_params(ditattn_context *ctx, const ditattn_ord
 
 ditattn_status ditattn_order_permutation(const ditattn_order_params *params,
                                          int64_t *seq_to_raster) {
-  int64_t count;
+  int64_t count = 0;
   if (!seq_to_raster) return DITATTN_ERR_NULL_POINTER;
   TRY(check_order_params(NULL, params, &count));
   return dt_order_seq_to_raster(params, seq_to_raster);
 }
 
 ditattn_status ditattn_order_positions(const ditattn_order_params *params, int32_t *pos) {
-  int64_t count;
+  int64_t count = 0;
   if (!pos) return DITATTN_ERR_NULL_POINTER;
   TRY(check_order_params(NULL, params, &count));
   return dt_order_positions(params, pos);
@@ -177,7 +177,7 @@ ditattn_status ditattn_order_apply(ditattn_context *ctx, const ditattn_order_par
                                    ditattn_direction direction, const ditattn_tensor *x,
                                    ditattn_tensor *y) {
   TRY(dt_begin(ctx));
-  int64_t count;
+  int64_t count = 0;
   TRY(check_order_params(ctx, params, &count));
   TRY(dt_check_tensor(ctx, "x", x));
   TRY(dt_check_output(ctx, "y", y));

@@ -48,6 +48,11 @@ typedef struct dt_llsa_fwd {
   ditattn_tensor *out;
   float *lse;                              /* may be NULL */
   const ditattn_llsa_selection *selection; /* may be NULL; entries may be NULL */
+  /* Query rows: out and lse hold rows [q_row0, q_row0 + out->shape[2]) of
+   * the N tokens of q, k, v (dist/ on device contexts). The public API
+   * passes 0 and an out of N rows; with q_row0 > 0 or fewer rows, selection
+   * is NULL and only backends with query_rows set may be called. */
+  int64_t q_row0;
 } dt_llsa_fwd;
 
 typedef struct dt_llsa_bwd {
@@ -81,6 +86,7 @@ typedef struct dt_ropeslr_fwd {
   ditattn_tensor *out;
   float *lse_sparse; /* may be NULL */
   int32_t *sel;      /* may be NULL */
+  int64_t q_row0;    /* as dt_llsa_fwd.q_row0; lse_sparse then holds out's rows, sel is NULL */
 } dt_ropeslr_fwd;
 
 typedef struct dt_ropeslr_bwd {
@@ -98,6 +104,9 @@ typedef struct dt_backend_ops {
   /* Bit (1u << dtype) set for each dtype the attention entries accept
    * (all tensors of one call share it; lse is always f32). */
   unsigned dtypes;
+  /* 1 when llsa_forward and ropeslr_forward honour q_row0 (an out of
+   * fewer rows than q, see dt_llsa_fwd). */
+  int query_rows;
   /* Lifetime: init may fail with BACKEND_UNAVAILABLE (no device). */
   ditattn_status (*init)(ditattn_context *ctx);
   void (*fini)(ditattn_context *ctx);

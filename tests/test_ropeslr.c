@@ -319,7 +319,8 @@ static void factors_equal_direct_sum(void **state) {
                            &w,       p.pos,
                            &p.q.t,   &p.k.t,
                            &p.v.t,   &o1.t,
-                           NULL,     NULL};
+                           NULL,     NULL,
+                           0};
     prob.params.scale = (float)(1.0 / sqrt((double)p.D));
     assert_int_equal(dt_ref_ropeslr_forward_mode(ctx, &prob, DT_SLR_LOWRANK_DIRECT), DITATTN_OK);
     prob.out = &o2.t;

@@ -156,7 +156,7 @@ static int llsa_branch_flops(const void *state, const dt_algo_problem *p, dt_alg
 }
 
 static double llsa_flops(const void *state, const dt_algo_problem *p) {
-  dt_algo_branch br[DT_ALGO_MAX_BRANCHES];
+  dt_algo_branch br[DT_ALGO_MAX_BRANCHES] = {0};
   const int n = llsa_branch_flops(state, p, br);
   double flops = 0.0;
   for (int i = 0; i < n; i++) flops += br[i].flops;

@@ -35,10 +35,49 @@ struct AttendArgs {
   long long group_size;      /* queries sharing one key list */
   long long tiles_per_group; /* ceil(group_size / QT) */
   long long bh0;             /* first (b·H + h) of this launch */
+  long long group0;          /* first query group of the launch */
+  long long q_lo, q_hi;      /* query rows computed; out row 0 is q row q_lo */
   int D;
   float scale;
-  float *lse; /* [B·H][Nq] or NULL */
+  float *lse; /* [B·H][q_hi - q_lo] or NULL */
 };
+
+/* Every query row of every group (q_lo = 0, q_hi = Nq). */
+static inline AttendArgs attend_args(long long Nq, long long group_size, int D, float scale,
+                                     float *lse) {
+  AttendArgs a;
+  a.Nq = Nq;
+  a.group_size = group_size;
+  a.tiles_per_group = (group_size + kAttendQT - 1) / kAttendQT;
+  a.bh0 = 0;
+  a.group0 = 0;
+  a.q_lo = 0;
+  a.q_hi = Nq;
+  a.D = D;
+  a.scale = scale;
+  a.lse = lse;
+  return a;
+}
+
+/* Rows [q_lo, q_hi) of query group g: the groups of a query-row range. */
+static inline void attend_restrict_rows(AttendArgs *a, long long q_lo, long long q_hi,
+                                        long long *groups) {
+  a->q_lo = q_lo;
+  a->q_hi = q_hi;
+  a->group0 = q_lo / a->group_size;
+  *groups = q_hi > q_lo ? (q_hi - 1) / a->group_size - a->group0 + 1 : 0;
+}
+
+/* Rows of one tile: [*begin, *end) = the tile's rows within its group,
+ * clipped to the launch's row range (may be empty). */
+DT_DEV void attend_tile_rows(const AttendArgs &a, long long grp, long long sub, int QT,
+                             long long *begin, long long *end) {
+  long long b0 = grp * a.group_size + sub * QT;
+  long long e0 = (grp + 1) * a.group_size < a.Nq ? (grp + 1) * a.group_size : a.Nq;
+  if (b0 + QT < e0) e0 = b0 + QT;
+  *begin = b0 > a.q_lo ? b0 : a.q_lo;
+  *end = e0 < a.q_hi ? e0 : a.q_hi;
+}
 
 /* KVs[c][0..DMAX) = row c of the tile (zeros past D and for masked keys). */
 template <typename T, int DMAX, int KT, int NT>
@@ -68,10 +107,10 @@ __global__ void __launch_bounds__(kAttendThreads)
   __shared__ float key_lnw[KT];
 
   const long long bh = a.bh0 + blockIdx.y;
-  const long long g = blockIdx.x / a.tiles_per_group, sub = blockIdx.x % a.tiles_per_group;
-  const long long q_begin = g * a.group_size + sub * QT;
-  long long q_end = (g + 1) * a.group_size < a.Nq ? (g + 1) * a.group_size : a.Nq;
-  if (q_begin + QT < q_end) q_end = q_begin + QT;
+  const long long g = a.group0 + blockIdx.x / a.tiles_per_group;
+  const long long sub = blockIdx.x % a.tiles_per_group;
+  long long q_begin, q_end;
+  attend_tile_rows(a, g, sub, QT, &q_begin, &q_end);
   if (q_begin >= q_end) return; /* uniform over the block */
   const int nrows = (int)(q_end - q_begin);
   const int D = a.D, tid = threadIdx.x, lane = tid % DT_WARP, warp = tid / DT_WARP;
@@ -153,9 +192,10 @@ __global__ void __launch_bounds__(kAttendThreads)
 #pragma unroll
   for (int j = 0; j < OPT; j++) {
     const int e = tid + j * NT, r = e / DMAX, d = e % DMAX;
-    if (r < nrows && d < D) out.row(bh, q_begin + r)[d] = from_f32<T>(o[j] / row_l[r]);
+    if (r < nrows && d < D) out.row(bh, q_begin - a.q_lo + r)[d] = from_f32<T>(o[j] / row_l[r]);
   }
-  if (a.lse && tid < nrows) a.lse[bh * a.Nq + q_begin + tid] = row_m[tid] + logf(row_l[tid]);
+  if (a.lse && tid < nrows)
+    a.lse[bh * (a.q_hi - a.q_lo) + q_begin - a.q_lo + tid] = row_m[tid] + logf(row_l[tid]);
 }
 
 /* Launches attend_kernel over all (b, h) for `groups` query groups. */

@@ -230,10 +230,10 @@ __global__ void __launch_bounds__(kMmaAttendThreads)
   const long long tile = blockIdx.x * (long long)W + warp;
   const bool active = tile < tiles; /* uniform over the warp */
   const long long my_tile = active ? tile : tiles - 1;
-  const long long grp = my_tile / a.tiles_per_group, sub = my_tile % a.tiles_per_group;
-  const long long q_begin = grp * a.group_size + sub * 16;
-  long long q_end = (grp + 1) * a.group_size < a.Nq ? (grp + 1) * a.group_size : a.Nq;
-  if (q_begin + 16 < q_end) q_end = q_begin + 16;
+  const long long grp = a.group0 + my_tile / a.tiles_per_group;
+  const long long sub = my_tile % a.tiles_per_group;
+  long long q_begin, q_end;
+  attend_tile_rows(a, grp, sub, 16, &q_begin, &q_end);
   const long long M = keys.count();
   const long long shared_from = keys.shared_from(a.tiles_per_group % W == 0);
 
@@ -289,7 +289,7 @@ __global__ void __launch_bounds__(kMmaAttendThreads)
     const long long r = h ? r1 : r0;
     if (r >= q_end) continue;
     const float inv = 1.0f / st.l[h]; /* no key: 0 · inf = NaN, as attend_kernel's 0 / 0 */
-    unsigned short *orow = (unsigned short *)out.row(bh, r);
+    unsigned short *orow = (unsigned short *)out.row(bh, r - a.q_lo);
 #pragma unroll
     for (int nd = 0; nd < D / 8; nd++) {
       const unsigned pr = pack2<T>(st.o[nd][2 * h] * inv, st.o[nd][2 * h + 1] * inv);
@@ -300,7 +300,9 @@ __global__ void __launch_bounds__(kMmaAttendThreads)
         orow[nd * 8 + 2 * t + 1] = (unsigned short)(pr >> 16);
       }
     }
-    if (a.lse && t == 0) a.lse[bh * a.Nq + r] = (st.m[h] + log2f(st.l[h])) * 0.69314718055994531f;
+    if (a.lse && t == 0)
+      a.lse[bh * (a.q_hi - a.q_lo) + r - a.q_lo] =
+          (st.m[h] + log2f(st.l[h])) * 0.69314718055994531f;
   }
 }
 

@@ -193,14 +193,7 @@ int DT_GPU_FN(launch_dense_mma)(const ditattn_tensor *q, const ditattn_tensor *k
 int DT_GPU_FN(launch_dense_f32)(const ditattn_tensor *q, const ditattn_tensor *k,
                                 const ditattn_tensor *v, const ditattn_tensor *out, float *lse,
                                 float scale, void *stream) {
-  AttendArgs a;
-  a.Nq = q->shape[2];
-  a.group_size = a.Nq;
-  a.tiles_per_group = (a.Nq + kAttendQT - 1) / kAttendQT;
-  a.bh0 = 0;
-  a.D = (int)q->shape[3];
-  a.scale = scale;
-  a.lse = lse;
+  const AttendArgs a = attend_args(q->shape[2], q->shape[2], (int)q->shape[3], scale, lse);
   DenseKeys keys;
   keys.Nk = k->shape[2];
   return attend_dispatch(q, k, v, out, a, 1, keys, (gpuStream_t)stream);

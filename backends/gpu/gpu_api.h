@@ -86,6 +86,12 @@ typedef struct dt_gpu_llsa {
   float *pk[DITATTN_LLSA_MAX_LEVELS];
   float *pv[DITATTN_LLSA_MAX_LEVELS];
   int32_t *sel[DITATTN_LLSA_MAX_LEVELS]; /* [B·H][n_l][keff_l], -1 padded */
+  /* Query rows [q_lo, q_hi) are computed (out row 0 is row q_lo); level l
+   * selects its blocks [blk_lo[l], blk_lo[l] + blk_n[l]), those the rows
+   * touch (all n_l blocks for a whole-sequence call). */
+  int64_t q_lo, q_hi;
+  int64_t blk_lo[DITATTN_LLSA_MAX_LEVELS + 1];
+  int64_t blk_n[DITATTN_LLSA_MAX_LEVELS + 1];
 } dt_gpu_llsa;
 
 /* Pooled q, k, v of level `level` from the original tokens (spec §1). */
@@ -95,10 +101,11 @@ int DT_GPU_FN(launch_llsa_pool)(const dt_gpu_llsa *p, int level, const ditattn_t
  * keff_{l+1}·b below it. */
 int64_t DT_GPU_FN(llsa_candidates)(const dt_gpu_llsa *p, int level);
 /* Scores and top-K for query-block rows [row0, row0 + rows) of `level`
- * (rows enumerate (b·h, g) pairs). scores/idx: scratch of rows × candidates. */
+ * (row w is block blk_lo[level] + w % blk_n[level] of b·h = w / blk_n[level]).
+ * scores/idx: scratch of rows × candidates. */
 int DT_GPU_FN(launch_llsa_select)(const dt_gpu_llsa *p, int level, int64_t row0, int64_t rows,
                                   double *scores, int32_t *idx, void *stream);
-/* The fused sparse + enrichment attention (spec §3), every query. */
+/* The fused sparse + enrichment attention (spec §3), query rows [q_lo, q_hi). */
 int DT_GPU_FN(launch_llsa_attend)(const dt_gpu_llsa *p, const ditattn_tensor *q,
                                   const ditattn_tensor *k, const ditattn_tensor *v,
                                   const ditattn_tensor *out, float *lse, void *stream);

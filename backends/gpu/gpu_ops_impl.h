@@ -235,7 +235,7 @@ static size_t gpu_llsa_layout(gpu_carver *c, dt_gpu_llsa *g, int64_t *scratch_ro
   }
   int64_t max_rows = 0;
   for (int l = 1; l <= g->L; l++)
-    if ((int64_t)BH * g->n[l] > max_rows) max_rows = (int64_t)BH * g->n[l];
+    if ((int64_t)BH * g->blk_n[l] > max_rows) max_rows = (int64_t)BH * g->blk_n[l];
   int64_t fit = (int64_t)(GPU_SELECT_SCRATCH_BYTES / ((size_t)max_cand * 12u));
   *scratch_rows = fit < 1 ? 1 : (fit < max_rows ? fit : max_rows);
   return (size_t)max_cand;
@@ -253,12 +253,17 @@ static ditattn_status gpu_llsa_describe(ditattn_context *ctx, const dt_llsa_fwd 
   g->scale = p->params.scale;
   g->n[0] = g->N;
   g->span[0] = 1;
+  g->q_lo = p->q_row0;
+  g->q_hi = p->q_row0 + p->out->shape[2];
   for (int l = 1; l <= g->L; l++) {
     g->n[l] = dt_ceil_div_pow(g->N, g->b, l);
     int64_t pw = dt_pow_sat(g->b, l);
     g->span[l] = pw < g->N ? pw : g->N;
     int64_t K = p->params.topk[l - 1];
     g->keff[l - 1] = K < g->n[l] ? K : g->n[l];
+    /* The level-l blocks that rows [q_lo, q_hi) touch. */
+    g->blk_lo[l] = g->q_lo / g->span[l];
+    g->blk_n[l] = (g->q_hi - 1) / g->span[l] - g->blk_lo[l] + 1;
     if (g->n[l] > INT32_MAX)
       return dt_fail(ctx, DITATTN_ERR_UNSUPPORTED, "%s llsa: %lld level-%d blocks exceed int32",
                      DT_GPU_NAME, (long long)g->n[l], l);
@@ -297,6 +302,7 @@ static ditattn_status gpu_llsa_export(ditattn_context *ctx, const dt_gpu_llsa *g
 }
 
 static ditattn_status gpu_llsa_forward(ditattn_context *ctx, const dt_llsa_fwd *p) {
+  if (p->out->shape[2] == 0) return DITATTN_OK; /* no query rows (a dist/ rank's empty slice) */
   dt_gpu_llsa g;
   TRY(gpu_llsa_describe(ctx, p, &g));
   gpu_carver sizing = {NULL, 0, 0};
@@ -318,7 +324,7 @@ static ditattn_status gpu_llsa_forward(ditattn_context *ctx, const dt_llsa_fwd *
     GPU_TRY(ctx, DT_GPU_FN(launch_llsa_pool)(&g, l, p->q, p->k, p->v, ctx->stream), "llsa pool");
   /* §2: coarsest level first, then each finer level from its parent's picks. */
   for (int l = g.L; l >= 1; l--) {
-    const int64_t rows = g.B * g.H * g.n[l];
+    const int64_t rows = g.B * g.H * g.blk_n[l];
     for (int64_t r0 = 0; r0 < rows; r0 += chunk_rows) {
       int64_t nr = rows - r0 < chunk_rows ? rows - r0 : chunk_rows;
       GPU_TRY(ctx, DT_GPU_FN(launch_llsa_select)(&g, l, r0, nr, scores, idx, ctx->stream),
@@ -346,6 +352,7 @@ static ditattn_status gpu_llsa_forward(ditattn_context *ctx, const dt_llsa_fwd *
 static const dt_backend_ops gpu_ops_table = {
     .name = DT_GPU_NAME,
     .dtypes = (1u << DITATTN_F32) | (1u << DITATTN_BF16) | (1u << DITATTN_F16),
+    .query_rows = 1,
     .init = gpu_init,
     .fini = gpu_bound_fini,
     .set_stream = gpu_bound_set_stream,

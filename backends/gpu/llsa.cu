@@ -117,7 +117,8 @@ __global__ void __launch_bounds__(kSelectThreads)
   const int lane = threadIdx.x % DT_WARP;
   const long long w = blockIdx.x * (long long)(kSelectThreads / DT_WARP) + threadIdx.x / DT_WARP;
   if (w >= rows) return; /* uniform over the warp */
-  const long long row = row0 + w, nl = p.n[level], bh = row / nl, g = row % nl;
+  const long long nl = p.n[level], cnt = p.blk_n[level], lw = row0 + w;
+  const long long bh = lw / cnt, g = p.blk_lo[level] + lw % cnt, row = bh * nl + g;
   const int D = (int)p.D;
   const double *qrow = p.pq64[level - 1] + row * p.D;
   const double *kbase = p.pk64[level - 1] + bh * nl * p.D;
@@ -197,19 +198,14 @@ int DT_GPU_FN(launch_llsa_select)(const dt_gpu_llsa *p, int level, int64_t row0,
 int DT_GPU_FN(launch_llsa_attend)(const dt_gpu_llsa *p, const ditattn_tensor *q,
                                   const ditattn_tensor *k, const ditattn_tensor *v,
                                   const ditattn_tensor *out, float *lse, void *stream) {
-  AttendArgs a;
-  a.Nq = p->N;
-  a.group_size = p->b;
-  a.tiles_per_group = (p->b + kAttendQT - 1) / kAttendQT;
-  a.bh0 = 0;
-  a.D = (int)p->D;
-  a.scale = p->scale;
-  a.lse = lse;
+  AttendArgs a = attend_args(p->N, p->b, (int)p->D, p->scale, lse);
+  long long groups;
+  attend_restrict_rows(&a, p->q_lo, p->q_hi, &groups);
   LlsaKeys keys;
   keys.p = *p;
   keys.bh0 = keys.g10 = 0;
-  if (p->n[1] * a.tiles_per_group > INT_MAX) return DT_GPU_NOT_IMPLEMENTED;
-  return attend_dispatch_mma_or_simt(q, k, v, out, a, p->n[1], keys, (gpuStream_t)stream);
+  if (groups * a.tiles_per_group > INT_MAX) return DT_GPU_NOT_IMPLEMENTED;
+  return attend_dispatch_mma_or_simt(q, k, v, out, a, groups, keys, (gpuStream_t)stream);
 }
 
 } // extern "C"

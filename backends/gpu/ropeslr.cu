@@ -48,7 +48,7 @@ __global__ void __launch_bounds__(kSlrSelectThreads)
   const int lane = threadIdx.x % DT_WARP;
   const long long w = blockIdx.x * (long long)(kSlrSelectThreads / DT_WARP) + threadIdx.x / DT_WARP;
   if (w >= rows) return; /* uniform over the warp */
-  const long long row = row0 + w, bh = row / p.n, G = row % p.n;
+  const long long lw = row0 + w, bh = lw / p.G_n, G = p.G_lo + lw % p.G_n, row = bh * p.n + G;
   const int D = (int)p.D, n = (int)p.n;
   const double *qrow = p.pq64 + row * p.D;
   const double *kbase = p.pk64 + bh * p.n * p.D;
@@ -105,28 +105,31 @@ struct SlrKeys {
 };
 
 /* ---------------------------------------------------------------- low-rank branch */
-/* u = E^t[t] + E^y[y] + E^x[x] + projᵀ x_i (spec §3), [BH][N][r]; φ = elu + 1
- * applied here, softmax by slr_softmax_kernel. */
+/* u = E^t[t] + E^y[y] + E^x[x] + projᵀ x_i (spec §3) for tokens
+ * [i0, i0 + ni), into out [BH][N][r]; φ = elu + 1 applied here, softmax by
+ * slr_softmax_kernel. */
 template <typename T>
 __global__ void slr_feature_kernel(View<const T> x, View<const float> proj, View<const float> et,
                                    View<const float> ey, View<const float> ex, dt_gpu_ropeslr p,
-                                   double *out, long long total) {
+                                   long long i0, long long ni, double *out, long long total) {
   SLR_FOR(e, total) {
-    const long long m = e % p.r, i = e / p.r % p.N, bh = e / p.r / p.N, h = bh % p.H;
+    const long long m = e % p.r, i = i0 + e / p.r % ni, bh = e / p.r / ni, h = bh % p.H;
     const int32_t *pi = p.pos + 3 * i;
     double u = add_rn(add_rn((double)et.row(h, pi[0])[m], (double)ey.row(h, pi[1])[m]),
                       (double)ex.row(h, pi[2])[m]);
     const T *xi = x.row(bh, i);
     for (long long d = 0; d < p.D; d++)
       u = add_rn(u, mul_rn((double)to_f32(xi[d]), (double)proj.row(h, d)[m]));
-    out[e] = p.softmax_feature ? u : (u > 0.0 ? u + 1.0 : exp(u));
+    out[(bh * p.N + i) * p.r + m] = p.softmax_feature ? u : (u > 0.0 ? u + 1.0 : exp(u));
   }
 }
 
-/* φ = softmax over the r entries of each row, in place. */
-__global__ void slr_softmax_kernel(double *x, long long rows, long long r) {
-  SLR_FOR(row, rows) {
-    double *u = x + row * r, umax = -INFINITY, sum = 0.0;
+/* φ = softmax over the r entries of each row of tokens [i0, i0 + ni) of
+ * x [BH][N][r], in place. */
+__global__ void slr_softmax_kernel(double *x, long long N, long long i0, long long ni,
+                                   long long rows, long long r) {
+  SLR_FOR(e, rows) {
+    double *u = x + (e / ni * N + i0 + e % ni) * r, umax = -INFINITY, sum = 0.0;
     for (long long m = 0; m < r; m++) umax = u[m] > umax ? u[m] : umax;
     for (long long m = 0; m < r; m++) sum += u[m] = exp(u[m] - umax);
     for (long long m = 0; m < r; m++) u[m] /= sum;
@@ -162,24 +165,25 @@ __global__ void slr_total_kernel(dt_gpu_ropeslr p, long long total) {
   }
 }
 
-/* S_bg(G) = S − Σ_{C∈sel[G]} S_C (spec §3, the selected blocks are distinct). */
+/* S_bg(G) = S − Σ_{C∈sel[G]} S_C (spec §3, the selected blocks are
+ * distinct), for the selected query blocks G_lo .. G_lo + G_n - 1. */
 __global__ void slr_background_kernel(dt_gpu_ropeslr p, long long total) {
   const long long rd1 = p.r * (p.D + 1);
   SLR_FOR(e, total) {
-    const long long x = e % rd1, G = e / rd1 % p.n, bh = e / rd1 / p.n;
+    const long long x = e % rd1, G = p.G_lo + e / rd1 % p.G_n, bh = e / rd1 / p.G_n;
     const int32_t *sel = p.sel + (bh * p.n + G) * p.K;
     double acc = p.S[bh * rd1 + x];
     for (long long t = 0; t < p.K; t++) acc -= p.SC[(bh * p.n + sel[t]) * rd1 + x];
-    p.Sbg[e] = acc;
+    p.Sbg[(bh * p.n + G) * rd1 + x] = acc;
   }
 }
 
-/* o_lr_i = f_iᵀ S_bg / f_iᵀ z_bg; 0 for an empty background (K = n) or a
- * zero denominator, as ref/. */
+/* o_lr_i = f_iᵀ S_bg / f_iᵀ z_bg for rows [q_lo, q_hi); 0 for an empty
+ * background (K = n) or a zero denominator, as ref/. */
 __global__ void slr_readout_kernel(dt_gpu_ropeslr p, long long total) {
-  const long long D1 = p.D + 1;
+  const long long D1 = p.D + 1, nq = p.q_hi - p.q_lo;
   SLR_FOR(e, total) {
-    const long long d = e % p.D, i = e / p.D % p.N, bh = e / p.D / p.N, G = i / p.b;
+    const long long d = e % p.D, i = p.q_lo + e / p.D % nq, bh = e / p.D / nq, G = i / p.b;
     double val = 0.0;
     if (p.K < p.n) {
       const double *fi = p.f + (bh * p.N + i) * p.r;
@@ -191,18 +195,20 @@ __global__ void slr_readout_kernel(dt_gpu_ropeslr p, long long total) {
       }
       val = den != 0.0 ? num / den : 0.0;
     }
-    p.olr[e] = val;
+    p.olr[(bh * p.N + i) * p.D + d] = val;
   }
 }
 
-/* out[e] = o_s[e] + Σ_d W[d][e] o_lr[d] (spec §4); out holds o_s on entry. */
+/* out[e] = o_s[e] + Σ_d W[d][e] o_lr[d] (spec §4) for rows [q_lo, q_hi)
+ * (out row 0 is row q_lo); out holds o_s on entry. */
 template <typename T>
 __global__ void slr_combine_kernel(View<T> out, View<const float> W, dt_gpu_ropeslr p,
                                    long long total) {
+  const long long nq = p.q_hi - p.q_lo;
   SLR_FOR(e, total) {
-    const long long col = e % p.D, i = e / p.D % p.N, bh = e / p.D / p.N, h = bh % p.H;
+    const long long col = e % p.D, i = p.q_lo + e / p.D % nq, bh = e / p.D / nq, h = bh % p.H;
     const double *olr = p.olr + (bh * p.N + i) * p.D;
-    T *o = out.row(bh, i) + col;
+    T *o = out.row(bh, i - p.q_lo) + col;
     double acc = (double)to_f32(*o);
     for (long long d = 0; d < p.D; d++) acc += (double)W.row(h, d)[col] * olr[d];
     *o = from_f32<T>((float)acc);
@@ -222,21 +228,16 @@ static int slr_forward_typed(const dt_gpu_ropeslr &p, const ditattn_tensor *q,
   long long total = BH * p.n * p.D;
   slr_pool_kernel<T><<<slr_grid(total), kSlrThreads, 0, s>>>(qv, kv, p, total);
   if ((st = launch_status())) return st;
-  const long long rows = BH * p.n, warps = kSlrSelectThreads / DT_WARP;
+  const long long rows = BH * p.G_n, warps = kSlrSelectThreads / DT_WARP;
   for (long long r0 = 0; r0 < rows; r0 += p.select_rows) {
     const long long nr = rows - r0 < p.select_rows ? rows - r0 : p.select_rows;
     slr_select_kernel<<<blocks_for(nr, (int)warps), kSlrSelectThreads, 0, s>>>(p, r0, nr);
     if ((st = launch_status())) return st;
   }
   /* §2 sparse branch: out = o_s */
-  AttendArgs a;
-  a.Nq = p.N;
-  a.group_size = p.b;
-  a.tiles_per_group = (p.b + kAttendQT - 1) / kAttendQT;
-  a.bh0 = 0;
-  a.D = (int)p.D;
-  a.scale = p.scale;
-  a.lse = lse;
+  AttendArgs a = attend_args(p.N, p.b, (int)p.D, p.scale, lse);
+  long long groups;
+  attend_restrict_rows(&a, p.q_lo, p.q_hi, &groups);
   SlrKeys keys;
   keys.sel = p.sel;
   keys.n = p.n;
@@ -244,22 +245,27 @@ static int slr_forward_typed(const dt_gpu_ropeslr &p, const ditattn_tensor *q,
   keys.b = p.b;
   keys.N = p.N;
   keys.row = nullptr;
-  st = attend_dispatch_mma_or_simt(q, k, v, out, a, p.n, keys, s);
+  st = attend_dispatch_mma_or_simt(q, k, v, out, a, groups, keys, s);
   if (st) return st;
   /* §3 features */
   const View<const float> et = make_view<const float>(&w->Et), ey = make_view<const float>(&w->Ey),
                           ex = make_view<const float>(&w->Ex);
-  total = BH * p.N * p.r;
-  slr_feature_kernel<T><<<slr_grid(total), kSlrThreads, 0, s>>>(qv, make_view<const float>(&w->A),
-                                                                et, ey, ex, p, p.f, total);
+  /* Query features of the computed rows only; key features of every token
+   * (every block's factors are needed). */
+  const long long nq = p.q_hi - p.q_lo;
+  total = BH * nq * p.r;
+  slr_feature_kernel<T><<<slr_grid(total), kSlrThreads, 0, s>>>(
+      qv, make_view<const float>(&w->A), et, ey, ex, p, p.q_lo, nq, p.f, total);
   if ((st = launch_status())) return st;
+  total = BH * p.N * p.r;
   slr_feature_kernel<T><<<slr_grid(total), kSlrThreads, 0, s>>>(kv, make_view<const float>(&w->Bk),
-                                                                et, ey, ex, p, p.g, total);
+                                                                et, ey, ex, p, 0, p.N, p.g, total);
   if ((st = launch_status())) return st;
   if (p.softmax_feature) {
-    slr_softmax_kernel<<<slr_grid(BH * p.N), kSlrThreads, 0, s>>>(p.f, BH * p.N, p.r);
+    slr_softmax_kernel<<<slr_grid(BH * nq), kSlrThreads, 0, s>>>(p.f, p.N, p.q_lo, nq, BH * nq,
+                                                                 p.r);
     if ((st = launch_status())) return st;
-    slr_softmax_kernel<<<slr_grid(BH * p.N), kSlrThreads, 0, s>>>(p.g, BH * p.N, p.r);
+    slr_softmax_kernel<<<slr_grid(BH * p.N), kSlrThreads, 0, s>>>(p.g, p.N, 0, p.N, BH * p.N, p.r);
     if ((st = launch_status())) return st;
   }
   /* §3 factors and readout */
@@ -268,9 +274,10 @@ static int slr_forward_typed(const dt_gpu_ropeslr &p, const ditattn_tensor *q,
   if ((st = launch_status())) return st;
   slr_total_kernel<<<slr_grid(BH * p.r * D1), kSlrThreads, 0, s>>>(p, BH * p.r * D1);
   if ((st = launch_status())) return st;
+  total = BH * p.G_n * p.r * D1;
   slr_background_kernel<<<slr_grid(total), kSlrThreads, 0, s>>>(p, total);
   if ((st = launch_status())) return st;
-  total = BH * p.N * p.D;
+  total = BH * nq * p.D;
   slr_readout_kernel<<<slr_grid(total), kSlrThreads, 0, s>>>(p, total);
   if ((st = launch_status())) return st;
   /* §4 */

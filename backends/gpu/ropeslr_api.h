@@ -26,6 +26,9 @@ typedef struct dt_gpu_ropeslr {
   double *SC, *Sbg;    /* [BH][n][r][D + 1]: block factors S_C | z_C, background S_bg | z_bg */
   double *S;           /* [BH][r][D + 1]: totals S | z */
   double *olr;         /* [BH][N][D] low-rank branch output */
+  /* Query rows [q_lo, q_hi) are computed (out and lse row 0 is row q_lo),
+   * query blocks [G_lo, G_lo + G_n) are selected: those the rows touch. */
+  int64_t q_lo, q_hi, G_lo, G_n;
 } dt_gpu_ropeslr;
 
 /* Whole forward: selection, sparse branch into out (+ lse, device, may be

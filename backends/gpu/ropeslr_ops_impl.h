@@ -38,11 +38,16 @@ static ditattn_status gpu_ropeslr_forward(ditattn_context *ctx, const dt_ropeslr
   p.scale = f->params.scale;
   p.force_own = f->params.force_own_block;
   p.softmax_feature = f->params.feature == DITATTN_SLR_FEATURE_SOFTMAX;
+  p.q_lo = f->q_row0;
+  p.q_hi = f->q_row0 + f->out->shape[2];
+  if (p.q_hi == p.q_lo) return DITATTN_OK; /* no query rows (a dist/ rank's empty slice) */
+  p.G_lo = p.q_lo / p.b;
+  p.G_n = (p.q_hi - 1) / p.b - p.G_lo + 1;
   if (p.D > DT_GPU_MAX_D || p.n > INT32_MAX)
     return dt_fail(ctx, DITATTN_ERR_UNSUPPORTED, "%s ropeslr_forward: D = %lld, n = %lld blocks",
                    DT_GPU_NAME, (long long)p.D, (long long)p.n);
   /* Selection scratch (a double and an int per candidate) in row chunks. */
-  const int64_t rows = p.B * p.H * p.n;
+  const int64_t rows = p.B * p.H * p.G_n;
   const int64_t fit = (int64_t)(GPU_SELECT_SCRATCH_BYTES / ((size_t)p.n * 12u));
   p.select_rows = fit < 1 ? 1 : (fit < rows ? fit : rows);
   gpu_carver sizing = {NULL, 0, 0};
@@ -60,7 +65,7 @@ static ditattn_status gpu_ropeslr_forward(ditattn_context *ctx, const dt_ropeslr
           DT_GPU_FN(launch_ropeslr_forward)(&p, f->q, f->k, f->v, f->out, f->weights, f->lse_sparse,
                                             ctx->stream),
           "ropeslr_forward");
-  if (f->sel)
+  if (f->sel) /* whole-sequence calls only: rows = B·H·n */
     GPU_TRY(ctx,
             DT_GPU_FN(copy_d2h)(f->sel, p.sel, (size_t)rows * (size_t)p.K * sizeof(int32_t),
                                 ctx->stream),
