@@ -33,13 +33,18 @@ ditattn_status dt_dist_check_local(ditattn_context *ctx, const ditattn_dist_slic
                                    const float *lse, int64_t params[DT_DP_COUNT]) {
   TRY(dt_begin(ctx));
   TRY(check_slice(ctx, slice));
-  /* GPU contexts: only dense has a device-memory path (dist_device*.c). */
+  /* GPU contexts: the forwards have device-memory paths (dist_device*.c);
+   * LLSA and RoPeSLR need a backend that computes a range of query rows. */
   const int device = dt_dist_is_device(ctx);
-  if (device && params[DT_DP_OP] != DT_DIST_OP_DENSE_FWD)
+  const int64_t op = params[DT_DP_OP];
+  if (device && (op == DT_DIST_OP_LLSA_BWD || op == DT_DIST_OP_ROPESLR_BWD))
     return dt_fail(ctx, DITATTN_ERR_UNSUPPORTED,
-                   "dist on a GPU context (backend %s): only dense forward runs on device memory "
-                   "for now; %s needs a host context (ref, cpu)",
-                   ditattn_backend_name(ctx->backend), op_name(params[DT_DP_OP]));
+                   "dist on a GPU context (backend %s): %s needs a host context (ref, cpu)",
+                   ditattn_backend_name(ctx->backend), op_name(op));
+  if (device && op != DT_DIST_OP_DENSE_FWD && !ctx->ops->query_rows)
+    return dt_fail(ctx, DITATTN_ERR_UNSUPPORTED,
+                   "dist %s on device memory: backend %s cannot restrict it to this rank's rows",
+                   op_name(op), ditattn_backend_name(ctx->backend));
   if (!device && ctx->backend != DITATTN_BACKEND_REF && ctx->backend != DITATTN_BACKEND_CPU)
     return dt_fail(ctx, DITATTN_ERR_UNSUPPORTED, "dist does not support backend %s",
                    ditattn_backend_name(ctx->backend));
@@ -54,6 +59,9 @@ ditattn_status dt_dist_check_local(ditattn_context *ctx, const ditattn_dist_slic
   TRY(dt_check_shape(ctx, "out", out, B, H, slice->length, D));
   /* Host dist is f32; device dense takes any dtype the backend does. */
   const ditattn_dtype dtype = device ? q->dtype : DITATTN_F32;
+  if (device && !((ctx->ops->dtypes >> q->dtype) & 1u))
+    return dt_fail(ctx, DITATTN_ERR_UNSUPPORTED, "backend %s has no attention in dtype %d",
+                   ditattn_backend_name(ctx->backend), (int)q->dtype);
   TRY(dt_check_dtype(ctx, "q", q, dtype));
   TRY(dt_check_dtype(ctx, "k", k, dtype));
   TRY(dt_check_dtype(ctx, "v", v, dtype));

@@ -39,6 +39,37 @@ typedef ditattn_status (*dt_device_ring_step_fn)(void *user, int step, int src,
 ditattn_status dt_device_ring_run(dt_dist_job *job, const ditattn_tensor *k,
                                   const ditattn_tensor *v, dt_device_ring_step_fn step, void *user);
 
+/* The same ring for nx (<= DT_DEVICE_RING_MAX) tensors of one shape and
+ * dtype travelling together; step gets the nx slices of rank src. */
+#define DT_DEVICE_RING_MAX 3
+typedef ditattn_status (*dt_device_ring_step_n_fn)(void *user, int step, int src,
+                                                   const ditattn_tensor *xs);
+ditattn_status dt_device_ring_run_n(dt_dist_job *job, const ditattn_tensor *xs, int nx,
+                                    dt_device_ring_step_n_fn step, void *user);
+
+/* All-gather of q, k, v on device memory: allocates whole-sequence
+ * contiguous (B, H, N, D) tensors in gathered[0..2] (ditattn_malloc; the
+ * caller frees .data with dt_dist_device_free even on failure) and fills
+ * them from every rank's slice as the slices pass around the ring. Returns
+ * the agreed status. */
+ditattn_status dt_dist_device_gather_qkv(dt_dist_job *job, const ditattn_tensor *q,
+                                         const ditattn_tensor *k, const ditattn_tensor *v,
+                                         ditattn_tensor gathered[3]);
+
+/* LLSA and RoPeSLR forward on a GPU context, once the job has begun:
+ * q, k, v all-gathered (dt_dist_device_gather_qkv), then the backend's
+ * single-process forward restricted to this rank's query rows (q_row0):
+ * selection and attention for the local rows only, the same kernels and
+ * so the same values as one process. Ends the job. */
+ditattn_status dt_dist_device_llsa_run(dt_dist_job *job, const ditattn_llsa_params *params,
+                                       const ditattn_tensor *q, const ditattn_tensor *k,
+                                       const ditattn_tensor *v, ditattn_tensor *out, float *lse);
+ditattn_status dt_dist_device_ropeslr_run(dt_dist_job *job, const ditattn_ropeslr_params *params,
+                                          const ditattn_ropeslr_weights *weights,
+                                          const int32_t *pos_global, const ditattn_tensor *q,
+                                          const ditattn_tensor *k, const ditattn_tensor *v,
+                                          ditattn_tensor *out, float *lse_sparse);
+
 /* ditattn_free that keeps ctx's last error message (cleanup after a
  * failure must not erase the reason). */
 void dt_dist_device_free(ditattn_context *ctx, void *ptr);

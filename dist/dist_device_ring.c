@@ -1,6 +1,7 @@
-/* The K/V ring on device memory (GPU contexts). Each rank packs its K/V
- * slice into one contiguous device buffer ([k; v], (B, H, n, D) each) so
- * that one message moves it; the pack is a device-side copy by
+/* The K/V ring on device memory (GPU contexts). Each rank packs its slice
+ * of the travelling tensors into one contiguous device buffer ([k; v], or
+ * [q; k; v] for the all-gather of dist_device_gather.c, (B, H, n, D) each)
+ * so that one message moves it; the pack is a device-side copy by
  * ditattn_pool_mean with block 1 (the mean of one token is that token,
  * exactly, in every dtype). Step s computes on the slice it holds while MPI
  * sends it on and receives the next one into the other buffer; with host
@@ -12,6 +13,7 @@
 
 typedef struct device_ring {
   ditattn_context *ctx;
+  int nx;        /* tensors travelling together */
   int mode;      /* DT_DIST_XFER_STAGED or DT_DIST_XFER_DEVICE */
   void *dev[2];  /* packed slices, device memory */
   void *host[2]; /* staging buffers (staged mode only) */
@@ -24,11 +26,11 @@ static ditattn_status ring_alloc(dt_dist_job *job, const ditattn_tensor *k, devi
   const int64_t B = k->shape[0], H = k->shape[1], D = k->shape[3];
   const size_t esize = ditattn_dtype_size(k->dtype);
   size_t rows = 0, bytes = 0;
-  if (!dt_mul_size((size_t)(2 * B * H), (size_t)job->max_length, &rows) || rows > INT_MAX ||
+  if (!dt_mul_size((size_t)(r->nx * B * H), (size_t)job->max_length, &rows) || rows > INT_MAX ||
       !dt_mul_size((size_t)D, esize, &r->row_bytes) || r->row_bytes > INT_MAX ||
       !dt_mul_size(rows, r->row_bytes, &bytes))
-    return dt_fail(job->ctx, DITATTN_ERR_OVERFLOW, "device ring buffer of 2*%lld*%lld*%lld rows",
-                   (long long)B, (long long)H, (long long)job->max_length);
+    return dt_fail(job->ctx, DITATTN_ERR_OVERFLOW, "device ring buffer of %d*%lld*%lld*%lld rows",
+                   r->nx, (long long)B, (long long)H, (long long)job->max_length);
   for (int i = 0; i < 2; i++) {
     TRY(ditattn_malloc(job->ctx, bytes, &r->dev[i]));
     if (r->mode == DT_DIST_XFER_STAGED) {
@@ -53,51 +55,68 @@ static void ring_free(device_ring *r) {
   if (r->row_committed) MPI_Type_free(&r->row);
 }
 
-/* k then v of a packed buffer holding n tokens. */
-static void kv_views(void *buf, const ditattn_tensor *like, int64_t n, ditattn_tensor *k,
-                     ditattn_tensor *v) {
+/* The nx tensors of a packed buffer holding n tokens, one after another. */
+static void packed_views(void *buf, const ditattn_tensor *like, int64_t n, int nx,
+                         ditattn_tensor *xs) {
   const int64_t B = like->shape[0], H = like->shape[1], D = like->shape[3];
-  const size_t half = (size_t)(B * H * n * D) * ditattn_dtype_size(like->dtype);
-  *k = ditattn_tensor_bhnd(buf, like->dtype, B, H, n, D);
-  *v = ditattn_tensor_bhnd((char *)buf + half, like->dtype, B, H, n, D);
+  const size_t one = (size_t)(B * H * n * D) * ditattn_dtype_size(like->dtype);
+  for (int i = 0; i < nx; i++)
+    xs[i] = ditattn_tensor_bhnd((char *)buf + (size_t)i * one, like->dtype, B, H, n, D);
 }
 
-/* Packs the local k, v into dev[0] (and its host copy when staged). */
-static ditattn_status ring_pack(dt_dist_job *job, device_ring *r, const ditattn_tensor *k,
-                                const ditattn_tensor *v) {
-  ditattn_tensor pk, pv;
+/* Packs the local tensors into dev[0] (and its host copy when staged). */
+static ditattn_status ring_pack(dt_dist_job *job, device_ring *r, const ditattn_tensor *xs) {
+  ditattn_tensor packed[DT_DEVICE_RING_MAX];
   const int64_t n = job->length[job->rank];
-  kv_views(r->dev[0], k, n, &pk, &pv);
-  TRY(ditattn_pool_mean(job->ctx, k, 1, &pk));
-  TRY(ditattn_pool_mean(job->ctx, v, 1, &pv));
+  packed_views(r->dev[0], &xs[0], n, r->nx, packed);
+  for (int i = 0; i < r->nx; i++) TRY(ditattn_pool_mean(job->ctx, &xs[i], 1, &packed[i]));
   /* MPI reads the buffer outside the stream: the pack must be complete. */
   TRY(ditattn_synchronize(job->ctx));
   if (r->mode == DT_DIST_XFER_STAGED)
     TRY(ditattn_copy_to_host(job->ctx, r->host[0], r->dev[0],
-                             (size_t)(2 * k->shape[0] * k->shape[1] * n) * r->row_bytes));
+                             (size_t)(r->nx * xs[0].shape[0] * xs[0].shape[1] * n) * r->row_bytes));
   return DITATTN_OK;
+}
+
+/* The K/V ring as a ring of two tensors. */
+typedef struct kv_adapter {
+  dt_device_ring_step_fn step;
+  void *user;
+} kv_adapter;
+
+static ditattn_status kv_step(void *user, int step, int src, const ditattn_tensor *xs) {
+  const kv_adapter *a = user;
+  return a->step(a->user, step, src, &xs[0], &xs[1]);
 }
 
 ditattn_status dt_device_ring_run(dt_dist_job *job, const ditattn_tensor *k,
                                   const ditattn_tensor *v, dt_device_ring_step_fn step,
                                   void *user) {
+  const ditattn_tensor xs[2] = {*k, *v};
+  kv_adapter a = {step, user};
+  return dt_device_ring_run_n(job, xs, 2, kv_step, &a);
+}
+
+ditattn_status dt_device_ring_run_n(dt_dist_job *job, const ditattn_tensor *xs, int nx,
+                                    dt_device_ring_step_n_fn step, void *user) {
   device_ring r;
   memset(&r, 0, sizeof r);
   r.ctx = job->ctx;
+  r.nx = nx;
   r.mode = dt_dist_device_transfer(job->ctx->backend);
   job->stats.gpu_transfer = r.mode;
   const int P = job->size, me = job->rank;
-  ditattn_status st = dt_dist_agree(job, P > 1 ? ring_alloc(job, k, &r) : DITATTN_OK);
+  ditattn_status st = dt_dist_agree(job, P > 1 ? ring_alloc(job, &xs[0], &r) : DITATTN_OK);
   if (st != DITATTN_OK) {
     ring_free(&r);
     return st;
   }
   const int right = (me + 1) % P, left = (me + P - 1) % P;
-  const int64_t BH2 = 2 * k->shape[0] * k->shape[1];
+  const int64_t BH2 = nx * xs[0].shape[0] * xs[0].shape[1]; /* rows of one token */
   ditattn_status local = DITATTN_OK; /* first failure on this rank: no more device calls */
   ditattn_status mpi = DITATTN_OK;   /* a transfer failure ends the ring */
   double t0 = MPI_Wtime();
-  if (P > 1) local = ring_pack(job, &r, k, v);
+  if (P > 1) local = ring_pack(job, &r, xs);
   dt_dist_tick(&t0, &job->stats.compute_s);
   int cur = 0;
   for (int s = 0; s < P && mpi == DITATTN_OK; s++) {
@@ -118,14 +137,13 @@ ditattn_status dt_device_ring_run(dt_dist_job *job, const ditattn_tensor *k,
       job->stats.ring_bytes_received += BH2 * job->length[next_src] * (int64_t)r.row_bytes;
     }
     if (local == DITATTN_OK) {
-      ditattn_tensor kv[2];
-      if (s == 0) {
-        kv[0] = *k;
-        kv[1] = *v;
-      } else
-        kv_views(r.dev[cur], k, job->length[src], &kv[0], &kv[1]);
+      ditattn_tensor held[DT_DEVICE_RING_MAX];
+      if (s == 0)
+        memcpy(held, xs, (size_t)nx * sizeof *xs);
+      else
+        packed_views(r.dev[cur], &xs[0], job->length[src], nx, held);
       t0 = MPI_Wtime();
-      local = step(user, s, src, &kv[0], &kv[1]); /* queued on the stream: overlaps the wait */
+      local = step(user, s, src, held); /* queued on the stream: overlaps the wait */
       dt_dist_tick(&t0, &job->stats.compute_s);
     }
     t0 = MPI_Wtime();

@@ -1,6 +1,7 @@
 /* Distributed LLSA forward: global pooling (all-gather), local selection
  * with ref/'s helpers (identical to the single-process selection), pooled
  * enrichment keys locally, fine K/V slices around the ring. */
+#include "dist_device.h"
 #include "dist_llsa.h"
 #include "dist_llsa_attend.h"
 #include "dist_ring.h"
@@ -276,6 +277,11 @@ ditattn_status ditattn_dist_llsa_forward(ditattn_context *ctx, MPI_Comm comm,
   if (local == DITATTN_OK) local = dt_dist_llsa_check_params(ctx, params, q->shape[3], &scale, prm);
   dt_dist_job job;
   TRY(dt_dist_begin(&job, ctx, comm, slice, local, prm));
+  if (dt_dist_is_device(ctx)) {
+    ditattn_llsa_params resolved = *params;
+    resolved.scale = scale;
+    return dt_dist_device_llsa_run(&job, &resolved, q, k, v, out, lse);
+  }
 
   llsa_run R;
   memset(&R, 0, sizeof R);

@@ -88,8 +88,12 @@ ditattn_status dt_dist_slr_check(ditattn_context *ctx, const ditattn_dist_slice 
                                  const ditattn_tensor *v, const ditattn_tensor *out,
                                  const float *lse_sparse, int64_t prm[DT_DP_COUNT]);
 
-/* Collective: global positions into R->pos (all-gather of every slice's
- * triples, or raster order when pos is NULL). Returns the agreed status. */
+/* Collective: the N global positions into *whole (dt_malloc'd, the caller
+ * frees it, also on failure): all-gather of every slice's triples, or
+ * raster order of grid when pos is NULL. Returns the agreed status. */
+ditattn_status dt_dist_gather_positions(dt_dist_job *job, const int64_t grid[3], int64_t N,
+                                        const int32_t *pos, int32_t **whole);
+/* dt_dist_gather_positions into R->pos. */
 ditattn_status dt_dist_slr_positions(slr_run *R, const int32_t *pos);
 /* Collective: global block means of q and k (partial sums all-gathered,
  * added in sequence order) and the selection rows of the local query

@@ -3,6 +3,7 @@
  * blocks' K/V rows fetched from their owners while the local part runs; the
  * low-rank global sums travel as one all-reduce of r×D + r per head. */
 #include "dist_llsa_attend.h"
+#include "dist_device.h"
 #include "dist_ropeslr.h"
 
 #include <limits.h>
@@ -213,6 +214,25 @@ static ditattn_status compute(slr_run *R, ditattn_tensor *out, float *lse_sparse
   return st;
 }
 
+/* GPU contexts: global positions, then dist_device_sparse.c. */
+static ditattn_status device_run(dt_dist_job *job, const ditattn_ropeslr_params *params,
+                                 const ditattn_ropeslr_weights *weights, const int32_t *pos,
+                                 const ditattn_tensor *q, const ditattn_tensor *k,
+                                 const ditattn_tensor *v, ditattn_tensor *out, float *lse_sparse) {
+  ditattn_ropeslr_params resolved = *params;
+  dt_resolve_scale(job->ctx, params->scale, q->shape[3], &resolved.scale); /* checked */
+  int32_t *whole = NULL;
+  ditattn_status st = dt_dist_gather_positions(
+      job, params->grid, job->offset[job->size - 1] + job->length[job->size - 1], pos, &whole);
+  if (st != DITATTN_OK) {
+    dt_free(whole);
+    return dt_dist_end(job, st);
+  }
+  st = dt_dist_device_ropeslr_run(job, &resolved, weights, whole, q, k, v, out, lse_sparse);
+  dt_free(whole);
+  return st;
+}
+
 ditattn_status ditattn_dist_ropeslr_forward(ditattn_context *ctx, MPI_Comm comm,
                                             const ditattn_dist_slice *slice,
                                             const ditattn_ropeslr_params *params,
@@ -227,6 +247,8 @@ ditattn_status ditattn_dist_ropeslr_forward(ditattn_context *ctx, MPI_Comm comm,
       dt_dist_slr_check(ctx, slice, params, weights, pos, q, k, v, out, lse_sparse, prm);
   dt_dist_job job;
   TRY(dt_dist_begin(&job, ctx, comm, slice, local, prm));
+  if (dt_dist_is_device(ctx))
+    return device_run(&job, params, weights, pos, q, k, v, out, lse_sparse);
 
   slr_run R;
   memset(&R, 0, sizeof R);

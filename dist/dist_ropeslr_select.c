@@ -10,19 +10,21 @@
 #include <stdlib.h>
 #include <string.h>
 
-ditattn_status dt_dist_slr_positions(slr_run *R, const int32_t *pos) {
-  dt_dist_job *job = R->job;
+ditattn_status dt_dist_gather_positions(dt_dist_job *job, const int64_t grid[3], int64_t N,
+                                        const int32_t *pos, int32_t **whole) {
+  ditattn_context *ctx = job->ctx;
   const int P = job->size;
+  *whole = NULL;
   if (!pos) /* raster order of the global grid: nothing to exchange */
-    return dt_dist_agree(job, dt_raster_positions(R->ctx, R->params.grid, R->N, &R->pos));
+    return dt_dist_agree(job, dt_raster_positions(ctx, grid, N, whole));
   ditattn_status local = DITATTN_OK;
   int *counts = dt_malloc(2 * (size_t)P * sizeof(int));
-  R->pos = dt_malloc((size_t)R->N * 3 * sizeof(int32_t));
-  if (R->N > INT_MAX / 3)
-    local = dt_fail(R->ctx, DITATTN_ERR_OVERFLOW, "%lld positions exceed MPI's int counts",
-                    (long long)R->N);
-  else if (!counts || !R->pos)
-    local = dt_fail(R->ctx, DITATTN_ERR_OUT_OF_MEMORY, "positions of %lld tokens", (long long)R->N);
+  *whole = dt_malloc((size_t)N * 3 * sizeof(int32_t));
+  if (N > INT_MAX / 3)
+    local =
+        dt_fail(ctx, DITATTN_ERR_OVERFLOW, "%lld positions exceed MPI's int counts", (long long)N);
+  else if (!counts || !*whole)
+    local = dt_fail(ctx, DITATTN_ERR_OUT_OF_MEMORY, "positions of %lld tokens", (long long)N);
   ditattn_status st = dt_dist_agree(job, local);
   if (st == DITATTN_OK) {
     for (int r = 0; r < P; r++) {
@@ -30,16 +32,20 @@ ditattn_status dt_dist_slr_positions(slr_run *R, const int32_t *pos) {
       counts[P + r] = (int)(3 * job->offset[r]);
     }
     double t0 = MPI_Wtime();
-    int err = MPI_Allgatherv(pos, counts[job->rank], MPI_INT32_T, R->pos, counts, counts + P,
+    int err = MPI_Allgatherv(pos, counts[job->rank], MPI_INT32_T, *whole, counts, counts + P,
                              MPI_INT32_T, job->comm);
     dt_dist_tick(&t0, &job->stats.comm_wait_s);
-    if (P > 1) job->stats.bytes_sent += 3 * R->len * (int64_t)sizeof(int32_t);
+    if (P > 1) job->stats.bytes_sent += 3 * job->length[job->rank] * (int64_t)sizeof(int32_t);
     st = dt_dist_agree(job, err == MPI_SUCCESS
                                 ? DITATTN_OK
-                                : dt_dist_mpi_fail(R->ctx, err, "MPI_Allgatherv (positions)"));
+                                : dt_dist_mpi_fail(ctx, err, "MPI_Allgatherv (positions)"));
   }
   dt_free(counts);
   return st;
+}
+
+ditattn_status dt_dist_slr_positions(slr_run *R, const int32_t *pos) {
+  return dt_dist_gather_positions(R->job, R->params.grid, R->N, pos, &R->pos);
 }
 
 /* Blocks touched by rank r's slice: [*lo, *hi]. */
