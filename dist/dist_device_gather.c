@@ -39,7 +39,7 @@ ditattn_status dt_dist_device_gather_qkv(dt_dist_job *job, const ditattn_tensor 
                                          ditattn_tensor gathered[3]) {
   ditattn_context *ctx = job->ctx;
   const int64_t B = q->shape[0], H = q->shape[1], D = q->shape[3];
-  const int64_t N = job->offset[job->size - 1] + job->length[job->size - 1];
+  const int64_t N = job->n_global;
   memset(gathered, 0, 3 * sizeof *gathered);
   ditattn_status local = DITATTN_OK;
   size_t bytes = 0;

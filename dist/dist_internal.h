@@ -54,6 +54,7 @@ typedef struct dt_dist_job {
   int rank, size;
   int64_t *offset, *length; /* per rank, valid after dt_dist_begin succeeded */
   int64_t max_length;
+  int64_t n_global; /* tokens of the whole sequence (slices tile [0, n_global)) */
   double t_start;
   ditattn_dist_stats stats;
 } dt_dist_job;

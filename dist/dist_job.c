@@ -178,7 +178,8 @@ ditattn_status dt_dist_begin(dt_dist_job *job, ditattn_context *ctx, MPI_Comm co
       job->length[r] = table[2 * r + 1];
       if (job->length[r] > job->max_length) job->max_length = job->length[r];
     }
-    st = check_tiling(job, params[DT_DP_N_GLOBAL]);
+    job->n_global = params[DT_DP_N_GLOBAL];
+    st = check_tiling(job, job->n_global);
   }
   if (st != DITATTN_OK) return dt_dist_end(job, st);
   return DITATTN_OK;

@@ -222,8 +222,7 @@ static ditattn_status device_run(dt_dist_job *job, const ditattn_ropeslr_params 
   ditattn_ropeslr_params resolved = *params;
   dt_resolve_scale(job->ctx, params->scale, q->shape[3], &resolved.scale); /* checked */
   int32_t *whole = NULL;
-  ditattn_status st = dt_dist_gather_positions(
-      job, params->grid, job->offset[job->size - 1] + job->length[job->size - 1], pos, &whole);
+  ditattn_status st = dt_dist_gather_positions(job, params->grid, job->n_global, pos, &whole);
   if (st != DITATTN_OK) {
     dt_free(whole);
     return dt_dist_end(job, st);

@@ -11,12 +11,17 @@
  * staged always, device pointers when this MPI is CUDA-aware. One line per
  * case on rank 0 (max error over ranks); exit 0 only if every case passed.
  *
- * usage: mpirun -n P ditattn_dist_gpu_check [--cases C] [--seed S] [--backend cuda|hip]
+ * Then the LLSA and RoPeSLR forwards on device memory (gpu_check_sparse.c).
+ *
+ * usage: mpirun -n P ditattn_dist_gpu_check [--cases C] [--sparse-cases S2] [--seed S]
+ *                                           [--backend cuda|hip]
  * Self-test of the harness and of the device-path ring logic without a GPU:
  *   DITATTN_DIST_DEVICE_PATH=1 mpirun -n P ditattn_dist_gpu_check --backend cpu \
  *     --force-device-ptr 1   (host pointers are valid "device pointers" there) */
 #define _POSIX_C_SOURCE 200809L /* setenv */
 #include "dist_test_util.h"
+#include "gpu_check_sparse.h"
+#include "gpu_xfer.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -28,59 +33,6 @@
 
 static int g_rank, g_size;
 static int g_host_backend; /* --backend ref|cpu: harness self-test, f32 only */
-
-static uint16_t to_bf16(float x) {
-  uint32_t u;
-  memcpy(&u, &x, sizeof u);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
-  return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-
-static float from_bf16(uint16_t h) {
-  uint32_t u = (uint32_t)h << 16;
-  float x;
-  memcpy(&x, &u, sizeof x);
-  return x;
-}
-
-/* Rounds every element to the nearest bf16 (so CPU and GPU see equal inputs). */
-static void round_bf16(float *x, size_t n) {
-  for (size_t i = 0; i < n; i++) x[i] = from_bf16(to_bf16(x[i]));
-}
-
-/* A device copy of n host floats stored as dtype (NaN stays NaN). */
-static ditattn_status upload(ditattn_context *ctx, const float *host, size_t n, ditattn_dtype dtype,
-                             void **dev) {
-  const size_t es = ditattn_dtype_size(dtype);
-  ditattn_status st = ditattn_malloc(ctx, n * es, dev);
-  if (st != DITATTN_OK) return st;
-  if (dtype == DITATTN_F32) return ditattn_copy_to_backend(ctx, *dev, host, n * es);
-  uint16_t *h = malloc(n * sizeof *h);
-  if (!h) return DITATTN_ERR_OUT_OF_MEMORY;
-  for (size_t i = 0; i < n; i++) h[i] = to_bf16(host[i]);
-  st = ditattn_copy_to_backend(ctx, *dev, h, n * es);
-  free(h);
-  return st;
-}
-
-static ditattn_status download(ditattn_context *ctx, const void *dev, size_t n, ditattn_dtype dtype,
-                               float *host) {
-  if (dtype == DITATTN_F32) return ditattn_copy_to_host(ctx, host, dev, n * sizeof(float));
-  uint16_t *h = malloc(n * sizeof *h);
-  if (!h) return DITATTN_ERR_OUT_OF_MEMORY;
-  ditattn_status st = ditattn_copy_to_host(ctx, h, dev, n * sizeof *h);
-  for (size_t i = 0; i < n; i++) host[i] = from_bf16(h[i]);
-  free(h);
-  return st;
-}
-
-/* The device view of a host dtu_tensor uploaded whole (same strides). */
-static ditattn_tensor device_view(const dtu_tensor *t, void *dev, ditattn_dtype dtype) {
-  ditattn_tensor d = t->t;
-  d.data = dev;
-  d.dtype = dtype;
-  return d;
-}
 
 typedef struct case_desc {
   uint64_t seed;
@@ -119,26 +71,8 @@ static case_desc draw_case(uint64_t seed, int index) {
   return c;
 }
 
-/* This rank's slice: a partition of N in rank order, pieces handed to
- * ranks in a random permutation (slices may come in any order). */
 static ditattn_dist_slice draw_slice(uint64_t seed, int64_t N) {
-  dtu_rng rng = {seed ^ 0x5bd1e995u};
-  int64_t len[64], off[64];
-  int perm[64];
-  dtu_partition(&rng, N, g_size, len);
-  for (int r = 0; r < g_size; r++) perm[r] = r;
-  for (int r = g_size - 1; r > 0; r--) {
-    int j = (int)dtu_int(&rng, 0, r), t = perm[r];
-    perm[r] = perm[j];
-    perm[j] = t;
-  }
-  int64_t o = 0;
-  for (int r = 0; r < g_size; r++) {
-    off[r] = o;
-    o += len[r];
-  }
-  ditattn_dist_slice s = {N, off[perm[g_rank]], len[perm[g_rank]]};
-  return s;
+  return gx_draw_slice(seed, N, g_rank, g_size);
 }
 
 typedef struct case_result {
@@ -175,9 +109,9 @@ static void run_case(const case_desc *c, case_result *res) {
   dtu_fill_uniform(&gk, &rng);
   dtu_fill_uniform(&gv, &rng);
   if (c->dtype == DITATTN_BF16) {
-    round_bf16(gq.buf, gq.count);
-    round_bf16(gk.buf, gk.count);
-    round_bf16(gv.buf, gv.count);
+    gx_round_bf16(gq.buf, gq.count);
+    gx_round_bf16(gk.buf, gk.count);
+    gx_round_bf16(gv.buf, gv.count);
   }
   float *glse_cpu = malloc((size_t)(BH * N) * sizeof(float));
   float *glse_gpu = malloc((size_t)(BH * N) * sizeof(float));
@@ -200,16 +134,17 @@ static void run_case(const case_desc *c, case_result *res) {
   CALL("cpu dense_forward",
        ditattn_dense_forward(g_cpu, &gq.t, &gk.t, &gv.t, c->scale, &go_cpu.t, glse_cpu));
   {
-    CALL("gpu upload", upload(g_gpu, gq.buf, gq.count, c->dtype, &d_gq));
-    CALL("gpu upload", upload(g_gpu, gk.buf, gk.count, c->dtype, &d_gk));
-    CALL("gpu upload", upload(g_gpu, gv.buf, gv.count, c->dtype, &d_gv));
-    CALL("gpu upload", upload(g_gpu, go_gpu.buf, go_gpu.count, c->dtype, &d_go)); /* NaN */
+    CALL("gpu upload", gx_upload(g_gpu, gq.buf, gq.count, c->dtype, &d_gq));
+    CALL("gpu upload", gx_upload(g_gpu, gk.buf, gk.count, c->dtype, &d_gk));
+    CALL("gpu upload", gx_upload(g_gpu, gv.buf, gv.count, c->dtype, &d_gv));
+    CALL("gpu upload", gx_upload(g_gpu, go_gpu.buf, go_gpu.count, c->dtype, &d_go)); /* NaN */
     CALL("gpu malloc", ditattn_malloc(g_gpu, (size_t)(BH * N) * sizeof(float), &d_glse));
-    ditattn_tensor q = device_view(&gq, d_gq, c->dtype), k = device_view(&gk, d_gk, c->dtype),
-                   v = device_view(&gv, d_gv, c->dtype), o = device_view(&go_gpu, d_go, c->dtype);
+    ditattn_tensor q = gx_device_view(&gq, d_gq, c->dtype), k = gx_device_view(&gk, d_gk, c->dtype),
+                   v = gx_device_view(&gv, d_gv, c->dtype),
+                   o = gx_device_view(&go_gpu, d_go, c->dtype);
     CALL("gpu dense_forward (single process)",
          ditattn_dense_forward(g_gpu, &q, &k, &v, c->scale, &o, d_glse));
-    CALL("gpu download", download(g_gpu, d_go, go_gpu.count, c->dtype, go_gpu.buf));
+    CALL("gpu download", gx_download(g_gpu, d_go, go_gpu.count, c->dtype, go_gpu.buf));
     CALL("gpu download",
          ditattn_copy_to_host(g_gpu, glse_gpu, d_glse, (size_t)(BH * N) * sizeof(float)));
   }
@@ -218,21 +153,21 @@ static void run_case(const case_desc *c, case_result *res) {
   dtu_copy_slice(&lk, &gk, sl.offset);
   dtu_copy_slice(&lv, &gv, sl.offset);
   for (int64_t i = 0; i < BH * sl.length; i++) llse[i] = NAN;
-  CALL("gpu upload", upload(g_gpu, lq.buf, lq.count, c->dtype, &d_lq));
-  CALL("gpu upload", upload(g_gpu, lk.buf, lk.count, c->dtype, &d_lk));
-  CALL("gpu upload", upload(g_gpu, lv.buf, lv.count, c->dtype, &d_lv));
-  CALL("gpu upload", upload(g_gpu, lo.buf, lo.count, c->dtype, &d_lo));
-  CALL("gpu upload", upload(g_gpu, llse, (size_t)(BH * sl.length), DITATTN_F32, &d_llse));
+  CALL("gpu upload", gx_upload(g_gpu, lq.buf, lq.count, c->dtype, &d_lq));
+  CALL("gpu upload", gx_upload(g_gpu, lk.buf, lk.count, c->dtype, &d_lk));
+  CALL("gpu upload", gx_upload(g_gpu, lv.buf, lv.count, c->dtype, &d_lv));
+  CALL("gpu upload", gx_upload(g_gpu, lo.buf, lo.count, c->dtype, &d_lo));
+  CALL("gpu upload", gx_upload(g_gpu, llse, (size_t)(BH * sl.length), DITATTN_F32, &d_llse));
   {
-    ditattn_tensor q = device_view(&lq, d_lq, c->dtype), k = device_view(&lk, d_lk, c->dtype),
-                   v = device_view(&lv, d_lv, c->dtype), o = device_view(&lo, d_lo, c->dtype);
+    ditattn_tensor q = gx_device_view(&lq, d_lq, c->dtype), k = gx_device_view(&lk, d_lk, c->dtype),
+                   v = gx_device_view(&lv, d_lv, c->dtype), o = gx_device_view(&lo, d_lo, c->dtype);
     CALL("gpu ditattn_dist_dense_forward",
          ditattn_dist_dense_forward(g_gpu, MPI_COMM_WORLD, &sl, &q, &k, &v, c->scale, &o,
                                     c->want_lse ? (float *)d_llse : NULL));
     ditattn_dist_stats stats;
     ditattn_dist_last_stats(&stats);
     res->transfer = stats.gpu_transfer;
-    CALL("gpu download", download(g_gpu, d_lo, lo.count, c->dtype, lo.buf));
+    CALL("gpu download", gx_download(g_gpu, d_lo, lo.count, c->dtype, lo.buf));
     CALL("gpu download",
          ditattn_copy_to_host(g_gpu, llse, d_llse, (size_t)(BH * sl.length) * sizeof(float)));
   }
@@ -257,27 +192,6 @@ done:;
   free(llse);
 }
 
-/* LLSA (and every other dist op) on a GPU context: UNSUPPORTED, with a
- * message that says only dense runs on device memory. */
-static int check_llsa_unsupported(void) {
-  const int64_t n = 8;
-  void *dev = NULL;
-  if (ditattn_malloc(g_gpu, (size_t)(4 * n * 16) * sizeof(float), &dev) != DITATTN_OK) return 0;
-  ditattn_tensor t[4];
-  for (int i = 0; i < 4; i++)
-    t[i] = ditattn_tensor_bhnd((float *)dev + i * n * 16, DITATTN_F32, 1, 1, n, 16);
-  ditattn_dist_slice sl = {n * g_size, n * g_rank, n};
-  ditattn_llsa_params p = ditattn_llsa_params_default();
-  ditattn_status st =
-      ditattn_dist_llsa_forward(g_gpu, MPI_COMM_WORLD, &sl, &p, &t[0], &t[1], &t[2], &t[3], NULL);
-  int ok = st == DITATTN_ERR_UNSUPPORTED && strstr(ditattn_last_error(g_gpu), "only dense");
-  if (!ok && g_rank == 0)
-    fprintf(stderr, "llsa on GPU context: got %s: %s\n", ditattn_strerror(st),
-            ditattn_last_error(g_gpu));
-  ditattn_free(g_gpu, dev);
-  return ok;
-}
-
 static const char *transfer_name(int t) {
   return t == 2 ? "device-ptr" : t == 1 ? "staged" : "host?";
 }
@@ -286,11 +200,13 @@ int main(int argc, char **argv) {
   MPI_Init(&argc, &argv);
   MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
   MPI_Comm_size(MPI_COMM_WORLD, &g_size);
-  int cases = 24, force_device_ptr = 0;
+  int cases = 24, sparse_cases = 16, force_device_ptr = 0;
   ditattn_backend backend = DITATTN_BACKEND_CUDA;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!strcmp(argv[i], "--cases"))
       cases = atoi(argv[i + 1]);
+    else if (!strcmp(argv[i], "--sparse-cases"))
+      sparse_cases = atoi(argv[i + 1]);
     else if (!strcmp(argv[i], "--seed"))
       setenv("DITATTN_TEST_SEED", argv[i + 1], 1);
     else if (!strcmp(argv[i], "--force-device-ptr"))
@@ -396,17 +312,13 @@ int main(int argc, char **argv) {
       fflush(stdout);
     }
   }
-  const char *dp = getenv("DITATTN_DIST_DEVICE_PATH");
-  int llsa_ok = g_host_backend && !(dp && !strcmp(dp, "1")) ? 1 : check_llsa_unsupported();
-  int all_llsa = 0;
-  MPI_Allreduce(&llsa_ok, &all_llsa, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
-  failed += !all_llsa;
-  total++;
-  if (g_rank == 0) {
-    printf("%s llsa on a GPU context answers UNSUPPORTED (only dense on device memory)\n",
-           all_llsa ? "PASS" : "FAIL");
-    printf("gpu_check: P = %d: %d of %d checks failed\n", g_size, failed, total);
+  /* LLSA and RoPeSLR on device memory, in every transfer mode. */
+  for (int m = 0; m < 1 + all_aware; m++) {
+    setenv("DITATTN_DIST_CUDA_AWARE", modes[m], 1);
+    failed +=
+        gs_check_sparse(g_gpu, g_cpu, base, sparse_cases, g_host_backend, m == 0 ? 1 : 2, &total);
   }
+  if (g_rank == 0) printf("gpu_check: P = %d: %d of %d checks failed\n", g_size, failed, total);
   ditattn_context_destroy(g_gpu);
   ditattn_context_destroy(g_cpu);
   MPI_Finalize();
