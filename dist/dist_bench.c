@@ -35,7 +35,7 @@ static void usage(void) {
       "  --n N                 global tokens (default 131072)\n"
       "  --d D                 head dimension (default 64)\n"
       "  --heads H             heads, B = 1 (default 1)\n"
-      "  --backend ref|cpu|cuda|hip  (default cpu); cuda/hip: dense only, one GPU per rank\n"
+      "  --backend ref|cpu|cuda|hip  (default cpu); cuda/hip: one GPU per rank\n"
       "                        (node-local rank modulo the device count)\n"
       "  --dtype f32|bf16      GPU backends: element type of q, k, v, out (default f32)\n"
       "  --threads T           threads per rank (default 1)\n"
@@ -334,13 +334,8 @@ int dt_dist_bench_main(int argc, char **argv) {
   }
   if (o.max_p <= 0 || o.max_p > world) o.max_p = world;
   ditattn_context *ctx = NULL;
-  if (bench_is_gpu(&o) && (o.llsa || o.ropeslr)) {
-    if (rank == 0)
-      fprintf(stderr, "bench --dist: GPU contexts run dense only; llsa/ropeslr skipped\n");
-    o.llsa = 0;
-    o.ropeslr = 0;
-    o.dense = 1;
-  }
+  /* GPU contexts have one LLSA route (q/k/v gathered on the device). */
+  if (bench_is_gpu(&o)) o.llsa_mode = "auto";
   int ok = bench_context(&o, rank, &ctx) == DITATTN_OK, all_ok = 0;
   if (ok) ditattn_context_set_num_threads(ctx, o.threads);
   MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
@@ -361,7 +356,8 @@ int dt_dist_bench_main(int argc, char **argv) {
       names[nruns] = "llsa/ring", modes[nruns++] = "ring";
       names[nruns] = "llsa/fetch", modes[nruns++] = "fetch";
     } else {
-      names[nruns] = !strcmp(o.llsa_mode, "auto")   ? "llsa/auto"
+      names[nruns] = bench_is_gpu(&o)               ? "llsa/device"
+                     : !strcmp(o.llsa_mode, "auto") ? "llsa/auto"
                      : !strcmp(o.llsa_mode, "ring") ? "llsa/ring"
                                                     : "llsa/fetch";
       modes[nruns++] = o.llsa_mode;

@@ -45,6 +45,14 @@ ditattn_status dt_dist_bench_ropeslr(ditattn_context *ctx, MPI_Comm comm,
     for (size_t i = at[a]; i < at[a + 1]; i++) w[i] = uniform(&seed, -amp, amp);
     views[a] = ditattn_tensor_bhnd(w + at[a], DITATTN_F32, 1, H, rows[a], cols[a]);
   }
+  /* GPU contexts take their weights in device memory. */
+  const ditattn_backend be = ditattn_context_backend(ctx);
+  const int on_device = be == DITATTN_BACKEND_CUDA || be == DITATTN_BACKEND_HIP;
+  void *dev = NULL;
+  int uploaded = 0;
+  if (on_device && ditattn_malloc(ctx, at[6] * sizeof(float), &dev) == DITATTN_OK)
+    uploaded = ditattn_copy_to_backend(ctx, dev, w, at[6] * sizeof(float)) == DITATTN_OK;
+  for (int a = 0; a < 6 && uploaded; a++) views[a].data = (float *)dev + at[a];
   const ditattn_ropeslr_weights weights = {views[0], views[1], views[2],
                                            views[3], views[4], views[5]};
   for (int64_t i = 0; i < slice->length; i++) {
@@ -53,8 +61,12 @@ ditattn_status dt_dist_bench_ropeslr(ditattn_context *ctx, MPI_Comm comm,
     pos[3 * i + 1] = (int32_t)(g / FRAME % FRAME);
     pos[3 * i + 2] = (int32_t)(g % FRAME);
   }
-  ditattn_status st =
-      ditattn_dist_ropeslr_forward(ctx, comm, slice, &prm, &weights, pos, q, k, v, out, NULL);
+  ditattn_status st = ditattn_dist_ropeslr_forward(
+      ctx, comm, slice, &prm, on_device && !uploaded ? NULL : &weights, pos, q, k, v, out, NULL);
+  if (dev) {
+    (void)ditattn_synchronize(ctx); /* the call's kernels read the weights */
+    (void)ditattn_free(ctx, dev);
+  }
   free(w);
   free(pos);
   return st;

@@ -4,13 +4,15 @@
 # 1. configures a Release build with CUDA + MPI on, HIP off, BUILD_TESTING=OFF
 #    (the GPU machine has no CMocka: this also proves dist builds without tests),
 #    and builds ditattn_dist_gpu_check and the ditattn CLI;
-# 2. runs the check (device-memory dist dense vs single-process dense on the
-#    GPU and on the CPU, random seeded cases) with P = 1, 2 (ranks may share a
+# 2. runs the check (device-memory dist dense, LLSA and RoPeSLR vs the
+#    single-process op on the GPU and on the CPU, random seeded cases) with
+#    P = 1, 2 (ranks may share a
 #    GPU) and P = the GPU count (one rank per GPU), each rank on its node-local
 #    rank modulo the device count;
 # 3. times `ditattn bench --dist --backend cuda --op dense` at N = 131072
 #    (B = 1, H = 4, D = 64 and 128, bf16 and f32) with groups of 1, 2, 4, ...
-#    ranks up to the GPU count;
+#    ranks up to the GPU count, then --op llsa and --op ropeslr (bf16) up to
+#    DITATTN_BENCH_RANKS ranks (default the GPU count);
 # 4. prints a short table last. Logs go under $OUT (or build/gpu-dist/out).
 # Exit status 0 only if every check and every timed run passed.
 set -euo pipefail
@@ -117,7 +119,11 @@ for p in "${check_ps[@]}"; do
 done
 
 bench_rows=()
-for dtype in $DTYPES; do
+# DITATTN_RUN_BENCH_OPS: which ops to time (default all three).
+BENCH_OPS=${DITATTN_RUN_BENCH_OPS:-dense llsa ropeslr}
+DENSE_DTYPES=$DTYPES
+case " $BENCH_OPS " in *" dense "*) ;; *) DENSE_DTYPES="" ;; esac
+for dtype in $DENSE_DTYPES; do
   for d in 128 64; do
     log=$OUT/bench_${dtype}_D$d.log
     json=$OUT/bench_${dtype}_D$d.json
@@ -144,12 +150,45 @@ for dtype in $DTYPES; do
   done
 done
 
+# LLSA and RoPeSLR (device route: q/k/v gathered, local rows computed), 16-bit
+# only (tensor-core attention). DITATTN_BENCH_RANKS ranks (default: the GPU
+# count; more than that share GPUs, which measures the route's overhead,
+# not scaling).
+RANKS=${DITATTN_BENCH_RANKS:-$NGPU}
+SPARSE_DTYPES=bf16
+[ "$BACKEND" = cuda ] || SPARSE_DTYPES=f32
+for dtype in $SPARSE_DTYPES; do
+  for d in 64 128; do
+    for op in llsa ropeslr; do
+      case " $BENCH_OPS " in *" $op "*) ;; *) continue ;; esac
+      log=$OUT/bench_${op}_${dtype}_D$d.log
+      say "bench $op N=$N H=$HEADS D=$d $dtype, groups up to P=$RANKS (log: $log)"
+      dtype_arg=(--dtype "$dtype")
+      [ "$BACKEND" = cuda ] || dtype_arg=()
+      if mpi "$RANKS" 150 "$CLI" bench --dist --backend "$BACKEND" --op "$op" --n "$N" \
+        --heads "$HEADS" --d "$d" "${dtype_arg[@]}" --reps 3 --json "$OUT/bench_${op}_${dtype}_D$d.json" \
+        >"$log" 2>&1; then
+        rc=0
+      else
+        rc=$?
+      fi
+      if [ "$rc" -ne 0 ] || grep -q FAILED "$log"; then
+        failures+=("bench $op $dtype D=$d (exit $rc; $log)")
+        tail -n 15 "$log" >&2
+      fi
+      while IFS= read -r row; do
+        bench_rows+=("$(printf '%-5s D=%-4s %s' "$dtype" "$d" "$row")")
+      done < <(grep -E '^(llsa|ropeslr)[a-z/]* +[0-9]' "$log" || true)
+    done
+  done
+done
+
 # ------------------------------------------------------------------ table
 {
   echo
   echo "=== dist on GPU contexts: backend $BACKEND, $NGPU GPU(s), seed $SEED ==="
   for s in "${summary[@]}"; do echo "$s"; done
-  echo "bench: dense, N=$N, B=1, H=$HEADS, best of 3 (f32: 1); wall = slowest rank;" \
+  echo "bench: N=$N, B=1, H=$HEADS, best of 3 (dense f32: 1); wall = slowest rank;" \
     "efficiency = T1/(P*TP); groups of 1, 2, 4, ... ranks up to the GPU count"
   echo "dtype D      op           P       wall s  efficiency   comm wait   MB sent/rank"
   for r in "${bench_rows[@]}"; do echo "$r" | cut -c1-85; done
