@@ -2,8 +2,9 @@
  * on host contexts through its test hook DITATTN_DIST_DEVICE_PATH=1 (host
  * memory is valid "device" memory for REF/CPU), so CI covers the packed,
  * double-buffered ring, host staging, "device pointer" transfers and the
- * device LSE merge without a GPU. The GPU itself is checked by
- * dist/device/run.sh. */
+ * device LSE merge without a GPU; and what the device route of LLSA
+ * refuses (the forward on a backend without ranged forwards, the backward
+ * everywhere). The GPU itself is checked by dist/device/run.sh. */
 #define _POSIX_C_SOURCE 200809L /* setenv */
 #include "dist_test_util.h"
 
@@ -107,17 +108,55 @@ static void alloc_failures_agree(ditattn_context *ctx) {
   }
 }
 
-/* Only dense has a device path: LLSA answers UNSUPPORTED and says so. */
-static void llsa_is_refused(ditattn_context *ctx) {
-  dtu_tensor t[4];
-  for (int i = 0; i < 4; i++) t[i] = dtu_tensor_new(1, 1, 8, 4, 0, 0);
+/* Every rank returns st and the same message; reports both when not. */
+static void check_agreed(ditattn_context *ctx, ditattn_status st, const char *what) {
+  int mine[2] = {(int)st, -(int)st}, all[2] = {0, 0};
+  MPI_Allreduce(mine, all, 2, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+  dtu_check(all[0] == -all[1], "%s (%s): ranks returned different statuses", what,
+            ditattn_backend_name(ditattn_context_backend(ctx)));
+}
+
+/* LLSA on the device route: the forward needs a backend that restricts it
+ * to a range of query rows (ref does, and test_dist_llsa checks its values;
+ * cpu does not and must say so); the backward has no device route at all. */
+static void llsa_routes(ditattn_context *ctx) {
+  const ditattn_backend backend = ditattn_context_backend(ctx);
+  const char *be = ditattn_backend_name(backend);
+  dtu_rng rng = {(uint64_t)g_rank + 5u};
+  dtu_tensor t[9]; /* q k v out dout dq dk dv, [8] spare out for the forward */
+  for (int i = 0; i < 9; i++) t[i] = dtu_tensor_new(1, 2, 8, 4, 0, 0);
+  for (int i = 0; i < 5; i++) dtu_fill_uniform(&t[i], &rng);
+  float lse[16];
+  for (int i = 0; i < 16; i++) lse[i] = 1.0f;
   ditattn_dist_slice slice = {8 * (int64_t)g_size, 8 * (int64_t)g_rank, 8};
   ditattn_llsa_params p = ditattn_llsa_params_default();
-  ditattn_status st = ditattn_dist_llsa_forward(ctx, MPI_COMM_WORLD, &slice, &p, &t[0].t, &t[1].t,
-                                                &t[2].t, &t[3].t, NULL);
-  dtu_check(st == DITATTN_ERR_UNSUPPORTED && strstr(ditattn_last_error(ctx), "only dense"),
-            "llsa on the device path: %s: %s", ditattn_strerror(st), ditattn_last_error(ctx));
-  for (int i = 0; i < 4; i++) dtu_tensor_free(&t[i]);
+  p.block = 2;
+  p.levels = 1;
+  p.topk[0] = 2;
+  ditattn_status st;
+  if (backend != DITATTN_BACKEND_REF) {
+    st = ditattn_dist_llsa_forward(ctx, MPI_COMM_WORLD, &slice, &p, &t[0].t, &t[1].t, &t[2].t,
+                                   &t[8].t, NULL);
+    check_agreed(ctx, st, "llsa forward on the device route");
+    dtu_check(st == DITATTN_ERR_UNSUPPORTED && strstr(ditattn_last_error(ctx), "cannot restrict"),
+              "llsa forward on the device route (%s): %s: %s, expected UNSUPPORTED (cannot "
+              "restrict)",
+              be, ditattn_strerror(st), ditattn_last_error(ctx));
+  }
+  st = ditattn_dist_llsa_backward(ctx, MPI_COMM_WORLD, &slice, &p, &t[0].t, &t[1].t, &t[2].t,
+                                  &t[3].t, lse, &t[4].t, &t[5].t, &t[6].t, &t[7].t);
+  check_agreed(ctx, st, "llsa backward on the device route");
+  dtu_check(st == DITATTN_ERR_UNSUPPORTED &&
+                strstr(ditattn_last_error(ctx), "needs a host context"),
+            "llsa backward on the device route (%s): %s: %s, expected UNSUPPORTED (needs a host "
+            "context)",
+            be, ditattn_strerror(st), ditattn_last_error(ctx));
+  for (int i = 5; i < 9; i++) {
+    int untouched = 1;
+    for (size_t j = 0; j < t[i].count; j++) untouched &= isnan(t[i].buf[j]) != 0;
+    dtu_check(untouched, "llsa on the device route (%s): a refused call wrote tensor %d", be, i);
+  }
+  for (int i = 0; i < 9; i++) dtu_tensor_free(&t[i]);
 }
 
 int main(int argc, char **argv) {
@@ -137,7 +176,7 @@ int main(int argc, char **argv) {
     for (int ci = 6; ci < 12; ci++) dense_case(ctx, seed, ci, 2);
     unsetenv("DITATTN_DIST_CUDA_AWARE");
     alloc_failures_agree(ctx);
-    llsa_is_refused(ctx);
+    llsa_routes(ctx);
     ditattn_context_destroy(ctx);
   }
   int rc = dtu_finish(MPI_COMM_WORLD, "test_dist_device_path");

@@ -1,12 +1,23 @@
 /* Distributed LLSA forward equals the single-process LLSA forward on every
  * rank: uneven slices, blocks straddling slice boundaries (tiny slices
- * included), slices in reversed rank order, several (b, L, K), ref and cpu. */
+ * included), slices in reversed rank order, several (b, L, K), ref and cpu;
+ * three routes: the host ring, the host fetch, and the device-memory route
+ * of GPU contexts (taken by host contexts under the test hook
+ * DITATTN_DIST_DEVICE_PATH=1). The device route gathers q/k/v and runs the
+ * backend's own forward on this rank's rows, so on REF it must equal the
+ * single-process result bit for bit; CPU cannot restrict its forward to a
+ * range of rows and must refuse it on every rank. */
 #define _POSIX_C_SOURCE 200809L /* setenv, nanosleep */
 #include "dist_test_util.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+
+/* How ditattn_dist_llsa_forward is made to move the keys. */
+typedef enum llsa_mode { MODE_RING = 0, MODE_FETCH = 1, MODE_DEVICE = 2, MODE_COUNT } llsa_mode;
+static const char *const mode_names[MODE_COUNT] = {"ring", "fetch", "device"};
 
 typedef struct llsa_case {
   int64_t B, H, N, D, pad;
@@ -20,8 +31,10 @@ typedef struct llsa_case {
   "case %d: B=%lld H=%lld N=%lld D=%lld b=%lld L=%d K=(%lld,%lld,%lld) P=%d "                      \
   "slice=[%lld,+%lld) reversed=%d backend=%s mode=%s: %s rel err = %g"
 
-static void run_case(ditattn_context *ctx, MPI_Comm comm, uint64_t seed, int ci,
-                     const llsa_case *c) {
+/* One case on one route. expect_transfer: the gpu_transfer the device route
+ * must report (1 staged, 2 device pointers; 0 for the host routes). */
+static void run_case(ditattn_context *ctx, MPI_Comm comm, uint64_t seed, int ci, const llsa_case *c,
+                     llsa_mode mode, int expect_transfer) {
   int rank = 0, P = 1;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &P);
@@ -59,23 +72,72 @@ static void run_case(ditattn_context *ctx, MPI_Comm comm, uint64_t seed, int ci,
   dtu_copy_slice(&vl, &v, offset);
   ditattn_dist_slice slice = {c->N, offset, len};
   st = ditattn_dist_llsa_forward(ctx, comm, &slice, &prm, &ql.t, &kl.t, &vl.t, &ol.t, lse);
-  dtu_check(st == DITATTN_OK, "case %d: dist llsa failed: %s", ci, ditattn_last_error(ctx));
+  ditattn_dist_stats stats;
+  ditattn_dist_last_stats(&stats);
   const char *bname = ditattn_backend_name(ditattn_context_backend(ctx));
-  const char *mode = getenv("DITATTN_DIST_LLSA") ? getenv("DITATTN_DIST_LLSA") : "auto";
+  const char *mname = mode_names[mode];
+  dtu_check(st == DITATTN_OK, "case %d (%s, mode %s, P=%d): dist llsa failed: %s", ci, bname, mname,
+            P, ditattn_last_error(ctx));
+  if (mode == MODE_DEVICE)
+    dtu_check(stats.llsa_fetched == 0,
+              "case %d (%s, mode device): llsa_fetched = %d on the device route", ci, bname,
+              stats.llsa_fetched);
+  else
+    dtu_check(stats.llsa_fetched == (P > 1 && mode == MODE_FETCH),
+              "case %d (%s, mode %s, P=%d): llsa_fetched = %d", ci, bname, mname, P,
+              stats.llsa_fetched);
+  dtu_check(stats.gpu_transfer == expect_transfer,
+            "case %d (%s, mode %s): gpu_transfer = %d, expected %d", ci, bname, mname,
+            stats.gpu_transfer, expect_transfer);
+  /* The device route runs the single-process kernel on the gathered
+   * sequence, so its rows are the same numbers, not just close ones. */
+  const double tol = mode == MODE_DEVICE ? 0.0 : 1e-5;
   double e = dtu_rel_err_slice(&ol.t, &ref.t, offset);
-  dtu_check(e <= 1e-5, LLSA_FMT, ci, (long long)c->B, (long long)c->H, (long long)c->N,
+  dtu_check(e <= tol, LLSA_FMT, ci, (long long)c->B, (long long)c->H, (long long)c->N,
             (long long)c->D, (long long)c->block, c->levels, (long long)c->topk[0],
             (long long)c->topk[1], (long long)c->topk[2], P, (long long)offset, (long long)len,
-            c->reversed, bname, mode, "out", e);
+            c->reversed, bname, mname, "out", e);
   e = dtu_rel_err_lse(lse, lse_ref, BH, len, c->N, offset);
-  dtu_check(e <= 1e-5, LLSA_FMT, ci, (long long)c->B, (long long)c->H, (long long)c->N,
+  dtu_check(e <= tol, LLSA_FMT, ci, (long long)c->B, (long long)c->H, (long long)c->N,
             (long long)c->D, (long long)c->block, c->levels, (long long)c->topk[0],
             (long long)c->topk[1], (long long)c->topk[2], P, (long long)offset, (long long)len,
-            c->reversed, bname, mode, "lse", e);
+            c->reversed, bname, mname, "lse", e);
   dtu_tensor *all[] = {&q, &k, &v, &ref, &ql, &kl, &vl, &ol};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) dtu_tensor_free(all[i]);
   free(lse);
   free(lse_ref);
+}
+
+/* A backend without ranged forwards (CPU) on the device route: every rank
+ * answers UNSUPPORTED, saying why, and leaves out untouched. */
+static void device_refused(ditattn_context *ctx, MPI_Comm comm, int ci, const llsa_case *c) {
+  int rank = 0, P = 1;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &P);
+  const int64_t base = c->N / P, len = rank == P - 1 ? c->N - base * (P - 1) : base;
+  dtu_rng rng = {(uint64_t)ci + 1u};
+  dtu_tensor t[4];
+  for (int i = 0; i < 4; i++) t[i] = dtu_tensor_new(c->B, c->H, len, c->D, c->pad, c->bnhd);
+  for (int i = 0; i < 3; i++) dtu_fill_uniform(&t[i], &rng);
+  ditattn_llsa_params prm = ditattn_llsa_params_default();
+  prm.block = c->block;
+  prm.levels = c->levels;
+  for (int l = 0; l < c->levels; l++) prm.topk[l] = c->topk[l];
+  ditattn_dist_slice slice = {c->N, base * rank, len};
+  ditattn_status st =
+      ditattn_dist_llsa_forward(ctx, comm, &slice, &prm, &t[0].t, &t[1].t, &t[2].t, &t[3].t, NULL);
+  const char *msg = ditattn_last_error(ctx);
+  int s = (int)st, lo = 0, hi = 0;
+  MPI_Allreduce(&s, &lo, 1, MPI_INT, MPI_MIN, comm);
+  MPI_Allreduce(&s, &hi, 1, MPI_INT, MPI_MAX, comm);
+  dtu_check(lo == hi, "case %d (cpu, mode device, P=%d): ranks returned different statuses", ci, P);
+  dtu_check(st == DITATTN_ERR_UNSUPPORTED && strstr(msg, "cannot restrict"),
+            "case %d (cpu, mode device, P=%d): %s: %s, expected UNSUPPORTED (cannot restrict)", ci,
+            P, ditattn_strerror(st), msg);
+  int untouched = 1;
+  for (size_t i = 0; i < t[3].count; i++) untouched &= isnan(t[3].buf[i]) != 0;
+  dtu_check(untouched, "case %d (cpu, mode device): out written by a refused call", ci);
+  for (int i = 0; i < 4; i++) dtu_tensor_free(&t[i]);
 }
 
 int main(int argc, char **argv) {
@@ -89,6 +151,8 @@ int main(int argc, char **argv) {
       {1, 3, 130, 12, 1, 0, 1, 2, 2, {3, 2, 0}}, {1, 1, 97, 32, 0, 0, 0, 8, 1, {4, 0, 0}},
   };
   const ditattn_backend backends[] = {DITATTN_BACKEND_REF, DITATTN_BACKEND_CPU};
+  const int ncases = (int)(sizeof cases / sizeof cases[0]);
+  unsetenv("DITATTN_DIST_DEVICE_PATH"); /* the host routes first, whatever the caller set */
   for (size_t bi = 0; bi < 2; bi++) {
     ditattn_context *ctx = NULL;
     if (ditattn_context_create(backends[bi], &ctx) != DITATTN_OK) continue;
@@ -97,19 +161,24 @@ int main(int argc, char **argv) {
       continue;
     }
     /* Both ways of moving the fine keys (ring, fetch) must give the result. */
-    const char *modes[] = {"ring", "fetch"};
-    for (int m = 0; m < 2; m++) {
-      setenv("DITATTN_DIST_LLSA", modes[m], 1);
-      for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++)
-        run_case(ctx, comm, seed, (int)ci, &cases[ci]);
-      ditattn_dist_stats stats;
-      ditattn_dist_last_stats(&stats);
-      int P = 1;
-      MPI_Comm_size(comm, &P);
-      dtu_check(stats.llsa_fetched == (P > 1 && m == 1), "mode %s: llsa_fetched = %d", modes[m],
-                stats.llsa_fetched);
+    for (int m = MODE_RING; m <= MODE_FETCH; m++) {
+      setenv("DITATTN_DIST_LLSA", mode_names[m], 1);
+      for (int ci = 0; ci < ncases; ci++) run_case(ctx, comm, seed, ci, &cases[ci], m, 0);
     }
     unsetenv("DITATTN_DIST_LLSA");
+    setenv("DITATTN_DIST_DEVICE_PATH", "1", 1);
+    if (backends[bi] == DITATTN_BACKEND_REF) {
+      /* Staged through host buffers, then (a few cases) buffers handed to
+       * MPI as they are. */
+      setenv("DITATTN_DIST_CUDA_AWARE", "0", 1);
+      for (int ci = 0; ci < ncases; ci++) run_case(ctx, comm, seed, ci, &cases[ci], MODE_DEVICE, 1);
+      setenv("DITATTN_DIST_CUDA_AWARE", "1", 1);
+      for (int ci = 1; ci < 3; ci++) run_case(ctx, comm, seed, ci, &cases[ci], MODE_DEVICE, 2);
+      unsetenv("DITATTN_DIST_CUDA_AWARE");
+    } else {
+      for (int ci = 0; ci < ncases; ci++) device_refused(ctx, comm, ci, &cases[ci]);
+    }
+    unsetenv("DITATTN_DIST_DEVICE_PATH");
     ditattn_context_destroy(ctx);
   }
   int rc = dtu_finish(comm, "test_dist_llsa");
