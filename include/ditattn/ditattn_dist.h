@@ -14,10 +14,14 @@
  * so dist traffic never mixes with the caller's messages.
  *
  * Backends: host memory (DITATTN_BACKEND_REF, DITATTN_BACKEND_CPU) for
- * every call. GPU contexts (CUDA, HIP): ditattn_dist_dense_forward runs on
- * device memory (q, k, v, out and lse are device pointers, as in
- * ditattn_dense_forward; f32, bf16 or f16); every other dist call answers
- * DITATTN_ERR_UNSUPPORTED for now (see docs/dist.md, "GPU contexts"). */
+ * every call, f32. GPU contexts (CUDA, HIP): the forwards run on device
+ * memory (q, k, v, out, lse and RoPeSLR's weights are device pointers, as
+ * in the single-process calls; f32, bf16 or f16) — dense by a device ring
+ * with LSE merge, LLSA and RoPeSLR by gathering q, k, v on every rank and
+ * running the single-process kernels on this rank's rows (exactly the
+ * single-process output, at O(N) device memory and traffic per rank). The
+ * backward answers DITATTN_ERR_UNSUPPORTED there (host contexts only). See
+ * docs/dist.md, "GPU contexts". */
 #ifndef DITATTN_DITATTN_DIST_H
 #define DITATTN_DITATTN_DIST_H
 
@@ -58,8 +62,17 @@ ditattn_status ditattn_dist_dense_forward(ditattn_context *ctx, MPI_Comm comm,
  * boundaries). Fine keys: either the K/V slices travel the ring and each
  * rank attends to the parts of its selected blocks as they pass, or each
  * rank fetches only the parts of its selected blocks that others hold; the
- * call measures which moves less (see ditattn_dist_stats). f32 only.
- * q, k, v, out: (B, H, slice->length, D). lse: optional, [B][H][length]. */
+ * call measures which moves less (see ditattn_dist_stats). f32 only
+ * (host contexts). q, k, v, out: (B, H, slice->length, D). lse: optional,
+ * [B][H][length].
+ * GPU contexts: another route. The q, k, v slices travel a device ring and
+ * every rank assembles the whole sequence in device memory (3·B·H·N·D
+ * elements, plus two ring buffers of the longest slice's q, k, v), then
+ * runs the backend's single-process forward restricted to its query rows:
+ * out and lse equal ditattn_llsa_forward on one GPU exactly, no LSE merge.
+ * q, k, v, out, lse: device memory; any dtype the backend takes. Each rank
+ * receives all other slices of q, k, v (3·(N − length)·B·H·D elements) per
+ * call, far more than the host route's selected blocks. */
 ditattn_status ditattn_dist_llsa_forward(ditattn_context *ctx, MPI_Comm comm,
                                          const ditattn_dist_slice *slice,
                                          const ditattn_llsa_params *params, const ditattn_tensor *q,
@@ -74,7 +87,8 @@ ditattn_status ditattn_dist_llsa_forward(ditattn_context *ctx, MPI_Comm comm,
  * dq is local; the fine K/V slices travel the ring together with dK/dV
  * accumulators that return to their owners; the gradients of the pooled
  * keys are summed over ranks (MPI_Allreduce) and flow back to the tokens
- * through the mean. Double accumulation (as ref/). f32 only.
+ * through the mean. Double accumulation (as ref/). f32 only; host contexts
+ * only (a GPU context gets DITATTN_ERR_UNSUPPORTED on every rank).
  * q, k, v, out, dout, dq, dk, dv: (B, H, slice->length, D). */
 ditattn_status
 ditattn_dist_llsa_backward(ditattn_context *ctx, MPI_Comm comm, const ditattn_dist_slice *slice,
@@ -91,12 +105,18 @@ ditattn_dist_llsa_backward(ditattn_context *ctx, MPI_Comm comm, const ditattn_di
  * rank fetches only the K/V rows of its selected blocks that others hold.
  * Low-rank branch: the global factors S = Σ g vᵀ, z = Σ g (r×D + r per
  * head) are summed with an all-reduce, never the K/V; the selected blocks'
- * factors come from the fetched rows. f32 only.
+ * factors come from the fetched rows. f32 only (host contexts).
  * pos: this rank's `length` (t, y, x) triples in sequence order, or NULL on
  * every rank for raster order of the global grid (n_global = T·H·W).
  * weights: every rank passes the same full weights (1, H, ·, ·).
  * q, k, v, out: (B, H, slice->length, D). lse_sparse: optional,
- * [B][H][length]. */
+ * [B][H][length].
+ * GPU contexts: as ditattn_dist_llsa_forward's GPU route (q, k, v gathered
+ * on every rank, the single-process forward on this rank's rows, which
+ * computes every block's key features and factors from the gathered K/V
+ * instead of all-reducing them): exactly ditattn_ropeslr_forward on one
+ * GPU. q, k, v, out, lse_sparse and the weights: device memory; pos stays
+ * host memory (all-gathered on the host). Any dtype the backend takes. */
 ditattn_status ditattn_dist_ropeslr_forward(ditattn_context *ctx, MPI_Comm comm,
                                             const ditattn_dist_slice *slice,
                                             const ditattn_ropeslr_params *params,
@@ -124,7 +144,8 @@ typedef struct ditattn_dist_stats {
    * running the ring (environment DITATTN_DIST_LLSA=ring|fetch forces one;
    * by default fetch when every rank would receive under half as much). */
   int llsa_fetched;
-  /* GPU contexts (dense only): how K/V slices crossed MPI. 0: host memory
+  /* GPU contexts (every device route: dense's K/V ring, LLSA's and
+   * RoPeSLR's q/k/v gather): how slices crossed MPI. 0: host memory
    * (REF/CPU contexts), 1: staged through host buffers, 2: device pointers
    * handed to a CUDA-aware MPI (Open MPI's MPIX_Query_cuda_support() said so,
    * or DITATTN_DIST_CUDA_AWARE=1 forced it; =0 forces staging). */
