@@ -980,7 +980,9 @@ static int gc_time_llsa_stages(gc_env *env, const ditattn_llsa_params *lp, const
     g.n[l] = (g.N + pw - 1) / pw;
     g.span[l] = pw < g.N ? pw : g.N;
     g.keff[l - 1] = lp->topk[l - 1] < g.n[l] ? lp->topk[l - 1] : g.n[l];
+    g.blk_lo[l] = 0, g.blk_n[l] = g.n[l]; /* every query row: all blocks selected */
   }
+  g.q_lo = 0, g.q_hi = g.N;
   for (int l = 1; ok && l <= g.L; l++) {
     const size_t rows = (size_t)(g.B * g.H * g.n[l]), d = (size_t)g.D;
     ok = gc_status(env, ditattn_malloc(env->gpu, rows * d * 8, &bufs[nb++]), env->gpu, "stage") &&
