@@ -12,35 +12,68 @@
 
 #include <string.h>
 
-static void free_gathered(ditattn_context *ctx, ditattn_tensor whole[3]) {
+/* The backend's forward on the gathered tensors for this rank's rows. */
+typedef ditattn_status (*rows_forward_fn)(ditattn_context *ctx, const ditattn_tensor whole[3],
+                                          int64_t row0, const void *user);
+
+/* Gathers q, k, v, runs forward for this rank's rows and waits for it (so
+ * that compute_s holds it and a device failure is reported by this call);
+ * ends the job. */
+static ditattn_status gather_then_forward(dt_dist_job *job, const ditattn_tensor *q,
+                                          const ditattn_tensor *k, const ditattn_tensor *v,
+                                          rows_forward_fn forward, const void *user) {
+  ditattn_context *ctx = job->ctx;
+  ditattn_tensor whole[3];
+  ditattn_status st = dt_dist_device_gather_qkv(job, q, k, v, whole);
+  if (st == DITATTN_OK) {
+    double t0 = MPI_Wtime();
+    ditattn_status local = forward(ctx, whole, job->offset[job->rank], user);
+    if (local == DITATTN_OK) local = ditattn_synchronize(ctx);
+    dt_dist_tick(&t0, &job->stats.compute_s);
+    st = dt_dist_agree(job, local);
+  }
   for (int i = 0; i < 3; i++) dt_dist_device_free(ctx, whole[i].data);
+  return dt_dist_end(job, st);
 }
 
-/* The forward itself, queued and then waited for, so that compute_s holds
- * it and a device failure is reported by this call. */
-static ditattn_status finish_local(dt_dist_job *job, ditattn_status local) {
-  double t0 = MPI_Wtime();
-  if (local == DITATTN_OK) local = ditattn_synchronize(job->ctx);
-  dt_dist_tick(&t0, &job->stats.compute_s);
-  return dt_dist_agree(job, local);
+typedef struct llsa_call {
+  const ditattn_llsa_params *params;
+  ditattn_tensor *out;
+  float *lse;
+} llsa_call;
+
+static ditattn_status llsa_rows(ditattn_context *ctx, const ditattn_tensor whole[3], int64_t row0,
+                                const void *user) {
+  const llsa_call *c = user;
+  const dt_llsa_fwd p = {*c->params, &whole[0], &whole[1], &whole[2], c->out, c->lse, NULL, row0};
+  return ctx->ops->llsa_forward(ctx, &p);
 }
 
 ditattn_status dt_dist_device_llsa_run(dt_dist_job *job, const ditattn_llsa_params *params,
                                        const ditattn_tensor *q, const ditattn_tensor *k,
                                        const ditattn_tensor *v, ditattn_tensor *out, float *lse) {
-  ditattn_context *ctx = job->ctx;
-  ditattn_tensor whole[3];
-  ditattn_status st = dt_dist_device_gather_qkv(job, q, k, v, whole);
-  if (st == DITATTN_OK) {
-    dt_llsa_fwd p = {*params, &whole[0], &whole[1], &whole[2],
-                     out,     lse,       NULL,      job->offset[job->rank]};
-    double t0 = MPI_Wtime();
-    ditattn_status local = ctx->ops->llsa_forward(ctx, &p);
-    dt_dist_tick(&t0, &job->stats.compute_s);
-    st = finish_local(job, local);
-  }
-  free_gathered(ctx, whole);
-  return dt_dist_end(job, st);
+  const llsa_call c = {params, out, lse};
+  return gather_then_forward(job, q, k, v, llsa_rows, &c);
+}
+
+typedef struct ropeslr_call {
+  const ditattn_ropeslr_params *params;
+  const ditattn_ropeslr_weights *weights;
+  const int32_t *pos_global;
+  ditattn_tensor *out;
+  float *lse_sparse;
+} ropeslr_call;
+
+static ditattn_status ropeslr_rows(ditattn_context *ctx, const ditattn_tensor whole[3],
+                                   int64_t row0, const void *user) {
+  const ropeslr_call *c = user;
+  const dt_ropeslr_fwd p = {*c->params,    ditattn_ropeslr_topk(c->params, whole[0].shape[2]),
+                            c->weights,    c->pos_global,
+                            &whole[0],     &whole[1],
+                            &whole[2],     c->out,
+                            c->lse_sparse, NULL,
+                            row0};
+  return ctx->ops->ropeslr_forward(ctx, &p);
 }
 
 ditattn_status dt_dist_device_ropeslr_run(dt_dist_job *job, const ditattn_ropeslr_params *params,
@@ -48,27 +81,6 @@ ditattn_status dt_dist_device_ropeslr_run(dt_dist_job *job, const ditattn_ropesl
                                           const int32_t *pos_global, const ditattn_tensor *q,
                                           const ditattn_tensor *k, const ditattn_tensor *v,
                                           ditattn_tensor *out, float *lse_sparse) {
-  ditattn_context *ctx = job->ctx;
-  ditattn_tensor whole[3];
-  ditattn_status st = dt_dist_device_gather_qkv(job, q, k, v, whole);
-  if (st == DITATTN_OK) {
-    const int64_t N = whole[0].shape[2];
-    dt_ropeslr_fwd p = {*params,
-                        ditattn_ropeslr_topk(params, N),
-                        weights,
-                        pos_global,
-                        &whole[0],
-                        &whole[1],
-                        &whole[2],
-                        out,
-                        lse_sparse,
-                        NULL,
-                        job->offset[job->rank]};
-    double t0 = MPI_Wtime();
-    ditattn_status local = ctx->ops->ropeslr_forward(ctx, &p);
-    dt_dist_tick(&t0, &job->stats.compute_s);
-    st = finish_local(job, local);
-  }
-  free_gathered(ctx, whole);
-  return dt_dist_end(job, st);
+  const ropeslr_call c = {params, weights, pos_global, out, lse_sparse};
+  return gather_then_forward(job, q, k, v, ropeslr_rows, &c);
 }

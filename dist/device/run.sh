@@ -119,37 +119,44 @@ for p in "${check_ps[@]}"; do
 done
 
 bench_rows=()
-# DITATTN_RUN_BENCH_OPS: which ops to time (default all three).
+# bench_op OP DTYPE D RANKS REPS: one `ditattn bench --dist` launch on RANKS
+# ranks (groups of 1, 2, 4, ...), its rows added to the table.
+bench_op() {
+  local op=$1 dtype=$2 d=$3 ranks=$4 reps=$5 rc
+  local log=$OUT/bench_${op}_${dtype}_D$d.log
+  say "bench $op N=$N H=$HEADS D=$d $dtype, groups up to P=$ranks (log: $log)"
+  local dtype_arg=(--dtype "$dtype")
+  [ "$BACKEND" = cuda ] || dtype_arg=()
+  if mpi "$ranks" 150 "$CLI" bench --dist --backend "$BACKEND" --op "$op" --n "$N" \
+    --heads "$HEADS" --d "$d" "${dtype_arg[@]}" --reps "$reps" \
+    --json "$OUT/bench_${op}_${dtype}_D$d.json" >"$log" 2>&1; then
+    rc=0
+  else
+    rc=$?
+  fi
+  if [ "$rc" -ne 0 ] || grep -q FAILED "$log"; then
+    failures+=("bench $op $dtype D=$d (exit $rc; $log)")
+    tail -n 15 "$log" >&2
+  fi
+  while IFS= read -r row; do
+    bench_rows+=("$(printf '%-5s D=%-4s %s' "$dtype" "$d" "$row")")
+  done < <(grep -E "^$op[a-z/]* +[0-9]" "$log" || true)
+  local xfer
+  xfer=$(grep -m1 'crossed MPI' "$log" | sed 's/^bench --dist: //' || true)
+  [ -z "$xfer" ] || bench_rows+=("$(printf '%-5s D=%-4s   (%s)' "$dtype" "$d" "$xfer")")
+}
+
+# DITATTN_RUN_BENCH_OPS: which ops to time (default all three). Dense on the
+# GPU count; the fp32 (SIMT) path is ~10x slower: one timing.
 BENCH_OPS=${DITATTN_RUN_BENCH_OPS:-dense llsa ropeslr}
-DENSE_DTYPES=$DTYPES
-case " $BENCH_OPS " in *" dense "*) ;; *) DENSE_DTYPES="" ;; esac
-for dtype in $DENSE_DTYPES; do
+wants() { case " $BENCH_OPS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+for dtype in $DTYPES; do
   for d in 128 64; do
-    log=$OUT/bench_${dtype}_D$d.log
-    json=$OUT/bench_${dtype}_D$d.json
-    say "bench dense N=$N H=$HEADS D=$d $dtype, groups up to P=$NGPU (log: $log)"
     reps=3
-    [ "$dtype" = bf16 ] || reps=1 # the fp32 (SIMT) path is ~10x slower: one timing
-    dtype_arg=(--dtype "$dtype")
-    [ "$BACKEND" = cuda ] || dtype_arg=()
-    if mpi "$NGPU" 150 "$CLI" bench --dist --backend "$BACKEND" --op dense --n "$N" \
-      --heads "$HEADS" --d "$d" "${dtype_arg[@]}" --reps "$reps" --json "$json" >"$log" 2>&1; then
-      rc=0
-    else
-      rc=$?
-    fi
-    if [ "$rc" -ne 0 ] || grep -q FAILED "$log"; then
-      failures+=("bench $dtype D=$d (exit $rc; $log)")
-      tail -n 15 "$log" >&2
-    fi
-    while IFS= read -r row; do
-      bench_rows+=("$(printf '%-5s D=%-4s %s' "$dtype" "$d" "$row")")
-    done < <(grep -E '^dense +[0-9]' "$log" || true)
-    xfer=$(grep -m1 'crossed MPI' "$log" | sed 's/^bench --dist: //' || true)
-    [ -z "$xfer" ] || bench_rows+=("$(printf '%-5s D=%-4s   (%s)' "$dtype" "$d" "$xfer")")
+    [ "$dtype" = bf16 ] || reps=1
+    ! wants dense || bench_op dense "$dtype" "$d" "$NGPU" "$reps"
   done
 done
-
 # LLSA and RoPeSLR (device route: q/k/v gathered, local rows computed), 16-bit
 # only (tensor-core attention). DITATTN_BENCH_RANKS ranks (default: the GPU
 # count; more than that share GPUs, which measures the route's overhead,
@@ -160,25 +167,7 @@ SPARSE_DTYPES=bf16
 for dtype in $SPARSE_DTYPES; do
   for d in 64 128; do
     for op in llsa ropeslr; do
-      case " $BENCH_OPS " in *" $op "*) ;; *) continue ;; esac
-      log=$OUT/bench_${op}_${dtype}_D$d.log
-      say "bench $op N=$N H=$HEADS D=$d $dtype, groups up to P=$RANKS (log: $log)"
-      dtype_arg=(--dtype "$dtype")
-      [ "$BACKEND" = cuda ] || dtype_arg=()
-      if mpi "$RANKS" 150 "$CLI" bench --dist --backend "$BACKEND" --op "$op" --n "$N" \
-        --heads "$HEADS" --d "$d" "${dtype_arg[@]}" --reps 3 --json "$OUT/bench_${op}_${dtype}_D$d.json" \
-        >"$log" 2>&1; then
-        rc=0
-      else
-        rc=$?
-      fi
-      if [ "$rc" -ne 0 ] || grep -q FAILED "$log"; then
-        failures+=("bench $op $dtype D=$d (exit $rc; $log)")
-        tail -n 15 "$log" >&2
-      fi
-      while IFS= read -r row; do
-        bench_rows+=("$(printf '%-5s D=%-4s %s' "$dtype" "$d" "$row")")
-      done < <(grep -E '^(llsa|ropeslr)[a-z/]* +[0-9]' "$log" || true)
+      ! wants "$op" || bench_op "$op" "$dtype" "$d" "$RANKS" 3
     done
   done
 done
