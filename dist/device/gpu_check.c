@@ -76,9 +76,9 @@ static ditattn_dist_slice draw_slice(uint64_t seed, int64_t N) {
 }
 
 typedef struct case_result {
-  double err_cpu, err_gpu, lse_cpu, lse_gpu;
-  int transfer; /* stats.gpu_transfer */
-  int failed;   /* a call failed (message printed by that rank) */
+  double err[4]; /* out vs cpu, out vs gpu, lse vs cpu, lse vs gpu (gx_slice_errors) */
+  int transfer;  /* stats.gpu_transfer */
+  int failed;    /* a call failed (message printed by that rank) */
 } case_result;
 
 #define CALL(what, expr)                                                                           \
@@ -99,7 +99,7 @@ static const char *msg_of(const char *what) {
 
 static void run_case(const case_desc *c, case_result *res) {
   memset(res, 0, sizeof *res);
-  res->err_cpu = res->err_gpu = res->lse_cpu = res->lse_gpu = INFINITY;
+  for (int j = 0; j < 4; j++) res->err[j] = INFINITY;
   const int64_t B = c->B, H = c->H, N = c->N, D = c->D, BH = B * H;
   dtu_rng rng = {c->seed * 0x9E3779B97F4A7C15ull + 1};
   dtu_tensor gq = dtu_tensor_new(B, H, N, D, 0, 0), gk = dtu_tensor_new(B, H, N, D, 0, 0),
@@ -171,17 +171,8 @@ static void run_case(const case_desc *c, case_result *res) {
     CALL("gpu download",
          ditattn_copy_to_host(g_gpu, llse, d_llse, (size_t)(BH * sl.length) * sizeof(float)));
   }
-  res->err_cpu = dtu_rel_err_slice(&lo.t, &go_cpu.t, sl.offset);
-  res->err_gpu = dtu_rel_err_slice(&lo.t, &go_gpu.t, sl.offset);
-  if (c->want_lse) {
-    res->lse_cpu = dtu_rel_err_lse(llse, glse_cpu, BH, sl.length, N, sl.offset);
-    res->lse_gpu = dtu_rel_err_lse(llse, glse_gpu, BH, sl.length, N, sl.offset);
-  } else {
-    /* lse not requested: the device lse buffer must be untouched (still NaN). */
-    int untouched = 1;
-    for (int64_t i = 0; i < BH * sl.length; i++) untouched &= isnan(llse[i]) != 0;
-    res->lse_cpu = res->lse_gpu = untouched ? 0.0 : INFINITY;
-  }
+  gx_slice_errors(&lo.t, &go_cpu.t, &go_gpu.t, llse, glse_cpu, glse_gpu, c->want_lse, &sl,
+                  res->err);
 done:;
   void *dev[10] = {d_gq, d_gk, d_gv, d_go, d_glse, d_lq, d_lk, d_lv, d_lo, d_llse};
   for (int i = 0; i < 10; i++) ditattn_free(g_gpu, dev[i]);
@@ -279,7 +270,7 @@ int main(int argc, char **argv) {
       case_result r;
       run_case(&c, &r);
       const double tol = c.dtype == DITATTN_BF16 ? BF16_TOL : F32_TOL;
-      double e[4] = {r.err_cpu, r.err_gpu, r.lse_cpu, r.lse_gpu}, emax[4];
+      double e[4] = {r.err[0], r.err[1], r.err[2], r.err[3]}, emax[4];
       for (int j = 0; j < 4; j++)
         if (!(e[j] <= tol)) e[j] = INFINITY; /* NaN never passes */
       MPI_Allreduce(e, emax, 4, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
@@ -292,7 +283,7 @@ int main(int argc, char **argv) {
                 (unsigned long long)seed, r.transfer, device_path ? (m == 0 ? 1 : 2) : 0);
       MPI_Allreduce(&bad, &any_bad, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
       /* Errors printed are the true maxima; a failure is any over tol. */
-      double raw[4] = {r.err_cpu, r.err_gpu, r.lse_cpu, r.lse_gpu}, rawmax[4];
+      double raw[4] = {r.err[0], r.err[1], r.err[2], r.err[3]}, rawmax[4];
       for (int j = 0; j < 4; j++)
         if (isnan(raw[j])) raw[j] = INFINITY;
       MPI_Allreduce(raw, rawmax, 4, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);

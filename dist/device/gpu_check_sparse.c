@@ -109,7 +109,7 @@ static ditattn_ropeslr_weights weight_views(const host_weights *hw, void *const 
 }
 
 typedef struct sparse_result {
-  double err_cpu, err_gpu, lse_cpu, lse_gpu;
+  double err[4]; /* out vs cpu, out vs gpu, lse vs cpu, lse vs gpu (gx_slice_errors) */
   int transfer;
   int failed;
 } sparse_result;
@@ -147,7 +147,7 @@ static ditattn_status forward(const sparse_env *env, ditattn_context *ctx, const
 
 static void run_case(const sparse_env *env, const sparse_case *c, sparse_result *res) {
   memset(res, 0, sizeof *res);
-  res->err_cpu = res->err_gpu = res->lse_cpu = res->lse_gpu = INFINITY;
+  for (int j = 0; j < 4; j++) res->err[j] = INFINITY;
   const int64_t B = c->B, H = c->H, N = c->N, D = c->D, BH = B * H;
   dtu_rng rng = {c->seed * 0x9E3779B97F4A7C15ull + 3};
   dtu_tensor g[5];
@@ -230,16 +230,7 @@ static void run_case(const sparse_env *env, const sparse_case *c, sparse_result 
     SCALL(env->gpu, "download",
           ditattn_copy_to_host(env->gpu, llse, dl[4], (size_t)(BH * sl.length) * sizeof(float)));
   }
-  res->err_cpu = dtu_rel_err_slice(&l[3].t, &g[3].t, sl.offset);
-  res->err_gpu = dtu_rel_err_slice(&l[3].t, &g[4].t, sl.offset);
-  if (c->want_lse) {
-    res->lse_cpu = dtu_rel_err_lse(llse, glse_cpu, BH, sl.length, N, sl.offset);
-    res->lse_gpu = dtu_rel_err_lse(llse, glse_gpu, BH, sl.length, N, sl.offset);
-  } else {
-    int untouched = 1;
-    for (int64_t i = 0; i < BH * sl.length; i++) untouched &= isnan(llse[i]) != 0;
-    res->lse_cpu = res->lse_gpu = untouched ? 0.0 : INFINITY;
-  }
+  gx_slice_errors(&l[3].t, &g[3].t, &g[4].t, llse, glse_cpu, glse_gpu, c->want_lse, &sl, res->err);
 done:
   for (int i = 0; i < 5; i++) {
     ditattn_free(env->gpu, dg[i]);
@@ -268,7 +259,7 @@ int gs_check_sparse(ditattn_context *gpu, ditattn_context *cpu, uint64_t base, i
     sparse_result r;
     run_case(&env, &c, &r);
     const double tol = c.dtype == DITATTN_BF16 ? BF16_TOL : F32_TOL;
-    double raw[4] = {r.err_cpu, r.err_gpu, r.lse_cpu, r.lse_gpu}, rawmax[4];
+    double raw[4] = {r.err[0], r.err[1], r.err[2], r.err[3]}, rawmax[4];
     for (int j = 0; j < 4; j++)
       if (isnan(raw[j])) raw[j] = INFINITY; /* NaN never passes */
     MPI_Allreduce(raw, rawmax, 4, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);

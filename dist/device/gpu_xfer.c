@@ -1,6 +1,7 @@
 /* Host <-> device helpers of the dist GPU checks (gpu_xfer.h). */
 #include "gpu_xfer.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -77,4 +78,22 @@ ditattn_dist_slice gx_draw_slice(uint64_t seed, int64_t N, int rank, int size) {
   }
   ditattn_dist_slice s = {N, off[perm[rank]], len[perm[rank]]};
   return s;
+}
+
+void gx_slice_errors(const ditattn_tensor *out, const ditattn_tensor *ref_cpu,
+                     const ditattn_tensor *ref_gpu, const float *lse, const float *lse_cpu,
+                     const float *lse_gpu, int want_lse, const ditattn_dist_slice *slice,
+                     double err[4]) {
+  const int64_t BH = out->shape[0] * out->shape[1], len = slice->length;
+  err[0] = dtu_rel_err_slice(out, ref_cpu, slice->offset);
+  err[1] = dtu_rel_err_slice(out, ref_gpu, slice->offset);
+  if (want_lse) {
+    err[2] = dtu_rel_err_lse(lse, lse_cpu, BH, len, slice->n_global, slice->offset);
+    err[3] = dtu_rel_err_lse(lse, lse_gpu, BH, len, slice->n_global, slice->offset);
+  } else {
+    /* lse not requested: the device lse buffer must be untouched (still NaN). */
+    int untouched = 1;
+    for (int64_t i = 0; i < BH * len; i++) untouched &= isnan(lse[i]) != 0;
+    err[2] = err[3] = untouched ? 0.0 : INFINITY;
+  }
 }

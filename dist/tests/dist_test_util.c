@@ -76,6 +76,17 @@ static float *at(const ditattn_tensor *t, int64_t b, int64_t h, int64_t n, int64
   return (float *)t->data + b * t->stride[0] + h * t->stride[1] + n * t->stride[2] + d;
 }
 
+void dtu_qkv_new(int64_t B, int64_t H, int64_t N, int64_t D, dtu_rng *rng, dtu_tensor *q,
+                 dtu_tensor *k, dtu_tensor *v, dtu_tensor *ref) {
+  *q = dtu_tensor_new(B, H, N, D, 0, 0);
+  *k = dtu_tensor_new(B, H, N, D, 0, 0);
+  *v = dtu_tensor_new(B, H, N, D, 0, 0);
+  *ref = dtu_tensor_new(B, H, N, D, 0, 0);
+  dtu_fill_uniform(q, rng);
+  dtu_fill_uniform(k, rng);
+  dtu_fill_uniform(v, rng);
+}
+
 void dtu_fill_uniform(dtu_tensor *t, dtu_rng *rng) {
   const int64_t *s = t->t.shape;
   for (int64_t b = 0; b < s[0]; b++)

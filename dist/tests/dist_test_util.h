@@ -28,6 +28,10 @@ typedef struct dtu_tensor {
 dtu_tensor dtu_tensor_new(int64_t B, int64_t H, int64_t N, int64_t D, int64_t pad, int bnhd);
 void dtu_tensor_free(dtu_tensor *t);
 void dtu_fill_uniform(dtu_tensor *t, dtu_rng *rng);
+/* The usual whole-sequence inputs: q, k, v (B, H, N, D) filled from rng in
+ * that order, and ref, an unfilled (NaN) output of the same shape. */
+void dtu_qkv_new(int64_t B, int64_t H, int64_t N, int64_t D, dtu_rng *rng, dtu_tensor *q,
+                 dtu_tensor *k, dtu_tensor *v, dtu_tensor *ref);
 /* dst (N = length) = tokens [offset, offset + length) of src. */
 void dtu_copy_slice(dtu_tensor *dst, const dtu_tensor *src, int64_t offset);
 /* ‖a − b[offset:]‖ / ‖b[offset:]‖ over a's tokens; +inf on NaN/Inf. */

@@ -22,13 +22,8 @@ static void run_case(ditattn_context *ctx, MPI_Comm comm, uint64_t seed, int ci,
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &P);
   dtu_rng rng = {seed * 1000003u + (uint64_t)ci};
-  dtu_tensor q = dtu_tensor_new(c->B, c->H, c->N, c->D, 0, 0);
-  dtu_tensor k = dtu_tensor_new(c->B, c->H, c->N, c->D, 0, 0);
-  dtu_tensor v = dtu_tensor_new(c->B, c->H, c->N, c->D, 0, 0);
-  dtu_tensor ref = dtu_tensor_new(c->B, c->H, c->N, c->D, 0, 0);
-  dtu_fill_uniform(&q, &rng);
-  dtu_fill_uniform(&k, &rng);
-  dtu_fill_uniform(&v, &rng);
+  dtu_tensor q, k, v, ref;
+  dtu_qkv_new(c->B, c->H, c->N, c->D, &rng, &q, &k, &v, &ref);
   int64_t lengths[64], offset = 0;
   dtu_partition(&rng, c->N, P, lengths);
   for (int r = 0; r < rank; r++) offset += lengths[r];

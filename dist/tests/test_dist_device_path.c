@@ -24,11 +24,8 @@ static void dense_case(ditattn_context *ctx, uint64_t seed, int ci, int expect_t
   const int64_t N = dtu_int(&rng, g_size, 160), pad = dtu_int(&rng, 0, 3);
   const int bnhd = (int)dtu_int(&rng, 0, 1), with_lse = (int)dtu_int(&rng, 0, 1);
   const float scale = dtu_int(&rng, 0, 1) ? 0.0f : (float)dtu_uniform(&rng, 0.1, 0.5);
-  dtu_tensor q = dtu_tensor_new(B, H, N, D, 0, 0), k = dtu_tensor_new(B, H, N, D, 0, 0),
-             v = dtu_tensor_new(B, H, N, D, 0, 0), ref = dtu_tensor_new(B, H, N, D, 0, 0);
-  dtu_fill_uniform(&q, &rng);
-  dtu_fill_uniform(&k, &rng);
-  dtu_fill_uniform(&v, &rng);
+  dtu_tensor q, k, v, ref;
+  dtu_qkv_new(B, H, N, D, &rng, &q, &k, &v, &ref);
   int64_t lengths[64], offset = 0;
   dtu_partition(&rng, N, g_size, lengths);
   for (int r = 0; r < g_rank; r++) offset += lengths[r];
