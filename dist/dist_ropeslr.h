@@ -1,54 +1,13 @@
 /* Distributed RoPeSLR forward internals (docs/dist.md, "RoPeSLR"): the
- * state of one call, the block-row fetch, and the stages the entry runs:
- * local checks, global pooling and selection, features and factors. */
+ * state of one call and the stages the entry runs: local checks, global
+ * pooling and selection, features and factors (the block-row fetch is
+ * dist_block_fetch.h). */
 #ifndef DITATTN_DIST_ROPESLR_H
 #define DITATTN_DIST_ROPESLR_H
 
-#include "dist_internal.h"
+#include "dist_block_fetch.h"
 #include "backends/cpu/cpu_internal.h"
 #include "ref/ropeslr_internal.h"
-
-/* ------------------------------------------------------------ block fetch */
-/* Fetches whole blocks of b tokens ([c·b, min(c·b + b, N)) of every (b, h))
- * whose rows other ranks hold: MPI_Alltoall of request counts, Alltoallv of
- * (bh, block) keys, then one MPI_Ialltoallv of k and v rows left in flight
- * so the caller can overlap it. A slot holds a whole block, k rows then v
- * rows (2·b rows of D floats), local rows included. */
-typedef struct dt_dist_block_fetch {
-  int64_t block, n, N, H, D;
-  int64_t *slot_of;  /* BH·n: slot of (bh, c), −1 when not fetched */
-  int64_t *slot_key; /* nslots: bh·n + c */
-  int64_t nslots;
-  int *counts; /* 8·P: requests out/in (counts, displs), rows out/in */
-  int64_t *req_out, *req_in;
-  float *slots, *send, *recv;
-  MPI_Datatype row;
-  MPI_Request req;
-  int64_t bytes_received;
-} dt_dist_block_fetch;
-
-/* Empty (safe to free). */
-static inline void dt_dist_block_fetch_init(dt_dist_block_fetch *F) {
-  *F = (dt_dist_block_fetch){0};
-  F->row = MPI_DATATYPE_NULL;
-  F->req = MPI_REQUEST_NULL;
-}
-/* Collective. want: BH·n flags (1 = needed); blocks wholly inside this rank's
- * slice get no slot. On DITATTN_OK the row transfer is in flight. Returns
- * the agreed status; F must be freed either way. */
-ditattn_status dt_dist_block_fetch_start(dt_dist_job *job, dt_dist_block_fetch *F, int64_t block,
-                                         int64_t BH, const unsigned char *want,
-                                         const ditattn_tensor *k, const ditattn_tensor *v);
-/* Collective: waits for the rows and places them in their slots. */
-ditattn_status dt_dist_block_fetch_finish(dt_dist_job *job, dt_dist_block_fetch *F);
-/* Waits for a transfer still in flight (error paths) and frees. */
-void dt_dist_block_fetch_free(dt_dist_block_fetch *F);
-static inline float *dt_dist_block_fetch_k(const dt_dist_block_fetch *F, int64_t slot) {
-  return F->slots + slot * 2 * F->block * F->D;
-}
-static inline float *dt_dist_block_fetch_v(const dt_dist_block_fetch *F, int64_t slot) {
-  return dt_dist_block_fetch_k(F, slot) + F->block * F->D;
-}
 
 /* ------------------------------------------------------------ one call */
 typedef struct slr_run {
@@ -113,6 +72,25 @@ void dt_dist_slr_factors(slr_run *R, const dt_dist_block_fetch *F, int fetched);
 /* o = o_s + Wᵀ o_lr for the local rows of bh: o_s from the softmax state,
  * o_lr from the global sums minus the selected blocks' factors. */
 void dt_dist_slr_finish_head(slr_run *R, int64_t bh, ditattn_tensor *out, float *lse_sparse);
+
+/* S_C, z_C (r·D + r doubles at S) of block C of bh; slot: its fetch slot,
+ * −1 when its rows are local. */
+typedef void dt_dist_slr_factor_fn(slr_run *R, const dt_dist_block_fetch *F, int64_t bh, int64_t C,
+                                   int64_t slot, double *S);
+/* Calls fn for every block whose factors are needed (R->fac_of) and whose
+ * rows are local (fetched == 0) or in the fetch slots (fetched == 1), in
+ * (bh, C) order. */
+void dt_dist_slr_each_factor(slr_run *R, const dt_dist_block_fetch *F, int fetched,
+                             dt_dist_slr_factor_fn *fn);
+/* Background factors of query block G of bh into R->Sbg (r·D, then z: r):
+ * the global sums minus the selected blocks' (spec §3, as written). Returns
+ * the distinct selected count (R->s.n: empty background). */
+int64_t dt_dist_slr_background(slr_run *R, int64_t bh, int64_t G);
+/* Sparse output o_s of bh's local rows of query block G into R->os (and
+ * their lse_sparse) from the softmax state. Returns the row count; *a: their
+ * first token, *row0: their first row of the per-row state. */
+int64_t dt_dist_slr_sparse_out(slr_run *R, int64_t bh, int64_t G, float *lse_sparse, int64_t *a,
+                               int64_t *row0);
 
 /* The same three stages on CPU contexts, through the CPU backend's f32
  * GEMMs (dist_ropeslr_lowrank_cpu.c). */

@@ -56,36 +56,45 @@ void dt_dist_slr_local_features(slr_run *R) {
   }
 }
 
-void dt_dist_slr_factors(slr_run *R, const dt_dist_block_fetch *F, int fetched) {
-  const int64_t r = R->r, D = R->D, rd = r * D + r, n = R->s.n;
-  double *gj = R->olr; /* scratch: r <= max(r, D) doubles, see run_alloc */
-  for (int64_t bh = 0; bh < R->BH; bh++) {
-    const int64_t b = bh / R->H, h = bh % R->H;
+void dt_dist_slr_each_factor(slr_run *R, const dt_dist_block_fetch *F, int fetched,
+                             dt_dist_slr_factor_fn *fn) {
+  const int64_t rd = R->r * R->D + R->r, n = R->s.n;
+  for (int64_t bh = 0; bh < R->BH; bh++)
     for (int64_t C = 0; C < n; C++) {
       const int64_t at = R->fac_of[bh * n + C];
       const int64_t slot = F->slot_of ? F->slot_of[bh * n + C] : -1;
       if (at < 0 || (slot >= 0) != fetched) continue;
-      double *S = R->fac + at * rd;
-      memset(S, 0, (size_t)rd * sizeof(double));
-      int64_t first, count;
-      dt_dist_slr_block(R, C, &first, &count);
-      for (int64_t j = first; j < first + count; j++) {
-        const int local = j >= R->off && j < R->off + R->len;
-        const float *vj = fetched ? dt_dist_block_fetch_v(F, slot) + (j - first) * D
-                                  : dt_f32_at(R->v, b, h, j - R->off, 0);
-        const double *g = local ? R->g + (bh * R->len + (j - R->off)) * r : gj;
-        if (!local)
-          feature(R, &R->w->Bk, h, dt_dist_block_fetch_k(F, slot) + (j - first) * D, R->pos + 3 * j,
-                  R->u, gj);
-        add_outer(r, D, g, vj, S);
-      }
+      fn(R, F, bh, C, slot, R->fac + at * rd);
     }
+}
+
+/* S_C, z_C of block C of bh in ref/'s row order: local rows reuse their
+ * key features, the others' come from the fetched rows. */
+static void block_factor(slr_run *R, const dt_dist_block_fetch *F, int64_t bh, int64_t C,
+                         int64_t slot, double *S) {
+  const int64_t r = R->r, D = R->D, rd = r * D + r, b = bh / R->H, h = bh % R->H;
+  const int fetched = slot >= 0;
+  double *gj = R->olr; /* scratch: r <= max(r, D) doubles, see run_alloc */
+  memset(S, 0, (size_t)rd * sizeof(double));
+  int64_t first, count;
+  dt_dist_slr_block(R, C, &first, &count);
+  for (int64_t j = first; j < first + count; j++) {
+    const int local = j >= R->off && j < R->off + R->len;
+    const float *vj = fetched ? dt_dist_block_fetch_v(F, slot) + (j - first) * D
+                              : dt_f32_at(R->v, b, h, j - R->off, 0);
+    const double *g = local ? R->g + (bh * R->len + (j - R->off)) * r : gj;
+    if (!local)
+      feature(R, &R->w->Bk, h, dt_dist_block_fetch_k(F, slot) + (j - first) * D, R->pos + 3 * j,
+              R->u, gj);
+    add_outer(r, D, g, vj, S);
   }
 }
 
-/* Background factors of query block G: global sums minus the selected
- * blocks' (spec §3, as written). Returns the distinct selected count. */
-static int64_t background(slr_run *R, int64_t bh, int64_t G) {
+void dt_dist_slr_factors(slr_run *R, const dt_dist_block_fetch *F, int fetched) {
+  dt_dist_slr_each_factor(R, F, fetched, block_factor);
+}
+
+int64_t dt_dist_slr_background(slr_run *R, int64_t bh, int64_t G) {
   const int64_t rd = R->r * R->D + R->r, n = R->s.n, K = R->s.K;
   const int32_t *row = dt_dist_slr_sel_row(R, bh, G);
   memcpy(R->Sbg, R->total + bh * rd, (size_t)rd * sizeof(double));
@@ -96,16 +105,25 @@ static int64_t background(slr_run *R, int64_t bh, int64_t G) {
   return K; /* the K entries of a row are distinct blocks */
 }
 
+int64_t dt_dist_slr_sparse_out(slr_run *R, int64_t bh, int64_t G, float *lse_sparse, int64_t *a,
+                               int64_t *row0) {
+  const int64_t D = R->D;
+  int64_t e;
+  dt_dist_slr_local_part(R, G, a, &e);
+  *row0 = bh * R->len + (*a - R->off);
+  const int64_t rows = e - *a;
+  const dt_cpu_softmax_state st = {R->row_max + *row0, R->row_sum + *row0, R->acc + *row0 * D};
+  dt_cpu_state_finish(&st, rows, D, R->os, D, lse_sparse ? lse_sparse + *row0 : NULL);
+  return rows;
+}
+
 void dt_dist_slr_finish_head(slr_run *R, int64_t bh, ditattn_tensor *out, float *lse_sparse) {
   const int64_t r = R->r, D = R->D, b = bh / R->H, h = bh % R->H;
   const ditattn_tensor *W = &R->w->W;
   for (int64_t G = R->glo; G <= R->ghi; G++) {
-    int64_t a, e;
-    dt_dist_slr_local_part(R, G, &a, &e);
-    const int64_t row0 = bh * R->len + (a - R->off), rows = e - a;
-    const dt_cpu_softmax_state st = {R->row_max + row0, R->row_sum + row0, R->acc + row0 * D};
-    dt_cpu_state_finish(&st, rows, D, R->os, D, lse_sparse ? lse_sparse + row0 : NULL);
-    const int empty = background(R, bh, G) == R->s.n;
+    int64_t a, row0;
+    const int64_t rows = dt_dist_slr_sparse_out(R, bh, G, lse_sparse, &a, &row0);
+    const int empty = dt_dist_slr_background(R, bh, G) == R->s.n;
     const double *zbg = R->Sbg + r * D;
     for (int64_t i = 0; i < rows; i++) {
       const double *f = R->f + (row0 + i) * r;

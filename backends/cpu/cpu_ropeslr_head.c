@@ -80,22 +80,20 @@ static void pooled_mean(const ditattn_tensor *x, int64_t b, int64_t h, int64_t f
   for (int64_t d = 0; d < D; d++) mean[d] /= (double)count;
 }
 
-/* f = φ(projᵀ x + E^t[t] + E^y[y] + E^x[x]) for rows [first, first + count). */
-static void block_features(const dt_cpu_slr_head *hd, const dt_cpu_slr_problem *p,
-                           const ditattn_tensor *proj, const ditattn_tensor *x, int64_t first,
-                           int64_t count, float *f) {
-  const int64_t D = hd->s.D, r = hd->s.r, h = hd->h;
-  const ditattn_ropeslr_weights *w = p->weights;
-  dt_cpu_gemm(0, 0, count, r, D, 1.0f, dt_f32_at(x, hd->b, h, first, 0), x->stride[2],
-              dt_f32_at(proj, 0, h, 0, 0), proj->stride[2], 0.0f, f, r);
+void dt_cpu_slr_features(const ditattn_ropeslr_weights *w, ditattn_slr_feature feature,
+                         const ditattn_tensor *proj, int64_t h, int64_t D, int64_t r,
+                         const float *x, int64_t ldx, const int32_t *pos, int64_t count,
+                         float *out) {
+  dt_cpu_gemm(0, 0, count, r, D, 1.0f, x, ldx, dt_f32_at(proj, 0, h, 0, 0), proj->stride[2], 0.0f,
+              out, r);
   for (int64_t i = 0; i < count; i++) {
-    const int32_t *ps = p->pos + 3 * (first + i);
+    const int32_t *ps = pos + 3 * i;
     const float *et = dt_f32_at(&w->Et, 0, h, ps[0], 0);
     const float *ey = dt_f32_at(&w->Ey, 0, h, ps[1], 0);
     const float *ex = dt_f32_at(&w->Ex, 0, h, ps[2], 0);
-    float *fi = f + i * r;
+    float *fi = out + i * r;
     for (int64_t m = 0; m < r; m++) fi[m] += et[m] + ey[m] + ex[m];
-    if (p->params->feature == DITATTN_SLR_FEATURE_SOFTMAX) {
+    if (feature == DITATTN_SLR_FEATURE_SOFTMAX) {
       float umax = -INFINITY;
       double sum = 0.0;
       for (int64_t m = 0; m < r; m++) umax = fi[m] > umax ? fi[m] : umax;
@@ -106,6 +104,23 @@ static void block_features(const dt_cpu_slr_head *hd, const dt_cpu_slr_problem *
       for (int64_t m = 0; m < r; m++) fi[m] = fi[m] > 0.0f ? fi[m] + 1.0f : expf(fi[m]);
     }
   }
+}
+
+/* f = φ(projᵀ x + E^t[t] + E^y[y] + E^x[x]) for rows [first, first + count). */
+static void block_features(const dt_cpu_slr_head *hd, const dt_cpu_slr_problem *p,
+                           const ditattn_tensor *proj, const ditattn_tensor *x, int64_t first,
+                           int64_t count, float *f) {
+  dt_cpu_slr_features(p->weights, p->params->feature, proj, hd->h, hd->s.D, hd->s.r,
+                      dt_f32_at(x, hd->b, hd->h, first, 0), x->stride[2], p->pos + 3 * first, count,
+                      f);
+}
+
+void dt_cpu_slr_block_factor(int64_t r, int64_t D, int64_t count, const float *g, const float *v,
+                             int64_t ldv, float *SC, double *zC) {
+  dt_cpu_gemm(1, 0, r, D, count, 1.0f, g, r, v, ldv, 0.0f, SC, D);
+  for (int64_t m = 0; m < r; m++) zC[m] = 0.0;
+  for (int64_t j = 0; j < count; j++)
+    for (int64_t m = 0; m < r; m++) zC[m] += (double)g[j * r + m];
 }
 
 /* Moves heap entry `at` down: the root holds the lowest-ranked candidate. */
@@ -185,16 +200,11 @@ void dt_cpu_slr_head_prepare(dt_cpu_slr_head *hd, const dt_cpu_slr_problem *p, i
     pooled_mean(p->k, b, h, first, count, D, hd->pk + c * D);
     block_features(hd, p, &p->weights->A, p->q, first, count, hd->f + first * r);
     block_features(hd, p, &p->weights->Bk, p->k, first, count, hd->g + first * r);
-    const float *g = hd->g + first * r;
-    dt_cpu_gemm(1, 0, r, D, count, 1.0f, g, r, dt_f32_at(p->v, b, h, first, 0), p->v->stride[2],
-                0.0f, hd->SC + c * r * D, D);
+    dt_cpu_slr_block_factor(r, D, count, hd->g + first * r, dt_f32_at(p->v, b, h, first, 0),
+                            p->v->stride[2], hd->SC + c * r * D, hd->zC + c * r);
     if (hd->kp_stride)
       dt_cpu_pack_keys(count, D, dt_f32_at(p->k, b, h, first, 0), p->k->stride[2],
                        hd->kpacked + c * hd->kp_stride);
-    double *zc = hd->zC + c * r;
-    for (int64_t m = 0; m < r; m++) zc[m] = 0.0;
-    for (int64_t j = 0; j < count; j++)
-      for (int64_t m = 0; m < r; m++) zc[m] += (double)g[j * r + m];
   }
   /* S = Σ_C S_C, z = Σ_C z_C in block order. */
   DT_OMP_PARALLEL_FOR
@@ -303,6 +313,19 @@ void dt_cpu_slr_sparse_rows(const dt_cpu_slr_head *hd, const dt_cpu_slr_problem 
   dt_cpu_state_finish(sm, rows, D, os, D, lse);
 }
 
+void dt_cpu_slr_readout(int64_t r, int64_t D, int64_t rows, const float *f, const float *Sbg_f,
+                        const double *zbg, float *olr, double *den) {
+  dt_cpu_gemm(0, 0, rows, D, r, 1.0f, f, r, Sbg_f, D, 0.0f, olr, D);
+  for (int64_t i = 0; i < rows; i++) {
+    double sum = 0.0;
+    for (int64_t m = 0; m < r; m++) sum += (double)f[i * r + m] * zbg[m];
+    if (den) den[i] = sum;
+    float *oi = olr + i * D;
+    const float inv = sum != 0.0 ? (float)(1.0 / sum) : 0.0f;
+    for (int64_t d = 0; d < D; d++) oi[d] *= inv;
+  }
+}
+
 void dt_cpu_slr_lowrank_rows(const dt_cpu_slr_head *hd, int64_t kept, const float *Sbg_f,
                              const double *zbg, int64_t q0, int64_t rows, float *olr, double *den) {
   const int64_t D = hd->s.D, r = hd->s.r;
@@ -311,14 +334,5 @@ void dt_cpu_slr_lowrank_rows(const dt_cpu_slr_head *hd, int64_t kept, const floa
     for (int64_t i = 0; i < rows; i++) den[i] = 0.0;
     return;
   }
-  const float *f = hd->f + q0 * r;
-  dt_cpu_gemm(0, 0, rows, D, r, 1.0f, f, r, Sbg_f, D, 0.0f, olr, D);
-  for (int64_t i = 0; i < rows; i++) {
-    double sum = 0.0;
-    for (int64_t m = 0; m < r; m++) sum += (double)f[i * r + m] * zbg[m];
-    den[i] = sum;
-    float *oi = olr + i * D;
-    const float inv = sum != 0.0 ? (float)(1.0 / sum) : 0.0f;
-    for (int64_t d = 0; d < D; d++) oi[d] *= inv;
-  }
+  dt_cpu_slr_readout(r, D, rows, hd->f + q0 * r, Sbg_f, zbg, olr, den);
 }

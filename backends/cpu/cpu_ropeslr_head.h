@@ -44,6 +44,19 @@ void dt_cpu_slr_head_free(dt_cpu_slr_head *hd);
 void dt_cpu_slr_head_prepare(dt_cpu_slr_head *hd, const dt_cpu_slr_problem *p, int64_t b,
                              int64_t h);
 
+/* out (count × r) = φ(x projᵀ + E^t[t] + E^y[y] + E^x[x]) of head h for
+ * count rows of x (D floats, leading dimension ldx) at positions pos (3
+ * ints per row): one f32 GEMM, then the feature map row by row. Also used
+ * by dist/ on CPU contexts, so both compute features the same way. */
+void dt_cpu_slr_features(const ditattn_ropeslr_weights *w, ditattn_slr_feature feature,
+                         const ditattn_tensor *proj, int64_t h, int64_t D, int64_t r,
+                         const float *x, int64_t ldx, const int32_t *pos, int64_t count,
+                         float *out);
+/* Factors of count key rows: S_C = gᵀ V (r × D, f32 GEMM) and z_C = Σ g
+ * (r, double, row order). g: count × r features; v: leading dimension ldv. */
+void dt_cpu_slr_block_factor(int64_t r, int64_t D, int64_t count, const float *g, const float *v,
+                             int64_t ldv, float *SC, double *zC);
+
 /* Background factors of query block G: S_bg = S − Σ_{C∈sel[G]} S_C (double
  * and an f32 copy), z_bg likewise. in_sel: n bytes of scratch. Returns the
  * number of distinct selected blocks (n: empty background). */
@@ -59,6 +72,10 @@ void dt_cpu_slr_sparse_rows(const dt_cpu_slr_head *hd, const dt_cpu_slr_problem 
                             int64_t rows, const float *qs, const dt_cpu_softmax_state *sm,
                             float *scratch, float *kbuf, float *vbuf, float *os, float *lse);
 
+/* Low-rank readout of `rows` rows of features f (rows × r): olr = f S_bg /
+ * (f·z_bg), 0 where f·z_bg == 0; den (may be NULL) = f·z_bg. */
+void dt_cpu_slr_readout(int64_t r, int64_t D, int64_t rows, const float *f, const float *Sbg_f,
+                        const double *zbg, float *olr, double *den);
 /* Low-rank readout of rows [q0, q0 + rows): olr = f S_bg / (f·z_bg), den =
  * f·z_bg; rows with an empty background (kept == n) or den == 0 get olr = 0
  * (den 0 for the former). */

@@ -1,8 +1,10 @@
-/* Block-row fetch for distributed RoPeSLR: each rank asks the owners for
- * the rows of the blocks it needs (its queries' selected blocks), instead of
- * every K/V slice visiting every rank. Requests travel as (bh, block) keys;
- * an owner answers with the rows of that block inside its slice. */
-#include "dist_ropeslr.h"
+/* Block-row fetch for distributed RoPeSLR and LLSA: each rank asks the
+ * owners for the rows of the blocks it needs (its queries' selected blocks),
+ * instead of every K/V slice visiting every rank. Requests travel as
+ * (bh, block) keys; an owner answers with the rows of that block inside its
+ * slice. */
+#include "dist_block_fetch.h"
+#include "ref/ref.h" /* dt_f32_at */
 
 #include <limits.h>
 #include <string.h>
