@@ -133,7 +133,23 @@ typedef struct dt_backend_ops {
   ditattn_status (*device_count)(int *count);
   /* Binds an initialised context to a device in [0, count). */
   ditattn_status (*bind_device)(ditattn_context *ctx, int device);
+  /* Device memory shared with other processes of the same host (CUDA/HIP
+   * IPC), so that dist/ can copy a peer GPU's slice over NVLink/xGMI with
+   * no MPI or host copy; NULL on host backends. ipc_export writes a handle
+   * of DT_IPC_HANDLE_BYTES for a whole allocation made by mem_alloc;
+   * ipc_open maps a peer's handle (*ptr: the base of its allocation);
+   * ipc_close unmaps what ipc_open mapped. */
+  ditattn_status (*ipc_export)(ditattn_context *ctx, void *base, void *handle);
+  ditattn_status (*ipc_open)(ditattn_context *ctx, const void *handle, void **ptr);
+  ditattn_status (*ipc_close)(ditattn_context *ctx, void *ptr);
+  /* Page-locked host memory for staging device transfers (NULL: use
+   * dt_malloc); host_free takes what host_alloc gave. */
+  ditattn_status (*host_alloc)(ditattn_context *ctx, size_t bytes, void **ptr);
+  ditattn_status (*host_free)(ditattn_context *ctx, void *ptr);
 } dt_backend_ops;
+
+/* Bytes of an IPC handle (CUDA_IPC_HANDLE_SIZE, HIP_IPC_HANDLE_SIZE). */
+#define DT_IPC_HANDLE_BYTES 64
 
 /* The context: opaque to users. */
 struct ditattn_context {

@@ -241,10 +241,11 @@ static result time_group(const bench_opts *o, MPI_Comm group, int is_llsa, ditat
                        ? (double)s.llsa_fetch_bytes / (double)s.ring_bytes_received
                        : 0.0;
     MPI_Allreduce(&ratio, &res.fetch_ratio, 1, MPI_DOUBLE, MPI_MAX, group);
-    if (dev && r == 0 && rep == 0)
-      fprintf(stderr, "bench --dist: %s P=%d: K/V crossed MPI %s\n", name, p,
-              s.gpu_transfer == 2 ? "as device pointers (CUDA-aware MPI)"
-                                  : "staged through host memory");
+    if (dev && r == 0 && rep == 0 && p > 1)
+      fprintf(stderr, "bench --dist: %s P=%d: slices crossed %s\n", name, p,
+              s.gpu_transfer == 3   ? "device to device by IPC"
+              : s.gpu_transfer == 2 ? "MPI as device pointers (CUDA-aware MPI)"
+                                    : "MPI staged through host memory");
     if (wall < best) {
       best = wall;
       best_share = share_sum / p;

@@ -8,7 +8,12 @@
 #include "dist_internal.h"
 
 /* Values of ditattn_dist_stats.gpu_transfer. */
-enum { DT_DIST_XFER_HOST = 0, DT_DIST_XFER_STAGED = 1, DT_DIST_XFER_DEVICE = 2 };
+enum {
+  DT_DIST_XFER_HOST = 0,
+  DT_DIST_XFER_STAGED = 1,
+  DT_DIST_XFER_DEVICE = 2,
+  DT_DIST_XFER_IPC = 3
+};
 
 /* 1 when ctx's tensors live in device memory (CUDA, HIP contexts); also for
  * host contexts when DITATTN_DIST_DEVICE_PATH=1 (a test hook: REF/CPU then
@@ -50,11 +55,24 @@ ditattn_status dt_device_ring_run_n(dt_dist_job *job, const ditattn_tensor *xs, 
 /* All-gather of q, k, v on device memory: allocates whole-sequence
  * contiguous (B, H, N, D) tensors in gathered[0..2] (ditattn_malloc; the
  * caller frees .data with dt_dist_device_free even on failure) and fills
- * them from every rank's slice as the slices pass around the ring. Returns
+ * them from every rank's slice: by IPC when dt_dist_ipc_usable, else (or
+ * when IPC fails on any rank) as the slices pass around the ring. Returns
  * the agreed status. */
 ditattn_status dt_dist_device_gather_qkv(dt_dist_job *job, const ditattn_tensor *q,
                                          const ditattn_tensor *k, const ditattn_tensor *v,
                                          ditattn_tensor gathered[3]);
+
+/* 1 when every rank of the job shares one host, the backend can share
+ * device memory between processes (ops->ipc_*) and DITATTN_DIST_IPC is not
+ * "0" on any rank. Collective; the same answer on every rank. */
+int dt_dist_ipc_usable(dt_dist_job *job);
+
+/* IPC all-gather (dist_device_ipc.c): whole[0..nx) are whole-sequence
+ * tensors, each its own mem_alloc allocation, with this rank's rows
+ * already written and synchronized; fills every peer's rows by copying
+ * them out of the peer's buffers. Returns the agreed status; on success no
+ * peer reads this rank's buffers any more. */
+ditattn_status dt_dist_ipc_allgather(dt_dist_job *job, ditattn_tensor *whole, int nx);
 
 /* LLSA and RoPeSLR forward on a GPU context, once the job has begun:
  * q, k, v all-gathered (dt_dist_device_gather_qkv), then the backend's
@@ -73,5 +91,11 @@ ditattn_status dt_dist_device_ropeslr_run(dt_dist_job *job, const ditattn_ropesl
 /* ditattn_free that keeps ctx's last error message (cleanup after a
  * failure must not erase the reason). */
 void dt_dist_device_free(ditattn_context *ctx, void *ptr);
+
+/* Host staging buffers: page-locked where the backend offers it (device
+ * copies from pageable memory run at a fraction of the bus bandwidth),
+ * else dt_malloc. dt_dist_staging_free keeps ctx's last error. */
+ditattn_status dt_dist_staging_alloc(ditattn_context *ctx, size_t bytes, void **ptr);
+void dt_dist_staging_free(ditattn_context *ctx, void *ptr);
 
 #endif

@@ -1,8 +1,9 @@
 /* All-gather of q, k, v on device memory for the LLSA and RoPeSLR device
- * paths: the three slices travel the device ring together and each one is
- * copied into its rows of the whole-sequence tensors as it passes (a
- * device copy by ditattn_pool_mean with block 1, like the ring's pack), so
- * the copies overlap the transfers. */
+ * paths. Ranks of one host copy each other's rows by IPC
+ * (dist_device_ipc.c). Otherwise the three slices travel the device ring
+ * together and each one is copied into its rows of the whole-sequence
+ * tensors as it passes (a device copy by ditattn_pool_mean with block 1,
+ * like the ring's pack), so the copies overlap the transfers. */
 #include "dist_device.h"
 
 #include <string.h>
@@ -54,5 +55,16 @@ ditattn_status dt_dist_device_gather_qkv(dt_dist_job *job, const ditattn_tensor 
   TRY(dt_dist_agree(job, local));
   const ditattn_tensor xs[3] = {*q, *k, *v};
   gather g = {ctx, job, gathered};
+  if (dt_dist_ipc_usable(job)) {
+    double t0 = MPI_Wtime();
+    local = gather_step(&g, 0, job->rank, xs);
+    if (local == DITATTN_OK) local = ditattn_synchronize(ctx); /* peers read it next */
+    dt_dist_tick(&t0, &job->stats.compute_s);
+    if (dt_dist_agree(job, local) == DITATTN_OK &&
+        dt_dist_ipc_allgather(job, gathered, 3) == DITATTN_OK)
+      return DITATTN_OK;
+    /* Any rank's IPC failure (e.g. devices that cannot map each other's
+     * memory): every rank falls back to the ring, which rewrites all rows. */
+  }
   return dt_device_ring_run_n(job, xs, 3, gather_step, &g);
 }

@@ -34,10 +34,7 @@ static ditattn_status ring_alloc(dt_dist_job *job, const ditattn_tensor *k, devi
   for (int i = 0; i < 2; i++) {
     TRY(ditattn_malloc(job->ctx, bytes, &r->dev[i]));
     if (r->mode == DT_DIST_XFER_STAGED) {
-      r->host[i] = dt_malloc(bytes);
-      if (!r->host[i])
-        return dt_fail(job->ctx, DITATTN_ERR_OUT_OF_MEMORY, "ring staging buffer of %zu bytes",
-                       bytes);
+      TRY(dt_dist_staging_alloc(job->ctx, bytes, &r->host[i]));
     }
   }
   int err = MPI_Type_contiguous((int)r->row_bytes, MPI_BYTE, &r->row);
@@ -50,7 +47,7 @@ static ditattn_status ring_alloc(dt_dist_job *job, const ditattn_tensor *k, devi
 static void ring_free(device_ring *r) {
   for (int i = 0; i < 2; i++) {
     dt_dist_device_free(r->ctx, r->dev[i]);
-    dt_free(r->host[i]);
+    dt_dist_staging_free(r->ctx, r->host[i]);
   }
   if (r->row_committed) MPI_Type_free(&r->row);
 }

@@ -43,3 +43,26 @@ void dt_dist_device_free(ditattn_context *ctx, void *ptr) {
   (void)ditattn_free(ctx, ptr);
   memcpy(ctx->last_error, saved, sizeof saved);
 }
+
+static int has_pinned(const ditattn_context *ctx) {
+  return ctx->ops->host_alloc && ctx->ops->host_free;
+}
+
+ditattn_status dt_dist_staging_alloc(ditattn_context *ctx, size_t bytes, void **ptr) {
+  if (has_pinned(ctx)) return ctx->ops->host_alloc(ctx, bytes, ptr);
+  *ptr = dt_malloc(bytes);
+  return *ptr ? DITATTN_OK
+              : dt_fail(ctx, DITATTN_ERR_OUT_OF_MEMORY, "staging buffer of %zu bytes", bytes);
+}
+
+void dt_dist_staging_free(ditattn_context *ctx, void *ptr) {
+  if (!ptr) return;
+  if (!has_pinned(ctx)) {
+    dt_free(ptr);
+    return;
+  }
+  char saved[sizeof ctx->last_error];
+  memcpy(saved, ctx->last_error, sizeof saved);
+  (void)ctx->ops->host_free(ctx, ptr);
+  memcpy(ctx->last_error, saved, sizeof saved);
+}

@@ -36,6 +36,14 @@ int DT_GPU_FN(free)(void *ptr);
 int DT_GPU_FN(copy_h2d)(void *dst, const void *host_src, size_t bytes, void *stream);
 int DT_GPU_FN(copy_d2h)(void *host_dst, const void *src, size_t bytes, void *stream);
 int DT_GPU_FN(stream_sync)(void *stream);
+/* IPC: handle holds DT_GPU_IPC_HANDLE_BYTES; base is a malloc'd allocation. */
+#define DT_GPU_IPC_HANDLE_BYTES 64
+int DT_GPU_FN(ipc_export)(void *base, void *handle);
+int DT_GPU_FN(ipc_open)(const void *handle, void **ptr);
+int DT_GPU_FN(ipc_close)(void *ptr);
+/* Page-locked host memory. */
+int DT_GPU_FN(host_alloc)(void **ptr, size_t bytes);
+int DT_GPU_FN(host_free)(void *ptr);
 
 /* ------------------------------------------------------------ small ops */
 /* y[c] = mean of x over tokens [c·block, min((c+1)·block, N)); same dtype. */

@@ -72,6 +72,11 @@ GPU_BOUND(order, (ditattn_context * ctx, const dt_order *p), (ctx, p))
 GPU_BOUND(pool, (ditattn_context * ctx, const dt_pool *p), (ctx, p))
 GPU_BOUND(lse_merge, (ditattn_context * ctx, const dt_lse_merge *p), (ctx, p))
 GPU_BOUND(ropeslr_forward, (ditattn_context * ctx, const dt_ropeslr_fwd *p), (ctx, p))
+GPU_BOUND(ipc_export, (ditattn_context * ctx, void *base, void *handle), (ctx, base, handle))
+GPU_BOUND(ipc_open, (ditattn_context * ctx, const void *handle, void **ptr), (ctx, handle, ptr))
+GPU_BOUND(ipc_close, (ditattn_context * ctx, void *ptr), (ctx, ptr))
+GPU_BOUND(host_alloc, (ditattn_context * ctx, size_t bytes, void **ptr), (ctx, bytes, ptr))
+GPU_BOUND(host_free, (ditattn_context * ctx, void *ptr), (ctx, ptr))
 
 #undef GPU_BOUND
 

@@ -345,6 +345,39 @@ static ditattn_status gpu_llsa_forward(ditattn_context *ctx, const dt_llsa_fwd *
 /* ------------------------------------------------------------ RoPeSLR */
 #include "ropeslr_ops_impl.h"
 
+/* ------------------------------------------------------------ IPC, staging */
+_Static_assert(DT_GPU_IPC_HANDLE_BYTES == DT_IPC_HANDLE_BYTES, "IPC handle size");
+
+static ditattn_status gpu_ipc_export(ditattn_context *ctx, void *base, void *handle) {
+  GPU_TRY(ctx, DT_GPU_FN(ipc_export)(base, handle), "IPC export");
+  return DITATTN_OK;
+}
+
+static ditattn_status gpu_ipc_open(ditattn_context *ctx, const void *handle, void **ptr) {
+  GPU_TRY(ctx, DT_GPU_FN(ipc_open)(handle, ptr), "IPC open");
+  return DITATTN_OK;
+}
+
+static ditattn_status gpu_ipc_close(ditattn_context *ctx, void *ptr) {
+  GPU_TRY(ctx, DT_GPU_FN(ipc_close)(ptr), "IPC close");
+  return DITATTN_OK;
+}
+
+static ditattn_status gpu_host_alloc(ditattn_context *ctx, size_t bytes, void **ptr) {
+  int err = DT_GPU_FN(host_alloc)(ptr, bytes);
+  if (err) {
+    *ptr = NULL;
+    return dt_fail(ctx, DITATTN_ERR_OUT_OF_MEMORY, "%s: page-locking %zu host bytes: %s",
+                   DT_GPU_NAME, bytes, DT_GPU_FN(error_string)(err));
+  }
+  return DITATTN_OK;
+}
+
+static ditattn_status gpu_host_free(ditattn_context *ctx, void *ptr) {
+  GPU_TRY(ctx, DT_GPU_FN(host_free)(ptr), "free page-locked host memory");
+  return DITATTN_OK;
+}
+
 /* ------------------------------------------------------------ devices */
 #include "gpu_device_bind.h"
 
@@ -371,6 +404,11 @@ static const dt_backend_ops gpu_ops_table = {
     .ropeslr_forward = gpu_bound_ropeslr_forward,
     .device_count = gpu_device_count,
     .bind_device = gpu_bind_device,
+    .ipc_export = gpu_bound_ipc_export,
+    .ipc_open = gpu_bound_ipc_open,
+    .ipc_close = gpu_bound_ipc_close,
+    .host_alloc = gpu_bound_host_alloc,
+    .host_free = gpu_bound_host_free,
 };
 
 const dt_backend_ops *DT_GPU_TABLE(void) { return &gpu_ops_table; }

@@ -27,6 +27,13 @@ typedef hipStream_t gpuStream_t;
 #define gpuMemcpyHostToDevice        hipMemcpyHostToDevice
 #define gpuMemcpyDeviceToHost        hipMemcpyDeviceToHost
 #define gpuStreamSynchronize         hipStreamSynchronize
+#define gpuIpcMemHandle_t            hipIpcMemHandle_t
+#define gpuIpcGetMemHandle           hipIpcGetMemHandle
+#define gpuIpcOpenMemHandle          hipIpcOpenMemHandle
+#define gpuIpcCloseMemHandle         hipIpcCloseMemHandle
+#define gpuIpcLazyPeerAccess         hipIpcMemLazyEnablePeerAccess
+#define gpuMallocHost                hipHostMalloc
+#define gpuFreeHost                  hipHostFree
 #define gpuDeviceGetAttribute        hipDeviceGetAttribute
 #define gpuDevAttrMaxSharedPerBlock  hipDeviceAttributeMaxSharedMemoryPerBlock
 #define gpuDevAttrMultiProcessors    hipDeviceAttributeMultiprocessorCount
@@ -63,6 +70,13 @@ typedef cudaStream_t gpuStream_t;
 #define gpuMemcpyHostToDevice        cudaMemcpyHostToDevice
 #define gpuMemcpyDeviceToHost        cudaMemcpyDeviceToHost
 #define gpuStreamSynchronize         cudaStreamSynchronize
+#define gpuIpcMemHandle_t            cudaIpcMemHandle_t
+#define gpuIpcGetMemHandle           cudaIpcGetMemHandle
+#define gpuIpcOpenMemHandle          cudaIpcOpenMemHandle
+#define gpuIpcCloseMemHandle         cudaIpcCloseMemHandle
+#define gpuIpcLazyPeerAccess         cudaIpcMemLazyEnablePeerAccess
+#define gpuMallocHost                cudaMallocHost
+#define gpuFreeHost                  cudaFreeHost
 #define gpuDeviceGetAttribute        cudaDeviceGetAttribute
 #define gpuDevAttrMaxSharedPerBlock  cudaDevAttrMaxSharedMemoryPerBlock
 #define gpuDevAttrMultiProcessors    cudaDevAttrMultiProcessorCount

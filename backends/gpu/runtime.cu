@@ -2,6 +2,8 @@
  * the CUDA/HIP runtime. */
 #include "gpu_common.cuh"
 
+#include <string.h>
+
 extern "C" {
 
 const char *DT_GPU_FN(error_string)(int err) {
@@ -44,5 +46,32 @@ int DT_GPU_FN(copy_d2h)(void *host_dst, const void *src, size_t bytes, void *str
 }
 
 int DT_GPU_FN(stream_sync)(void *stream) { return (int)gpuStreamSynchronize((gpuStream_t)stream); }
+
+static_assert(sizeof(gpuIpcMemHandle_t) == DT_GPU_IPC_HANDLE_BYTES, "IPC handle size");
+
+int DT_GPU_FN(ipc_export)(void *base, void *handle) {
+  gpuIpcMemHandle_t h;
+  gpuError_t e = gpuIpcGetMemHandle(&h, base);
+  if (e == gpuSuccess) memcpy(handle, &h, sizeof h);
+  return (int)e;
+}
+
+int DT_GPU_FN(ipc_open)(const void *handle, void **ptr) {
+  gpuIpcMemHandle_t h;
+  memcpy(&h, handle, sizeof h);
+  *ptr = NULL;
+  /* Lazy peer access: kernels on this device may read the peer's memory
+   * directly (NVLink/xGMI) without a separate enable call. */
+  return (int)gpuIpcOpenMemHandle(ptr, h, gpuIpcLazyPeerAccess);
+}
+
+int DT_GPU_FN(ipc_close)(void *ptr) { return ptr ? (int)gpuIpcCloseMemHandle(ptr) : 0; }
+
+int DT_GPU_FN(host_alloc)(void **ptr, size_t bytes) {
+  *ptr = NULL;
+  return (int)gpuMallocHost(ptr, bytes ? bytes : 1);
+}
+
+int DT_GPU_FN(host_free)(void *ptr) { return ptr ? (int)gpuFreeHost(ptr) : 0; }
 
 } // extern "C"

@@ -307,10 +307,21 @@ int main(int argc, char **argv) {
    * CPU context: it cannot compute a range of query rows). */
   if (backend == DITATTN_BACKEND_CPU && g_rank == 0)
     printf("gpu_check: LLSA/RoPeSLR device route skipped on the cpu backend (use --backend ref)\n");
+  /* Ring modes with IPC off, then IPC (ranks share this host): a GPU
+   * backend at P > 1 must take it (3); host contexts and P = 1 fall back
+   * to the staged ring (1). */
+  setenv("DITATTN_DIST_IPC", "0", 1);
   for (int m = 0; m < 1 + all_aware && backend != DITATTN_BACKEND_CPU; m++) {
     setenv("DITATTN_DIST_CUDA_AWARE", modes[m], 1);
     failed +=
         gs_check_sparse(g_gpu, g_cpu, base, sparse_cases, g_host_backend, m == 0 ? 1 : 2, &total);
+  }
+  unsetenv("DITATTN_DIST_IPC");
+  setenv("DITATTN_DIST_CUDA_AWARE", "0", 1);
+  if (backend != DITATTN_BACKEND_CPU) {
+    if (g_rank == 0) printf("gpu_check: LLSA/RoPeSLR gather by IPC\n");
+    failed += gs_check_sparse(g_gpu, g_cpu, base, sparse_cases, g_host_backend,
+                              !g_host_backend && g_size > 1 ? 3 : 1, &total);
   }
   if (g_rank == 0) printf("gpu_check: P = %d: %d of %d checks failed\n", g_size, failed, total);
   ditattn_context_destroy(g_gpu);

@@ -142,8 +142,9 @@ bench_op() {
     bench_rows+=("$(printf '%-5s D=%-4s %s' "$dtype" "$d" "$row")")
   done < <(grep -E "^$op[a-z/]* +[0-9]" "$log" || true)
   local xfer
-  xfer=$(grep -m1 'crossed MPI' "$log" | sed 's/^bench --dist: //' || true)
-  [ -z "$xfer" ] || bench_rows+=("$(printf '%-5s D=%-4s   (%s)' "$dtype" "$d" "$xfer")")
+  while IFS= read -r xfer; do
+    bench_rows+=("$(printf '%-5s D=%-4s   (%s)' "$dtype" "$d" "$xfer")")
+  done < <(grep 'slices crossed' "$log" | sed 's/^bench --dist: //' || true)
 }
 
 # DITATTN_RUN_BENCH_OPS: which ops to time (default all three). Dense on the

@@ -145,10 +145,14 @@ typedef struct ditattn_dist_stats {
    * by default fetch when every rank would receive under half as much). */
   int llsa_fetched;
   /* GPU contexts (every device route: dense's K/V ring, LLSA's and
-   * RoPeSLR's q/k/v gather): how slices crossed MPI. 0: host memory
-   * (REF/CPU contexts), 1: staged through host buffers, 2: device pointers
-   * handed to a CUDA-aware MPI (Open MPI's MPIX_Query_cuda_support() said so,
-   * or DITATTN_DIST_CUDA_AWARE=1 forced it; =0 forces staging). */
+   * RoPeSLR's q/k/v gather): how slices crossed between ranks. 0: host
+   * memory (REF/CPU contexts), 1: staged through (page-locked) host
+   * buffers, 2: device pointers handed to a CUDA-aware MPI (Open MPI's
+   * MPIX_Query_cuda_support() said so, or DITATTN_DIST_CUDA_AWARE=1 forced
+   * it; =0 forces staging), 3: LLSA/RoPeSLR gather only, every rank on one
+   * host: copied device to device out of the peers' buffers by CUDA/HIP IPC
+   * (DITATTN_DIST_IPC=0 turns it off; an IPC failure on any rank falls back
+   * to the ring, 1 or 2). */
   int gpu_transfer;
 } ditattn_dist_stats;
 void ditattn_dist_last_stats(ditattn_dist_stats *stats);

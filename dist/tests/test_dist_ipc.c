@@ -1,0 +1,262 @@
+/* The IPC all-gather of the LLSA/RoPeSLR device route (dist_device_ipc.c)
+ * without a GPU: a REF context whose table gains a host imitation of
+ * CUDA/HIP IPC. Its device memory is memfd-backed shared mappings; a
+ * handle names (pid, fd, size), and a peer opens it by mapping
+ * /proc/<pid>/fd/<fd> — real memory shared between the rank processes, as
+ * IPC shares device memory. Checked, at any P:
+ *   - ranks of one host take the IPC route (gpu_transfer 3) and every
+ *     rank's rows equal the single-process forward bit for bit;
+ *   - DITATTN_DIST_IPC=0 on any one rank puts every rank on the ring (1);
+ *   - an export or open failing on one rank: every rank falls back to the
+ *     ring with the same exact result, nothing stays mapped;
+ *   - the ring's staging buffers come from host_alloc and are all freed.
+ * The GPU's own IPC is checked by dist/device/gpu_check (run.sh). */
+#define _GNU_SOURCE /* memfd_create */
+#include "dist_test_util.h"
+
+#include "backends/backend.h"
+
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+static int g_rank, g_size;
+
+/* ------------------------------------------------------------ fake IPC */
+enum { MAX_MAPS = 64, HANDLE_MAGIC = 0x1dc0ffee };
+
+typedef struct mapping {
+  void *ptr;
+  size_t size;
+  int fd; /* own allocations: the memfd; opened peers' maps: -1 */
+} mapping;
+
+typedef struct fake_handle {
+  uint32_t magic;
+  int32_t pid, fd;
+  uint64_t size;
+} fake_handle;
+
+static mapping g_own[MAX_MAPS], g_opened[MAX_MAPS];
+static int g_fail_export, g_fail_open; /* inject on this rank */
+static int g_pinned_live, g_pinned_made;
+static dt_backend_ops g_fake;
+
+static mapping *find(mapping *table, const void *ptr) {
+  for (int i = 0; i < MAX_MAPS; i++)
+    if (table[i].ptr && table[i].ptr == ptr) return &table[i];
+  return NULL;
+}
+
+static int live(const mapping *table) {
+  int n = 0;
+  for (int i = 0; i < MAX_MAPS; i++) n += table[i].ptr != NULL;
+  return n;
+}
+
+static ditattn_status fake_alloc(ditattn_context *ctx, size_t bytes, void **ptr) {
+  mapping *slot = NULL;
+  for (int i = 0; i < MAX_MAPS && !slot; i++)
+    if (!g_own[i].ptr) slot = &g_own[i];
+  const size_t size = bytes ? bytes : 1;
+  int fd = slot ? memfd_create("ditattn_test_ipc", 0) : -1;
+  if (fd < 0 || ftruncate(fd, (off_t)size) != 0) {
+    if (fd >= 0) close(fd);
+    return dt_fail(ctx, DITATTN_ERR_OUT_OF_MEMORY, "fake device: %zu bytes", size);
+  }
+  void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) {
+    close(fd);
+    return dt_fail(ctx, DITATTN_ERR_OUT_OF_MEMORY, "fake device: mmap %zu bytes", size);
+  }
+  *slot = (mapping){p, size, fd};
+  *ptr = p;
+  return DITATTN_OK;
+}
+
+static ditattn_status fake_free(ditattn_context *ctx, void *ptr) {
+  mapping *m = find(g_own, ptr);
+  if (!m) return dt_fail(ctx, DITATTN_ERR_INVALID_ARGUMENT, "fake device: free of %p", ptr);
+  munmap(m->ptr, m->size);
+  close(m->fd);
+  *m = (mapping){0};
+  return DITATTN_OK;
+}
+
+static ditattn_status fake_export(ditattn_context *ctx, void *base, void *handle) {
+  const mapping *m = find(g_own, base);
+  if (g_fail_export) return dt_fail(ctx, DITATTN_ERR_DEVICE, "fake IPC export: injected");
+  /* The contract: a whole allocation of mem_alloc, by its base. */
+  if (!m) return dt_fail(ctx, DITATTN_ERR_DEVICE, "fake IPC export: %p is no allocation", base);
+  const fake_handle h = {HANDLE_MAGIC, (int32_t)getpid(), m->fd, m->size};
+  memset(handle, 0, DT_IPC_HANDLE_BYTES);
+  memcpy(handle, &h, sizeof h);
+  return DITATTN_OK;
+}
+
+static ditattn_status fake_open(ditattn_context *ctx, const void *handle, void **ptr) {
+  fake_handle h;
+  memcpy(&h, handle, sizeof h);
+  *ptr = NULL;
+  if (g_fail_open) return dt_fail(ctx, DITATTN_ERR_DEVICE, "fake IPC open: injected");
+  if (h.magic != HANDLE_MAGIC || h.pid == getpid())
+    return dt_fail(ctx, DITATTN_ERR_DEVICE, "fake IPC open: bad handle (pid %d)", (int)h.pid);
+  mapping *slot = NULL;
+  for (int i = 0; i < MAX_MAPS && !slot; i++)
+    if (!g_opened[i].ptr) slot = &g_opened[i];
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)h.pid, (int)h.fd);
+  int fd = slot ? open(path, O_RDONLY) : -1;
+  if (fd < 0) return dt_fail(ctx, DITATTN_ERR_DEVICE, "fake IPC open: %s", path);
+  void *p = mmap(NULL, (size_t)h.size, PROT_READ, MAP_SHARED, fd, 0);
+  close(fd);
+  if (p == MAP_FAILED) return dt_fail(ctx, DITATTN_ERR_DEVICE, "fake IPC open: mmap %s", path);
+  *slot = (mapping){p, (size_t)h.size, -1};
+  *ptr = p;
+  return DITATTN_OK;
+}
+
+static ditattn_status fake_close(ditattn_context *ctx, void *ptr) {
+  mapping *m = find(g_opened, ptr);
+  if (!m) return dt_fail(ctx, DITATTN_ERR_DEVICE, "fake IPC close: %p was not opened", ptr);
+  munmap(m->ptr, m->size);
+  *m = (mapping){0};
+  return DITATTN_OK;
+}
+
+static ditattn_status fake_host_alloc(ditattn_context *ctx, size_t bytes, void **ptr) {
+  *ptr = malloc(bytes ? bytes : 1);
+  if (!*ptr) return dt_fail(ctx, DITATTN_ERR_OUT_OF_MEMORY, "fake pinned: %zu bytes", bytes);
+  g_pinned_live++;
+  g_pinned_made++;
+  return DITATTN_OK;
+}
+
+static ditattn_status fake_host_free(ditattn_context *ctx, void *ptr) {
+  (void)ctx;
+  free(ptr);
+  g_pinned_live--;
+  return DITATTN_OK;
+}
+
+/* ------------------------------------------------------------ cases */
+typedef enum fault {
+  F_NONE = 0,
+  F_IPC_OFF_ON_LAST, /* DITATTN_DIST_IPC=0 on the last rank only */
+  F_EXPORT_ON_FIRST, /* export fails on rank 0 */
+  F_OPEN_ON_LAST,    /* open fails on the last rank */
+  F_COUNT
+} fault;
+static const char *const fault_names[F_COUNT] = {
+    "none", "IPC off on the last rank", "export fails on rank 0", "open fails on the last rank"};
+
+static void run_case(ditattn_context *ctx, uint64_t seed, int ci, fault f) {
+  dtu_rng rng = {seed * 2654435761u + (uint64_t)ci};
+  const int64_t B = dtu_int(&rng, 1, 2), H = dtu_int(&rng, 1, 3), D = 8 * dtu_int(&rng, 1, 4);
+  const int64_t block = 8 << dtu_int(&rng, 0, 1), N = dtu_int(&rng, 2 * g_size, 700);
+  ditattn_llsa_params prm = ditattn_llsa_params_default();
+  prm.block = block;
+  prm.levels = (int)dtu_int(&rng, 1, 2);
+  for (int l = 0; l < prm.levels; l++) prm.topk[l] = dtu_int(&rng, 1, 6);
+  dtu_tensor q, k, v, ref;
+  dtu_qkv_new(B, H, N, D, &rng, &q, &k, &v, &ref);
+  int64_t lengths[64], offset = 0;
+  dtu_partition(&rng, N, g_size, lengths);
+  const int part = ci % 2 ? g_size - 1 - g_rank : g_rank; /* odd cases: reversed order */
+  for (int r = 0; r < part; r++) offset += lengths[r];
+  const int64_t BH = B * H, len = lengths[part];
+  float *lse_ref = malloc((size_t)(BH * N) * sizeof(float));
+  float *lse = malloc((size_t)(BH * len) * sizeof(float));
+  for (int64_t i = 0; i < BH * len; i++) lse[i] = NAN;
+  ditattn_status st = ditattn_llsa_forward(ctx, &prm, &q.t, &k.t, &v.t, &ref.t, lse_ref, NULL);
+  dtu_check(st == DITATTN_OK, "case %d: single-process llsa failed: %s", ci,
+            ditattn_last_error(ctx));
+  dtu_tensor ql = dtu_tensor_new(B, H, len, D, 1, 0), kl = dtu_tensor_new(B, H, len, D, 0, 1),
+             vl = dtu_tensor_new(B, H, len, D, 0, 0), ol = dtu_tensor_new(B, H, len, D, 0, 0);
+  dtu_copy_slice(&ql, &q, offset);
+  dtu_copy_slice(&kl, &k, offset);
+  dtu_copy_slice(&vl, &v, offset);
+
+  const int last = g_rank == g_size - 1;
+  if (f == F_IPC_OFF_ON_LAST && last) setenv("DITATTN_DIST_IPC", "0", 1);
+  g_fail_export = f == F_EXPORT_ON_FIRST && g_rank == 0;
+  g_fail_open = f == F_OPEN_ON_LAST && last;
+  g_pinned_made = 0;
+  const ditattn_dist_slice slice = {N, offset, len};
+  st =
+      ditattn_dist_llsa_forward(ctx, MPI_COMM_WORLD, &slice, &prm, &ql.t, &kl.t, &vl.t, &ol.t, lse);
+  unsetenv("DITATTN_DIST_IPC");
+  g_fail_export = g_fail_open = 0;
+  ditattn_dist_stats stats;
+  ditattn_dist_last_stats(&stats);
+
+  /* IPC needs a peer; any rank's refusal or failure means the ring. */
+  const int expect = g_size > 1 && f == F_NONE ? 3 : 1;
+  dtu_check(st == DITATTN_OK, "case %d (%s) P=%d: dist llsa failed: %s", ci, fault_names[f], g_size,
+            ditattn_last_error(ctx));
+  dtu_check(stats.gpu_transfer == expect, "case %d (%s) P=%d: gpu_transfer %d, expected %d", ci,
+            fault_names[f], g_size, stats.gpu_transfer, expect);
+  const double e_out = dtu_rel_err_slice(&ol.t, &ref.t, offset);
+  const double e_lse = dtu_rel_err_lse(lse, lse_ref, BH, len, N, offset);
+  dtu_check(e_out == 0.0 && e_lse == 0.0,
+            "case %d (%s) P=%d B=%lld H=%lld N=%lld D=%lld b=%lld L=%d slice=[%lld,+%lld): "
+            "out rel err %g, lse rel err %g (the gather must be exact)",
+            ci, fault_names[f], g_size, (long long)B, (long long)H, (long long)N, (long long)D,
+            (long long)block, prm.levels, (long long)offset, (long long)len, e_out, e_lse);
+  if (expect == 3) {
+    const int64_t row = BH * D * (int64_t)sizeof(float) * 3;
+    dtu_check(stats.ring_bytes_received == (N - len) * row,
+              "case %d: IPC received %lld bytes, expected %lld", ci,
+              (long long)stats.ring_bytes_received, (long long)((N - len) * row));
+  }
+  dtu_check(live(g_opened) == 0, "case %d (%s): %d peer buffers still mapped", ci, fault_names[f],
+            live(g_opened));
+  dtu_check(live(g_own) == 0, "case %d (%s): %d device allocations not freed", ci, fault_names[f],
+            live(g_own));
+  dtu_check(g_pinned_live == 0, "case %d (%s): %d staging buffers not freed", ci, fault_names[f],
+            g_pinned_live);
+  if (expect == 1 && g_size > 1)
+    dtu_check(g_pinned_made > 0, "case %d (%s): the ring staged without host_alloc", ci,
+              fault_names[f]);
+  dtu_tensor *all[] = {&q, &k, &v, &ref, &ql, &kl, &vl, &ol};
+  for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) dtu_tensor_free(all[i]);
+  free(lse);
+  free(lse_ref);
+}
+
+int main(int argc, char **argv) {
+  MPI_Init(&argc, &argv);
+  MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &g_size);
+  const uint64_t seed = dtu_seed(MPI_COMM_WORLD);
+  setenv("DITATTN_DIST_DEVICE_PATH", "1", 1);
+  unsetenv("DITATTN_DIST_CUDA_AWARE");
+  unsetenv("DITATTN_DIST_IPC");
+  ditattn_context *ctx = NULL;
+  ditattn_status st = ditattn_context_create(DITATTN_BACKEND_REF, &ctx);
+  dtu_check(st == DITATTN_OK, "ref context: %s", ditattn_strerror(st));
+  if (st == DITATTN_OK) {
+    const dt_backend_ops *ref = ctx->ops;
+    g_fake = *ref;
+    g_fake.mem_alloc = fake_alloc;
+    g_fake.mem_free = fake_free;
+    g_fake.ipc_export = fake_export;
+    g_fake.ipc_open = fake_open;
+    g_fake.ipc_close = fake_close;
+    g_fake.host_alloc = fake_host_alloc;
+    g_fake.host_free = fake_host_free;
+    ctx->ops = &g_fake;
+    int ci = 0;
+    for (int f = 0; f < F_COUNT; f++)
+      for (int rep = 0; rep < 3; rep++) run_case(ctx, seed, ci++, (fault)f);
+    ctx->ops = ref;
+  }
+  ditattn_context_destroy(ctx);
+  int rc = dtu_finish(MPI_COMM_WORLD, "test_dist_ipc");
+  MPI_Finalize();
+  return rc;
+}
