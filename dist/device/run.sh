@@ -13,7 +13,9 @@
 #    (B = 1, H = 4, D = 64 and 128, bf16 and f32) with groups of 1, 2, 4, ...
 #    ranks up to the GPU count, then --op llsa and --op ropeslr (bf16) up to
 #    DITATTN_BENCH_RANKS ranks (default the GPU count);
-# 4. prints a short table last. Logs go under $OUT (or build/gpu-dist/out).
+# 4. times the per-rank compute of the LLSA/RoPeSLR GPU route on one GPU
+#    (ditattn_dist_gpu_rows: rank r of P = 1..8's rows; DITATTN_RUN_ROWS=0 skips);
+# 5. prints a short table last. Logs go under $OUT (or build/gpu-dist/out).
 # Exit status 0 only if every check and every timed run passed.
 set -euo pipefail
 
@@ -75,12 +77,12 @@ cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF \
 grep -q "CUDA=ON" "$OUT/configure.log" || die "CUDA backend not enabled (see $OUT/configure.log)"
 grep -q "MPI=ON" "$OUT/configure.log" || die "MPI not found by cmake (see $OUT/configure.log)"
 say "build (log: $OUT/build.log)"
-cmake --build "$BUILD" -j "$NPROC" --target ditattn_dist_gpu_check ditattn_cli \
+cmake --build "$BUILD" -j "$NPROC" --target ditattn_dist_gpu_check ditattn_dist_gpu_rows ditattn_cli \
   >"$OUT/build.log" 2>&1 || { grep -E "error|Error" -A3 "$OUT/build.log" | head -n 40 >&2; die "build"; }
 CHECK=$BUILD/bin/ditattn_dist_gpu_check
+ROWS=$BUILD/bin/ditattn_dist_gpu_rows
 CLI=$BUILD/bin/ditattn
-[ -x "$CHECK" ] || die "$CHECK was not built"
-[ -x "$CLI" ] || die "$CLI was not built"
+for bin in "$CHECK" "$ROWS" "$CLI"; do [ -x "$bin" ] || die "$bin was not built"; done
 
 # ------------------------------------------------------------------ runs
 # mpi P SECONDS cmd...: P ranks, each with its share of the CPU (OpenMP for
@@ -117,6 +119,22 @@ for p in "${check_ps[@]}"; do
     grep -E '^FAIL|rank [0-9]+:' "$log" | head -n 20 >&2 || tail -n 20 "$log" >&2
   fi
 done
+
+# Per-rank compute of the LLSA/RoPeSLR GPU route, on one GPU: rank r of P's
+# forward over its rows, for P = 1, 2, 4, 8 (ditattn_dist_gpu_rows), so the
+# compute side of scaling is measured even where only one GPU is lent.
+rows_lines=()
+if [ "$BACKEND" = cuda ] && [ "${DITATTN_RUN_ROWS:-1}" = 1 ]; then
+  for d in 64 128; do
+    log=$OUT/rows_D$d.log
+    say "rows: per-rank compute at N=$N H=$HEADS D=$d bf16 (log: $log)"
+    if ! timeout 300 "$ROWS" --n "$N" --heads "$HEADS" --d "$d" --dtype bf16 >"$log" 2>&1; then
+      failures+=("rows D=$d ($log)")
+      tail -n 5 "$log" >&2
+    fi
+    while IFS= read -r row; do rows_lines+=("$row"); done < <(grep '^rows ' "$log" || true)
+  done
+fi
 
 bench_rows=()
 # bench_op OP DTYPE D RANKS REPS: one `ditattn bench --dist` launch on RANKS
@@ -182,6 +200,10 @@ done
     "efficiency = T1/(P*TP); groups of 1, 2, 4, ... ranks up to the GPU count"
   echo "dtype D      op           P       wall s  efficiency   comm wait   MB sent/rank"
   for r in "${bench_rows[@]}"; do echo "$r" | cut -c1-85; done
+  if [ ${#rows_lines[@]} -gt 0 ]; then
+    echo "per-rank compute on one GPU (ditattn_dist_gpu_rows; compute eff = T1/(P*slowest)):"
+    for r in "${rows_lines[@]}"; do echo "$r"; done
+  fi
   if [ ${#failures[@]} -eq 0 ]; then
     echo "RESULT: all checks passed"
   else

@@ -1,0 +1,222 @@
+/* ditattn_dist_gpu_rows: what one rank of P computes on the GPU route of
+ * dist LLSA / RoPeSLR, measured on ONE GPU. After its q/k/v gather, rank r
+ * of P runs the backend's forward restricted to its query rows
+ * [N·r/P, N·(r+1)/P) (q_row0); this program times exactly that call for
+ * every r, so the slowest rank's compute and the compute-only parallel
+ * efficiency T1 / (P · max_r T_r) can be read off a machine with one GPU
+ * (redundant whole-sequence work, such as pooling and RoPeSLR's low-rank
+ * factors, and load imbalance show up here). It also times the gather's
+ * device copies (what each rank copies in from its peers, here from the
+ * same GPU) and prints the bytes a rank receives, for a link of known
+ * bandwidth. Not a substitute for a run on P GPUs: it leaves out the
+ * interconnect. Usage:
+ *   ditattn_dist_gpu_rows [--n N] [--heads H] [--d D] [--dtype bf16|f32]
+ *                         [--reps R] [--op llsa|ropeslr|both] [--max-p P]
+ *                         [--backend cuda|hip|ref] */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
+#include "backends/backend.h"
+#include "dist_ropeslr_bench.h"
+#include "gpu_xfer.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct opts {
+  int64_t N, H, D;
+  ditattn_dtype dtype;
+  int reps, max_p, llsa, ropeslr;
+  ditattn_backend backend; /* ref: a self-test of this program without a GPU */
+} opts;
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+typedef struct problem {
+  ditattn_context *ctx;
+  const opts *o;
+  ditattn_tensor q, k, v, out; /* out: N rows; a call writes its first M */
+  dt_slr_bench_problem slr;
+} problem;
+
+/* One forward for query rows [row0, row0 + M), waited for. */
+static ditattn_status rows_forward(problem *pb, int is_llsa, int64_t row0, int64_t M) {
+  ditattn_context *ctx = pb->ctx;
+  ditattn_tensor out = pb->out;
+  out.shape[2] = M;
+  ditattn_status st;
+  if (is_llsa) {
+    const dt_llsa_fwd p = {
+        ditattn_llsa_params_default(), &pb->q, &pb->k, &pb->v, &out, NULL, NULL, row0};
+    st = ctx->ops->llsa_forward(ctx, &p);
+  } else {
+    const dt_ropeslr_fwd p = {pb->slr.params,
+                              ditattn_ropeslr_topk(&pb->slr.params, pb->o->N),
+                              &pb->slr.weights,
+                              pb->slr.pos,
+                              &pb->q,
+                              &pb->k,
+                              &pb->v,
+                              &out,
+                              NULL,
+                              NULL,
+                              row0};
+    st = ctx->ops->ropeslr_forward(ctx, &p);
+  }
+  return st == DITATTN_OK ? ditattn_synchronize(ctx) : st;
+}
+
+/* Best of reps (after one warm-up) of rows_forward, in seconds; < 0 on failure. */
+static double time_rows(problem *pb, int is_llsa, int64_t row0, int64_t M) {
+  double best = 1e300;
+  for (int rep = 0; rep <= pb->o->reps; rep++) {
+    const double t0 = now_s();
+    if (rows_forward(pb, is_llsa, row0, M) != DITATTN_OK) return -1.0;
+    const double t = now_s() - t0;
+    if (rep > 0 && t < best) best = t;
+  }
+  return best;
+}
+
+/* The gather's copies for a rank holding M of N rows: the other N − M rows
+ * of q, k and v copied device to device (ditattn_pool_mean with block 1,
+ * as dist_device_ipc.c does), best of reps, in seconds. */
+static double time_gather_copy(problem *pb, void *dst_buf, int64_t M) {
+  const int64_t n = pb->o->N - M;
+  if (n == 0) return 0.0;
+  double best = 1e300;
+  for (int rep = 0; rep <= pb->o->reps; rep++) {
+    const double t0 = now_s();
+    for (int i = 0; i < 3; i++) {
+      const ditattn_tensor *src = i == 0 ? &pb->q : i == 1 ? &pb->k : &pb->v;
+      ditattn_tensor from = *src, to = *src;
+      from.shape[2] = to.shape[2] = n;
+      to.data = (char *)dst_buf + (size_t)i * (size_t)(pb->o->H * pb->o->N * pb->o->D) *
+                                      ditattn_dtype_size(pb->o->dtype);
+      if (ditattn_pool_mean(pb->ctx, &from, 1, &to) != DITATTN_OK) return -1.0;
+    }
+    if (ditattn_synchronize(pb->ctx) != DITATTN_OK) return -1.0;
+    const double t = now_s() - t0;
+    if (rep > 0 && t < best) best = t;
+  }
+  return best;
+}
+
+static int run_op(problem *pb, int is_llsa, void *copy_buf) {
+  const opts *o = pb->o;
+  const char *name = is_llsa ? "llsa" : "ropeslr";
+  const double row_bytes = (double)(3 * o->H * o->D) * (double)ditattn_dtype_size(o->dtype);
+  double t1 = 0.0;
+  for (int P = 1; P <= o->max_p; P *= 2) {
+    double slowest = 0.0, sum = 0.0, copy_slowest = 0.0;
+    for (int r = 0; r < P; r++) {
+      const int64_t row0 = o->N * r / P, M = o->N * (r + 1) / P - row0;
+      const double t = time_rows(pb, is_llsa, row0, M);
+      const double c = time_gather_copy(pb, copy_buf, M);
+      if (t < 0 || c < 0) {
+        fprintf(stderr, "gpu_rows: %s P=%d rank %d failed: %s\n", name, P, r,
+                ditattn_last_error(pb->ctx));
+        return 1;
+      }
+      slowest = t > slowest ? t : slowest;
+      copy_slowest = c > copy_slowest ? c : copy_slowest;
+      sum += t;
+    }
+    if (P == 1) t1 = slowest;
+    const double mb = (double)(o->N - o->N / P) * row_bytes / 1e6;
+    printf("rows %-7s %-4s D=%-4lld P=%-2d slowest rank %9.3f ms  mean %9.3f ms  compute eff "
+           "%5.2f | gather %7.1f MB/rank, same-GPU copy %7.3f ms\n",
+           name, o->dtype == DITATTN_BF16 ? "bf16" : "f32", (long long)o->D, P, 1e3 * slowest,
+           1e3 * sum / P, t1 / (P * slowest), mb, 1e3 * copy_slowest);
+    fflush(stdout);
+  }
+  return 0;
+}
+
+static int parse(int argc, char **argv, opts *o) {
+  *o = (opts){131072, 4, 64, DITATTN_BF16, 3, 8, 1, 1, DITATTN_BACKEND_CUDA};
+  for (int i = 1; i < argc; i += 2) {
+    const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (!v) return 0;
+    if (!strcmp(a, "--n"))
+      o->N = atoll(v);
+    else if (!strcmp(a, "--heads"))
+      o->H = atoll(v);
+    else if (!strcmp(a, "--d"))
+      o->D = atoll(v);
+    else if (!strcmp(a, "--reps"))
+      o->reps = atoi(v);
+    else if (!strcmp(a, "--backend") && ditattn_backend_parse(v, &o->backend) == DITATTN_OK)
+      ;
+    else if (!strcmp(a, "--max-p"))
+      o->max_p = atoi(v);
+    else if (!strcmp(a, "--dtype") && (!strcmp(v, "bf16") || !strcmp(v, "f32")))
+      o->dtype = !strcmp(v, "bf16") ? DITATTN_BF16 : DITATTN_F32;
+    else if (!strcmp(a, "--op") &&
+             (!strcmp(v, "llsa") || !strcmp(v, "ropeslr") || !strcmp(v, "both"))) {
+      o->llsa = strcmp(v, "ropeslr") != 0;
+      o->ropeslr = strcmp(v, "llsa") != 0;
+    } else
+      return 0;
+  }
+  return o->N > 0 && o->H > 0 && o->D > 0 && o->reps > 0 && o->max_p > 0;
+}
+
+int main(int argc, char **argv) {
+  opts o;
+  if (!parse(argc, argv, &o)) {
+    fprintf(stderr, "usage: ditattn_dist_gpu_rows [--n N] [--heads H] [--d D] [--dtype bf16|f32] "
+                    "[--reps R] [--op llsa|ropeslr|both] [--max-p P] [--backend cuda|hip|ref]\n");
+    return 2;
+  }
+  ditattn_context *ctx = NULL;
+  ditattn_status st = ditattn_context_create(o.backend, &ctx);
+  if (st == DITATTN_OK && !ctx->ops->query_rows) {
+    ditattn_context_destroy(ctx);
+    st = DITATTN_ERR_UNSUPPORTED;
+  }
+  if (st != DITATTN_OK) {
+    fprintf(stderr, "gpu_rows: no %s context that computes ranges of rows: %s\n",
+            ditattn_backend_name(o.backend), ditattn_strerror(st));
+    return 1;
+  }
+  /* q, k, v ~ U(-1, 1), rounded to the dtype on upload; out; a copy target. */
+  const size_t n = (size_t)(o.H * o.N * o.D);
+  float *host = malloc(n * sizeof(float));
+  void *dev[5] = {NULL};
+  problem pb;
+  memset(&pb, 0, sizeof pb);
+  pb.ctx = ctx;
+  pb.o = &o;
+  int rc = host ? 0 : 1;
+  dtu_rng rng = {20261123};
+  for (int i = 0; i < 4 && rc == 0; i++) {
+    for (size_t j = 0; j < n; j++) host[j] = (float)dtu_uniform(&rng, -1.0, 1.0);
+    rc = gx_upload(ctx, host, n, o.dtype, &dev[i]) != DITATTN_OK;
+  }
+  if (rc == 0) rc = ditattn_malloc(ctx, 3 * n * ditattn_dtype_size(o.dtype), &dev[4]) != DITATTN_OK;
+  if (rc == 0) {
+    ditattn_tensor *t[4] = {&pb.q, &pb.k, &pb.v, &pb.out};
+    for (int i = 0; i < 4; i++) *t[i] = ditattn_tensor_bhnd(dev[i], o.dtype, 1, o.H, o.N, o.D);
+    rc = o.ropeslr && dt_slr_bench_problem_new(ctx, o.N, o.H, o.D, 0, o.N, &pb.slr) != DITATTN_OK;
+  }
+  if (rc)
+    fprintf(stderr, "gpu_rows: setup failed: %s\n", ditattn_last_error(ctx));
+  else {
+    printf("gpu_rows: %s, N=%lld B=1 H=%lld D=%lld, best of %d; rank r of P computes rows "
+           "[N*r/P, N*(r+1)/P)\n",
+           ditattn_backend_name(ditattn_context_backend(ctx)), (long long)o.N, (long long)o.H,
+           (long long)o.D, o.reps);
+    if (o.llsa) rc |= run_op(&pb, 1, dev[4]);
+    if (o.ropeslr) rc |= run_op(&pb, 0, dev[4]);
+  }
+  if (o.ropeslr) dt_slr_bench_problem_free(&pb.slr);
+  for (int i = 0; i < 5; i++) (void)ditattn_free(ctx, dev[i]);
+  free(host);
+  ditattn_context_destroy(ctx);
+  return rc;
+}
