@@ -3,8 +3,8 @@
 #   1. builds the CUDA backend (Release, sm_90a + sm_90 + PTX) and ditattn_gpu_check,
 #   2. checks every CUDA operation against ref/ (bench/gpu_check.c: random shapes,
 #      partial blocks, strided layouts, f32/bf16/f16, poisoned outputs),
-#   3. times dense forward (ditattn vs PyTorch SDPA) and LLSA forward at the
-#      issue's sizes (B=2, H=4, D=64, b=16, L=2, K=8, N = 128², 256², 512²),
+#   3. times dense forward (ditattn vs PyTorch SDPA: bench/sdpa_time.py) and LLSA
+#      forward at the issue's sizes (B=2, H=4, D=64, b=16, L=2, K=8, N = 128², 256², 512²),
 #      LLSA on both attention kernels (tensor-core default, DITATTN_GPU_ATTEND=simt)
 #      and each LLSA stage alone (pool, select per level, attend) with GB/s, TFLOP/s,
 #   4. prints a table,
@@ -110,33 +110,7 @@ set -e
 if [ $SDPA -eq 1 ]; then
   log "timing PyTorch SDPA (bf16; f32 up to N = 65536)"
   set +e
-  SIDES="$SIDES" python3 - > "$OUT/sdpa.txt" 2> "$OUT/sdpa.err" << 'PY'
-import os, statistics, torch
-import torch.nn.functional as F
-assert torch.cuda.is_available(), "torch sees no CUDA device"
-B, H, D = 2, 4, 64
-torch.manual_seed(0)
-for side in [int(s) for s in os.environ["SIDES"].split(",") if s]:
-    N = side * side
-    for dt, name in ((torch.bfloat16, "bf16"), (torch.float32, "f32")):
-        if dt == torch.float32 and N > 65536:
-            continue
-        q, k, v = (torch.rand(B, H, N, D, device="cuda", dtype=dt) * 2 - 1 for _ in range(3))
-        F.scaled_dot_product_attention(q, k, v)
-        torch.cuda.synchronize()
-        times = []
-        for _ in range(3 if N >= 262144 else 7):
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            F.scaled_dot_product_attention(q, k, v)
-            b.record()
-            torch.cuda.synchronize()
-            times.append(a.elapsed_time(b))
-        ms = statistics.median(times)
-        print(f"{N:<8} sdpa   {name:<5} {ms:10.3f} {B * H * 4.0 * N * N * D / ms * 1e-9:12.2f}", flush=True)
-        del q, k, v
-        torch.cuda.empty_cache()
-PY
+  python3 "$ROOT/bench/sdpa_time.py" sides "$SIDES" > "$OUT/sdpa.txt" 2> "$OUT/sdpa.err"
   SDPA_RC=$?
   set -e
   [ $SDPA_RC -eq 0 ] || { show_tail "$OUT/sdpa.err" 20; log "SDPA timing failed (rc $SDPA_RC)"; }
@@ -183,26 +157,7 @@ set +e
 SLR_RC=$?
 "$SLR_CHECK" --backend cuda --seed "$SEED" --time-only > "$OUT/ropeslr_time.txt" 2>&1
 if [ $SDPA -eq 1 ]; then
-  python3 - > "$OUT/ropeslr_sdpa.txt" 2>> "$OUT/sdpa.err" << 'PY'
-import statistics, torch
-import torch.nn.functional as F
-N = 16 * 80 * 80
-for D in (64, 128):
-    for dt, name in ((torch.bfloat16, "bf16"), (torch.float32, "f32")):
-        q, k, v = (torch.rand(1, 1, N, D, device="cuda", dtype=dt) * 2 - 1 for _ in range(3))
-        F.scaled_dot_product_attention(q, k, v)
-        torch.cuda.synchronize()
-        times = []
-        for _ in range(5):
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            F.scaled_dot_product_attention(q, k, v)
-            b.record()
-            torch.cuda.synchronize()
-            times.append(a.elapsed_time(b))
-        ms = statistics.median(times)
-        print(f"{N:<8} {D:<4} {'sdpa':<8} {name:<5} {ms:10.3f} {4.0 * N * N * D / ms * 1e-9:12.2f}", flush=True)
-PY
+  python3 "$ROOT/bench/sdpa_time.py" ropeslr > "$OUT/ropeslr_sdpa.txt" 2>> "$OUT/sdpa.err"
 fi
 set -e
 grep -v '^ok ' "$OUT/ropeslr_check.txt" || true

@@ -5,7 +5,8 @@
  *
  * Standalone (no CMocka) so it runs on the GPU machine; tests/test_gpu.c
  * includes this file with GC_NO_MAIN defined to run the same cases as CMocka
- * tests (skipped where no device is present).
+ * tests (skipped where no device is present). The command line and the
+ * median timer are bench/gpu_check_driver.h, shared with gpu_check_ropeslr.c.
  *
  *   ditattn_gpu_check [--backend cuda|hip|cpu|ref] [--seed S] [--time|--time-only]
  *                     [--sides 128,256,512] [--quiet]
@@ -168,6 +169,14 @@ static void gc_tensor_free(gc_env *env, gc_tensor *t) {
   free(t->buf);
   if (t->dmem) ditattn_free(env->gpu, t->dmem);
   memset(t, 0, sizeof *t);
+}
+/* The four tensors of an attention call. */
+static void gc_attention_tensors_free(gc_env *env, gc_tensor *q, gc_tensor *k, gc_tensor *v,
+                                      gc_tensor *o) {
+  gc_tensor_free(env, q);
+  gc_tensor_free(env, k);
+  gc_tensor_free(env, v);
+  gc_tensor_free(env, o);
 }
 static float *gc_at(const ditattn_tensor *t, int64_t b, int64_t h, int64_t n, int64_t d) {
   return (float *)t->data + b * t->stride[0] + h * t->stride[1] + n * t->stride[2] + d;
@@ -338,6 +347,19 @@ static int gc_describe(char *buf, size_t size, const char *op, const gc_shape *s
                   (long long)s->D, (long long)s->pad, s->bnhd ? "bnhd" : "bhnd", extra);
 }
 
+/* Input x of an x -> y operation (pool, rope, order) in the case's layout,
+ * filled, and output y with y_rows rows, padding y_pad and layout y_bnhd;
+ * both uploaded (y's device image all NaN). 0 if any step failed. */
+static int gc_unary_tensors_new(gc_env *env, gc_tensor *x, gc_tensor *y, const gc_shape *s,
+                                int64_t y_rows, int64_t y_pad, int y_bnhd) {
+  memset(y, 0, sizeof *y); /* freeable even when x fails */
+  if (!gc_tensor_new(env, x, s->B, s->H, s->N, s->D, s->pad, s->bnhd, s->dt) ||
+      !gc_tensor_new(env, y, s->B, s->H, y_rows, s->D, y_pad, y_bnhd, s->dt))
+    return 0;
+  gc_fill(x);
+  return gc_upload(env, x) && gc_upload(env, y);
+}
+
 static int gc_check_pool(gc_env *env) {
   int ok = 1;
   for (int i = 0; i < 9; i++) {
@@ -347,16 +369,10 @@ static int gc_check_pool(gc_env *env) {
     snprintf(extra, sizeof extra, "block=%lld", (long long)block);
     gc_describe(what, sizeof what, "pool", &s, extra);
     gc_tensor x, y;
-    if (gc_tensor_new(env, &x, s.B, s.H, s.N, s.D, s.pad, s.bnhd, s.dt) &&
-        gc_tensor_new(env, &y, s.B, s.H, n, s.D, s.pad, !s.bnhd, s.dt)) {
-      gc_fill(&x);
-      ok &= gc_upload(env, &x) && gc_upload(env, &y) &&
-            gc_status(env, ditattn_pool_mean(env->ref, &x.host, block, &y.host), env->ref, what) &&
-            gc_status(env, ditattn_pool_mean(env->gpu, &x.dev, block, &y.dev), env->gpu, what) &&
-            gc_compare_out(env, &y, what, s.dt == DITATTN_F32 ? 1e-6 : gc_tol(s.dt));
-    } else {
-      ok = 0;
-    }
+    ok &= gc_unary_tensors_new(env, &x, &y, &s, n, s.pad, !s.bnhd) &&
+          gc_status(env, ditattn_pool_mean(env->ref, &x.host, block, &y.host), env->ref, what) &&
+          gc_status(env, ditattn_pool_mean(env->gpu, &x.dev, block, &y.dev), env->gpu, what) &&
+          gc_compare_out(env, &y, what, s.dt == DITATTN_F32 ? 1e-6 : gc_tol(s.dt));
     gc_tensor_free(env, &x);
     gc_tensor_free(env, &y);
   }
@@ -404,19 +420,13 @@ static int gc_check_rope(gc_env *env) {
              in_place ? " in-place" : "");
     gc_describe(what, sizeof what, "rope", &s, extra);
     gc_tensor x, y;
-    if (gc_tensor_new(env, &x, s.B, s.H, s.N, s.D, s.pad, s.bnhd, s.dt) &&
-        gc_tensor_new(env, &y, s.B, s.H, s.N, s.D, s.pad, s.bnhd, s.dt)) {
-      gc_fill(&x);
-      gc_tensor *out = in_place ? &x : &y;
-      ok &= gc_upload(env, &x) && gc_upload(env, &y) &&
-            gc_status(env, ditattn_rope_apply(env->ref, &rp, pos, dir, &x.host, &out->host),
-                      env->ref, what) &&
-            gc_status(env, ditattn_rope_apply(env->gpu, &rp, pos, dir, &x.dev, &out->dev), env->gpu,
-                      what) &&
-            gc_compare_out(env, out, what, s.dt == DITATTN_F32 ? 1e-6 : gc_tol(s.dt));
-    } else {
-      ok = 0;
-    }
+    gc_tensor *out = in_place ? &x : &y;
+    ok &= gc_unary_tensors_new(env, &x, &y, &s, s.N, s.pad, s.bnhd) &&
+          gc_status(env, ditattn_rope_apply(env->ref, &rp, pos, dir, &x.host, &out->host), env->ref,
+                    what) &&
+          gc_status(env, ditattn_rope_apply(env->gpu, &rp, pos, dir, &x.dev, &out->dev), env->gpu,
+                    what) &&
+          gc_compare_out(env, out, what, s.dt == DITATTN_F32 ? 1e-6 : gc_tol(s.dt));
     free(pos);
     gc_tensor_free(env, &x);
     gc_tensor_free(env, &y);
@@ -439,18 +449,11 @@ static int gc_check_order(gc_env *env) {
              dir ? "inverse" : "forward");
     gc_describe(what, sizeof what, "order", &s, extra);
     gc_tensor x, y;
-    if (gc_tensor_new(env, &x, s.B, s.H, s.N, s.D, s.pad, s.bnhd, s.dt) &&
-        gc_tensor_new(env, &y, s.B, s.H, s.N, s.D, 0, !s.bnhd, s.dt)) {
-      gc_fill(&x);
-      ok &=
-          gc_upload(env, &x) && gc_upload(env, &y) &&
-          gc_status(env, ditattn_order_apply(env->ref, &op, dir, &x.host, &y.host), env->ref,
-                    what) &&
-          gc_status(env, ditattn_order_apply(env->gpu, &op, dir, &x.dev, &y.dev), env->gpu, what) &&
-          gc_compare_out(env, &y, what, 0.0);
-    } else {
-      ok = 0;
-    }
+    ok &=
+        gc_unary_tensors_new(env, &x, &y, &s, s.N, 0, !s.bnhd) &&
+        gc_status(env, ditattn_order_apply(env->ref, &op, dir, &x.host, &y.host), env->ref, what) &&
+        gc_status(env, ditattn_order_apply(env->gpu, &op, dir, &x.dev, &y.dev), env->gpu, what) &&
+        gc_compare_out(env, &y, what, 0.0);
     gc_tensor_free(env, &x);
     gc_tensor_free(env, &y);
   }
@@ -513,13 +516,38 @@ static int gc_check_merge(gc_env *env) {
   return ok;
 }
 
-/* Compares a device lse against ref's host lse. */
-static int gc_compare_lse(gc_env *env, const float *dlse, const float *ref, size_t n,
-                          const char *what, double tol) {
-  float *got = malloc(n * sizeof(float));
+/* The lse of an attention forward: ref/'s on the host, the backend's in
+ * device memory, and a host image of NaN that poisons the device one. */
+typedef struct gc_lse {
+  float *ref, *dev, *poison;
+  size_t rows;
+} gc_lse;
+
+static int gc_lse_new(gc_env *env, gc_lse *lse, size_t rows) {
+  lse->rows = rows;
+  lse->ref = malloc(rows * sizeof(float));
+  lse->dev = gc_dev_floats(env, rows);
+  lse->poison = malloc(rows * sizeof(float));
+  if (!lse->ref || !lse->dev || !lse->poison) return 0;
+  for (size_t r = 0; r < rows; r++) lse->poison[r] = NAN;
+  return 1;
+}
+static int gc_lse_poison_device(gc_env *env, const gc_lse *lse) {
+  return gc_put_floats(env, lse->dev, lse->poison, lse->rows);
+}
+static void gc_lse_free(gc_env *env, gc_lse *lse) {
+  free(lse->ref);
+  free(lse->poison);
+  if (lse->dev) ditattn_free(env->gpu, lse->dev);
+  memset(lse, 0, sizeof *lse);
+}
+
+/* Compares the device lse against ref's host lse. */
+static int gc_compare_lse(gc_env *env, const gc_lse *lse, const char *what, double tol) {
+  float *got = malloc(lse->rows * sizeof(float));
   if (!got) return 0;
-  int ok = gc_get_floats(env, got, dlse, n);
-  const double err = ok ? gc_rel_err_flat(got, ref, n) : INFINITY;
+  int ok = gc_get_floats(env, got, lse->dev, lse->rows);
+  const double err = ok ? gc_rel_err_flat(got, lse->ref, lse->rows) : INFINITY;
   free(got);
   char lwhat[512];
   snprintf(lwhat, sizeof lwhat, "%s [lse]", what);
@@ -538,39 +566,35 @@ static int gc_check_dense(gc_env *env) {
     char what[256], extra[64];
     snprintf(extra, sizeof extra, "Nk=%lld scale=%g", (long long)Nk, scale);
     gc_describe(what, sizeof what, "dense", &s, extra);
-    const size_t rows = (size_t)(s.B * s.H * s.N);
     gc_tensor q, k, v, o;
-    float *lse = malloc(rows * sizeof(float)), *dlse = gc_dev_floats(env, rows);
-    float *poison = malloc(rows * sizeof(float));
-    if (lse && dlse && poison && gc_tensor_new(env, &q, s.B, s.H, s.N, D, s.pad, s.bnhd, s.dt) &&
+    memset(&q, 0, sizeof q), memset(&k, 0, sizeof k), memset(&v, 0, sizeof v),
+        memset(&o, 0, sizeof o);
+    gc_lse lse;
+    if (gc_lse_new(env, &lse, (size_t)(s.B * s.H * s.N)) &&
+        gc_tensor_new(env, &q, s.B, s.H, s.N, D, s.pad, s.bnhd, s.dt) &&
         gc_tensor_new(env, &k, s.B, s.H, Nk, D, s.pad, s.bnhd, s.dt) &&
         gc_tensor_new(env, &v, s.B, s.H, Nk, D, s.pad, !s.bnhd, s.dt) &&
         gc_tensor_new(env, &o, s.B, s.H, s.N, D, s.pad, s.bnhd, s.dt)) {
-      for (size_t r = 0; r < rows; r++) poison[r] = NAN;
       gc_fill(&q);
       gc_fill(&k);
       gc_fill(&v);
       ok &=
           gc_upload(env, &q) && gc_upload(env, &k) && gc_upload(env, &v) && gc_upload(env, &o) &&
-          gc_put_floats(env, dlse, poison, rows) &&
+          gc_lse_poison_device(env, &lse) &&
+          gc_status(
+              env,
+              ditattn_dense_forward(env->ref, &q.host, &k.host, &v.host, scale, &o.host, lse.ref),
+              env->ref, what) &&
           gc_status(env,
-                    ditattn_dense_forward(env->ref, &q.host, &k.host, &v.host, scale, &o.host, lse),
-                    env->ref, what) &&
-          gc_status(env,
-                    ditattn_dense_forward(env->gpu, &q.dev, &k.dev, &v.dev, scale, &o.dev, dlse),
+                    ditattn_dense_forward(env->gpu, &q.dev, &k.dev, &v.dev, scale, &o.dev, lse.dev),
                     env->gpu, what) &&
           gc_compare_out(env, &o, what, gc_tol(s.dt)) &&
-          gc_compare_lse(env, dlse, lse, rows, what, s.dt == DITATTN_F32 ? 1e-5 : 1e-3);
+          gc_compare_lse(env, &lse, what, s.dt == DITATTN_F32 ? 1e-5 : 1e-3);
     } else {
       ok = 0;
     }
-    free(lse);
-    free(poison);
-    if (dlse) ditattn_free(env->gpu, dlse);
-    gc_tensor_free(env, &q);
-    gc_tensor_free(env, &k);
-    gc_tensor_free(env, &v);
-    gc_tensor_free(env, &o);
+    gc_lse_free(env, &lse);
+    gc_attention_tensors_free(env, &q, &k, &v, &o);
   }
   return ok;
 }
@@ -662,14 +686,12 @@ static int gc_llsa_case(gc_env *env, const gc_shape *s, const ditattn_llsa_param
   gc_tensor q, k, v, o;
   memset(&q, 0, sizeof q), memset(&k, 0, sizeof k), memset(&v, 0, sizeof v),
       memset(&o, 0, sizeof o);
-  float *lse = malloc(rows * sizeof(float)), *dlse = gc_dev_floats(env, rows);
-  float *poison = malloc(rows * sizeof(float));
-  if (ok && lse && dlse && poison &&
-      gc_tensor_new(env, &q, s->B, s->H, s->N, s->D, s->pad, s->bnhd, s->dt) &&
+  gc_lse lse;
+  const int lse_made = gc_lse_new(env, &lse, rows);
+  if (ok && lse_made && gc_tensor_new(env, &q, s->B, s->H, s->N, s->D, s->pad, s->bnhd, s->dt) &&
       gc_tensor_new(env, &k, s->B, s->H, s->N, s->D, s->pad, !s->bnhd, s->dt) &&
       gc_tensor_new(env, &v, s->B, s->H, s->N, s->D, 0, s->bnhd, s->dt) &&
       gc_tensor_new(env, &o, s->B, s->H, s->N, s->D, s->pad, s->bnhd, s->dt)) {
-    for (size_t r = 0; r < rows; r++) poison[r] = NAN;
     if (given_qkv) { /* B = H = 1, D = 1 contiguous: the spec's test vector */
       for (int64_t n = 0; n < s->N; n++) {
         q.buf[n] = given_qkv[n];
@@ -682,10 +704,10 @@ static int gc_llsa_case(gc_env *env, const gc_shape *s, const ditattn_llsa_param
       gc_fill(&v);
     }
     ok = gc_upload(env, &q) && gc_upload(env, &k) && gc_upload(env, &v) &&
-         gc_status(
-             env,
-             ditattn_llsa_forward(env->ref, lp, &q.host, &k.host, &v.host, &o.host, lse, &sel_ref),
-             env->ref, what);
+         gc_status(env,
+                   ditattn_llsa_forward(env->ref, lp, &q.host, &k.host, &v.host, &o.host, lse.ref,
+                                        &sel_ref),
+                   env->ref, what);
     /* The same case on each attention kernel, outputs poisoned before each. */
     for (int pi = 0; ok && pi < npaths; pi++) {
       char op[32], pwhat[320];
@@ -693,11 +715,11 @@ static int gc_llsa_case(gc_env *env, const gc_shape *s, const ditattn_llsa_param
       gc_describe(pwhat, sizeof pwhat, op, s, extra);
       for (int l = 0; l < lp->levels; l++)
         for (size_t j = 0; j < sel_count[l]; j++) sel_gpu.sel[l][j] = -7;
-      ok = gc_poison_device(env, &o) && gc_put_floats(env, dlse, poison, rows);
+      ok = gc_poison_device(env, &o) && gc_lse_poison_device(env, &lse);
       gc_set_attend_path(paths[pi]);
       ok = ok && gc_status(env,
-                           ditattn_llsa_forward(env->gpu, lp, &q.dev, &k.dev, &v.dev, &o.dev, dlse,
-                                                &sel_gpu),
+                           ditattn_llsa_forward(env->gpu, lp, &q.dev, &k.dev, &v.dev, &o.dev,
+                                                lse.dev, &sel_gpu),
                            env->gpu, pwhat);
       gc_set_attend_path(NULL);
       if (!ok) break;
@@ -711,13 +733,13 @@ static int gc_llsa_case(gc_env *env, const gc_shape *s, const ditattn_llsa_param
         ok &= gc_report(env, diff == 0, swhat, (double)diff, 0.0);
       }
       ok &= gc_compare_out(env, &o, pwhat, gc_tol(s->dt)) &&
-            gc_compare_lse(env, dlse, lse, rows, pwhat, s->dt == DITATTN_F32 ? 1e-5 : 1e-3);
+            gc_compare_lse(env, &lse, pwhat, s->dt == DITATTN_F32 ? 1e-5 : 1e-3);
     }
     if (ok && expect_o) { /* contiguous B = H = D = 1: buf is o itself */
       char vwhat[512];
       snprintf(vwhat, sizeof vwhat, "%s [ref vs spec numbers]", what);
       const double eo = gc_rel_err_flat(o.buf, expect_o, rows);
-      const double el = gc_rel_err_flat(lse, expect_lse, rows);
+      const double el = gc_rel_err_flat(lse.ref, expect_lse, rows);
       ok &= gc_report(env, eo <= 1e-5 && el <= 1e-5, vwhat, eo > el ? eo : el, 1e-5);
     }
   } else {
@@ -727,13 +749,8 @@ static int gc_llsa_case(gc_env *env, const gc_shape *s, const ditattn_llsa_param
     free(sel_ref.sel[l]);
     free(sel_gpu.sel[l]);
   }
-  free(lse);
-  free(poison);
-  if (dlse) ditattn_free(env->gpu, dlse);
-  gc_tensor_free(env, &q);
-  gc_tensor_free(env, &k);
-  gc_tensor_free(env, &v);
-  gc_tensor_free(env, &o);
+  gc_lse_free(env, &lse);
+  gc_attention_tensors_free(env, &q, &k, &v, &o);
   return ok;
 }
 
@@ -827,6 +844,10 @@ static int gc_check_unsupported(gc_env *env) {
 
 /* ------------------------------------------------------------ driver */
 typedef int (*gc_check_fn)(gc_env *env);
+typedef struct gc_check {
+  const char *name;
+  gc_check_fn fn;
+} gc_check;
 
 /* Creates the GPU and ref contexts; 0 (with *why) when the backend is not usable. */
 static int gc_env_open(gc_env *env, ditattn_backend be, uint64_t seed, const char **why) {
@@ -859,27 +880,17 @@ static void gc_env_close(gc_env *env) {
   env->gpu = env->ref = NULL;
 }
 
-static const struct {
-  const char *name;
-  gc_check_fn fn;
-} gc_checks[] = {{"pool", gc_check_pool},   {"rope", gc_check_rope},
-                 {"order", gc_check_order}, {"lse_merge", gc_check_merge},
-                 {"dense", gc_check_dense}, {"dense_backward", gc_check_dense_backward},
-                 {"llsa", gc_check_llsa},   {"unsupported", gc_check_unsupported}};
+static const gc_check gc_checks[] = {
+    {"pool", gc_check_pool},   {"rope", gc_check_rope},
+    {"order", gc_check_order}, {"lse_merge", gc_check_merge},
+    {"dense", gc_check_dense}, {"dense_backward", gc_check_dense_backward},
+    {"llsa", gc_check_llsa},   {"unsupported", gc_check_unsupported}};
 #define GC_NCHECKS ((int)(sizeof gc_checks / sizeof gc_checks[0]))
 
 #ifndef GC_NO_MAIN
-/* ------------------------------------------------------------ timing */
-static double gc_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-static int gc_cmp_double(const void *a, const void *b) {
-  const double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
+#include "gpu_check_driver.h"
 
+/* ------------------------------------------------------------ timing */
 typedef struct gc_timing {
   ditattn_context *ctx;
   const ditattn_llsa_params *lp; /* NULL: dense */
@@ -887,23 +898,13 @@ typedef struct gc_timing {
   ditattn_tensor *o;
 } gc_timing;
 
-static ditattn_status gc_run_once(const gc_timing *t) {
-  if (t->lp) return ditattn_llsa_forward(t->ctx, t->lp, t->q, t->k, t->v, t->o, NULL, NULL);
-  return ditattn_dense_forward(t->ctx, t->q, t->k, t->v, 0.0f, t->o, NULL);
-}
-
-/* Median seconds per call over `reps` synchronized calls, after a warm-up. */
-static double gc_time(const gc_timing *t, int reps) {
-  double samples[16];
-  if (reps > 16) reps = 16;
-  if (gc_run_once(t) != DITATTN_OK || ditattn_synchronize(t->ctx) != DITATTN_OK) return -1.0;
-  for (int r = 0; r < reps; r++) {
-    double t0 = gc_now();
-    if (gc_run_once(t) != DITATTN_OK || ditattn_synchronize(t->ctx) != DITATTN_OK) return -1.0;
-    samples[r] = gc_now() - t0;
-  }
-  qsort(samples, (size_t)reps, sizeof(double), gc_cmp_double);
-  return samples[reps / 2];
+/* One dense or LLSA forward, synchronized (a gc_timed_call). */
+static int gc_forward_synchronized(const void *arg) {
+  const gc_timing *t = arg;
+  const ditattn_status st =
+      t->lp ? ditattn_llsa_forward(t->ctx, t->lp, t->q, t->k, t->v, t->o, NULL, NULL)
+            : ditattn_dense_forward(t->ctx, t->q, t->k, t->v, 0.0f, t->o, NULL);
+  return st == DITATTN_OK && ditattn_synchronize(t->ctx) == DITATTN_OK;
 }
 
 #if defined(GC_CUDA_STAGE_TIMES)
@@ -920,29 +921,28 @@ static double gc_time(const gc_timing *t, int reps) {
 static const double gc_ceiling_gbs = 3000.0;   /* copy bandwidth, GB/s */
 static const double gc_ceiling_tflops = 798.0; /* bf16 dense GEMM, TFLOP/s */
 
-/* Stage s of the forward, in order: pool 1..L, select L..1, attend. */
-static int gc_stage_run(const dt_gpu_llsa *g, int s, const gc_tensor *q, const gc_tensor *k,
-                        const gc_tensor *v, const gc_tensor *o, double *scores, int32_t *idx) {
-  if (s < g->L) return dt_cuda_launch_llsa_pool(g, s + 1, &q->dev, &k->dev, &v->dev, NULL);
+/* One stage of the forward: `stage` in order pool 1..L, select L..1, attend. */
+typedef struct gc_stage_call {
+  const dt_gpu_llsa *g;
+  int stage;
+  const gc_tensor *q, *k, *v, *o;
+  double *scores;
+  int32_t *idx;
+} gc_stage_call;
+
+static int gc_stage_run(const gc_stage_call *c) {
+  const dt_gpu_llsa *g = c->g;
+  const int s = c->stage;
+  if (s < g->L) return dt_cuda_launch_llsa_pool(g, s + 1, &c->q->dev, &c->k->dev, &c->v->dev, NULL);
   if (s < 2 * g->L) {
     const int l = 2 * g->L - s;
-    return dt_cuda_launch_llsa_select(g, l, 0, g->B * g->H * g->n[l], scores, idx, NULL);
+    return dt_cuda_launch_llsa_select(g, l, 0, g->B * g->H * g->n[l], c->scores, c->idx, NULL);
   }
-  return dt_cuda_launch_llsa_attend(g, &q->dev, &k->dev, &v->dev, &o->dev, NULL, NULL);
+  return dt_cuda_launch_llsa_attend(g, &c->q->dev, &c->k->dev, &c->v->dev, &c->o->dev, NULL, NULL);
 }
-
-static double gc_stage_time(const dt_gpu_llsa *g, int s, const gc_tensor *q, const gc_tensor *k,
-                            const gc_tensor *v, const gc_tensor *o, double *scores, int32_t *idx,
-                            int reps) {
-  double samples[16];
-  if (reps > 16) reps = 16;
-  for (int r = 0; r < reps; r++) {
-    const double t0 = gc_now();
-    if (gc_stage_run(g, s, q, k, v, o, scores, idx) || dt_cuda_stream_sync(NULL)) return -1.0;
-    samples[r] = gc_now() - t0;
-  }
-  qsort(samples, (size_t)reps, sizeof(double), gc_cmp_double);
-  return samples[reps / 2];
+/* The stage, synchronized (a gc_timed_call). */
+static int gc_stage_synchronized(const void *arg) {
+  return gc_stage_run(arg) == 0 && dt_cuda_stream_sync(NULL) == 0;
 }
 
 static void gc_stage_line(int64_t N, ditattn_dtype dt, const char *name, double sec, double bytes,
@@ -1000,11 +1000,10 @@ static int gc_time_llsa_stages(gc_env *env, const ditattn_llsa_params *lp, const
   ok = ok &&
        gc_status(env, ditattn_malloc(env->gpu, max_scratch * 8, &bufs[nb++]), env->gpu, "stage") &&
        gc_status(env, ditattn_malloc(env->gpu, max_scratch * 4, &bufs[nb++]), env->gpu, "stage");
-  double *scores = ok ? bufs[nb - 2] : NULL;
-  int32_t *idx = ok ? bufs[nb - 1] : NULL;
+  gc_stage_call call = {&g, 0, q, k, v, o, ok ? bufs[nb - 2] : NULL, ok ? bufs[nb - 1] : NULL};
   /* One full forward first: selections of every level exist for the
    * stages timed after it (each stage alone is idempotent). */
-  for (int s = 0; ok && s <= 2 * g.L; s++) ok = gc_stage_run(&g, s, q, k, v, o, scores, idx) == 0;
+  for (call.stage = 0; ok && call.stage <= 2 * g.L; call.stage++) ok = gc_stage_run(&call) == 0;
   ok = ok && dt_cuda_stream_sync(NULL) == 0;
   const int reps = g.N >= 262144 ? 5 : 9;
   double pooled_bytes = 0.0, keys = (double)g.n[g.L];
@@ -1015,7 +1014,8 @@ static int gc_time_llsa_stages(gc_env *env, const ditattn_llsa_params *lp, const
     char name[32];
     snprintf(name, sizeof name, "pool%d", l);
     /* q, k, v read; pooled q, k (double) and k, v (f32) written. */
-    gc_stage_line(g.N, dt, name, gc_stage_time(&g, l - 1, q, k, v, o, scores, idx, reps),
+    call.stage = l - 1;
+    gc_stage_line(g.N, dt, name, gc_median_seconds(gc_stage_synchronized, &call, 0, reps),
                   3.0 * BH * (double)g.N * D * es + BH * nl * D * 24.0, 3.0 * BH * (double)g.N * D);
   }
   for (int l = g.L; ok && l >= 1; l--) {
@@ -1024,7 +1024,8 @@ static int gc_time_llsa_stages(gc_env *env, const ditattn_llsa_params *lp, const
     snprintf(name, sizeof name, "select%d", l);
     /* Pooled q, k (double) read, scores and indices written, picks written;
      * flops: the fp64 scores (2D per candidate). */
-    gc_stage_line(g.N, dt, name, gc_stage_time(&g, 2 * g.L - l, q, k, v, o, scores, idx, reps),
+    call.stage = 2 * g.L - l;
+    gc_stage_line(g.N, dt, name, gc_median_seconds(gc_stage_synchronized, &call, 0, reps),
                   2.0 * rows * D * 8.0 + rows * cand * 12.0 + rows * (double)g.keff[l - 1] * 4.0,
                   2.0 * rows * cand * D);
   }
@@ -1038,7 +1039,8 @@ static int gc_time_llsa_stages(gc_env *env, const ditattn_llsa_params *lp, const
     char name[32];
     gc_path_op(name, sizeof name, "attend", paths[pi]);
     gc_set_attend_path(paths[pi]);
-    gc_stage_line(g.N, dt, name, gc_stage_time(&g, 2 * g.L, q, k, v, o, scores, idx, reps),
+    call.stage = 2 * g.L;
+    gc_stage_line(g.N, dt, name, gc_median_seconds(gc_stage_synchronized, &call, 0, reps),
                   attend_bytes, attend_flops);
     gc_set_attend_path(NULL);
   }
@@ -1070,8 +1072,7 @@ static int gc_time_all(gc_env *env) {
             gc_tensor_new(env, &v, B, H, N, D, 0, 0, dt) &&
             gc_tensor_new(env, &o, B, H, N, D, 0, 0, dt))) {
         printf("%-8lld allocation failed\n", (long long)N);
-        gc_tensor_free(env, &q), gc_tensor_free(env, &k), gc_tensor_free(env, &v);
-        gc_tensor_free(env, &o);
+        gc_attention_tensors_free(env, &q, &k, &v, &o);
         return 0;
       }
       gc_fill(&q), gc_fill(&k), gc_fill(&v);
@@ -1086,7 +1087,7 @@ static int gc_time_all(gc_env *env) {
         if (op == 2 && npaths < 2) continue;
         gc_timing t = {env->gpu, op ? &lp : NULL, &q.dev, &k.dev, &v.dev, &o.dev};
         gc_set_attend_path(op == 2 ? "simt" : NULL);
-        const double sec = gc_time(&t, N >= 262144 ? 3 : 7);
+        const double sec = gc_median_seconds(gc_forward_synchronized, &t, 1, N >= 262144 ? 3 : 7);
         gc_set_attend_path(NULL);
         /* spec §6: dense 4N²D; LLSA attention 4ND(K1·b + K2·b + n_L) + selection. */
         const double nL = (double)((N + 255) / 256);
@@ -1104,68 +1105,17 @@ static int gc_time_all(gc_env *env) {
 #if defined(GC_CUDA_STAGE_TIMES)
       if (ok) gc_time_llsa_stages(env, &lp, &q, &k, &v, &o);
 #endif
-      gc_tensor_free(env, &q), gc_tensor_free(env, &k), gc_tensor_free(env, &v);
-      gc_tensor_free(env, &o);
+      gc_attention_tensors_free(env, &q, &k, &v, &o);
     }
   }
   return 1;
 }
 
 int main(int argc, char **argv) {
-  uint64_t seed = (uint64_t)time(NULL);
-  int timing = 0, quiet = 0, only = -1;
-  for (int i = 1; i < argc; i++) {
-    if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc) {
-      seed = strtoull(argv[++i], NULL, 10);
-    } else if (strcmp(argv[i], "--backend") == 0 && i + 1 < argc) {
-      ditattn_backend be;
-      if (ditattn_backend_parse(argv[++i], &be) != DITATTN_OK) {
-        fprintf(stderr, "unknown backend %s\n", argv[i]);
-        return 2;
-      }
-      only = (int)be;
-    } else if (strcmp(argv[i], "--time") == 0) {
-      timing = 1;
-    } else if (strcmp(argv[i], "--time-only") == 0) {
-      timing = 2;
-    } else if (strcmp(argv[i], "--sides") == 0 && i + 1 < argc) {
-      char *p = argv[++i];
-      for (gc_nsides = 0; gc_nsides < 8 && *p;) {
-        gc_sides[gc_nsides++] = strtoll(p, &p, 10);
-        if (*p == ',') p++;
-      }
-    } else if (strcmp(argv[i], "--quiet") == 0) {
-      quiet = 1;
-    } else {
-      fprintf(stderr, "usage: %s [--backend cuda|hip|cpu|ref] [--seed S] [--time] [--quiet]\n",
-              argv[0]);
-      return 2;
-    }
-  }
-  printf("ditattn %s gpu_check seed=%llu\n", ditattn_version(), (unsigned long long)seed);
-  int used = 0, failures = 0;
-  /* By default the GPU backends; --backend ref|cpu self-tests this harness. */
-  for (int be = 0; be < DITATTN_BACKEND_COUNT; be++) {
-    if (only >= 0 ? be != only : be != DITATTN_BACKEND_CUDA && be != DITATTN_BACKEND_HIP) continue;
-    gc_env env;
-    const char *why = "";
-    if (!gc_env_open(&env, (ditattn_backend)be, seed, &why)) {
-      printf("skip %-5s %s\n", ditattn_backend_name((ditattn_backend)be), why);
-      continue;
-    }
-    used++;
-    env.quiet = quiet;
-    for (int c = 0; timing < 2 && c < GC_NCHECKS; c++) gc_checks[c].fn(&env);
-    if (timing < 2) printf("%s: %d cases, %d failed\n", env.name, env.cases, env.failures);
-    failures += env.failures;
-    if (timing) {
-      if (env.failures)
-        printf("WARNING: %s failed checks above; timings follow anyway\n", env.name);
-      gc_time_all(&env);
-    }
-    gc_env_close(&env);
-  }
-  if (!used) return 2;
-  return failures ? 1 : 0;
+  static const char usage[] = "[--backend cuda|hip|cpu|ref] [--seed S] [--time] [--quiet]";
+  const gc_list_option sides = {"--sides", gc_sides, &gc_nsides,
+                                (int)(sizeof gc_sides / sizeof *gc_sides)};
+  const gc_checker checker = {"gpu_check", gc_checks, GC_NCHECKS, gc_time_all, &sides, usage};
+  return gc_checker_main(&checker, argc, argv);
 }
 #endif /* GC_NO_MAIN */

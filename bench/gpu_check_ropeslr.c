@@ -5,9 +5,10 @@
  * selections must equal ref/'s exactly. Also times the forward at N = 102400
  * (grid 16×80×80, b = 64, r = 64, ρ = 0.1) against dense attention (--time).
  *
- * Built on bench/gpu_check.c's harness (included), standalone so it runs on
- * the GPU machine (bench/device.sh); tests/test_gpu_ropeslr.c includes this
- * file with GCR_NO_MAIN defined to run the same cases under CMocka.
+ * Built on bench/gpu_check.c's harness (included) and its command line
+ * (bench/gpu_check_driver.h), standalone so it runs on the GPU machine
+ * (bench/device.sh); tests/test_gpu_ropeslr.c includes this file with
+ * GCR_NO_MAIN defined to run the same cases under CMocka.
  *
  *   ditattn_gpu_check_ropeslr [--backend cuda|hip|cpu|ref] [--seed S]
  *                             [--time|--time-only] [--dims 64,128] [--quiet]
@@ -35,8 +36,7 @@ static ditattn_ropeslr_weights gcr_weights(gc_tensor w[6], int dev) {
 }
 
 static void gcr_case_free(gc_env *env, gcr_case *c) {
-  gc_tensor_free(env, &c->q), gc_tensor_free(env, &c->k), gc_tensor_free(env, &c->v);
-  gc_tensor_free(env, &c->out);
+  gc_attention_tensors_free(env, &c->q, &c->k, &c->v, &c->out);
   for (int a = 0; a < 6; a++) gc_tensor_free(env, &c->w[a]);
   if (c->lse_dev) ditattn_free(env->gpu, c->lse_dev);
   free(c->pos), free(c->lse_ref), free(c->lse_got), free(c->sel_ref), free(c->sel_got);
@@ -252,52 +252,30 @@ static int gcr_check_forward(gc_env *env) {
   return 1;
 }
 
-static const struct {
-  const char *name;
-  gc_check_fn fn;
-} gcr_checks[] = {{"ropeslr_forward", gcr_check_forward}};
+static const gc_check gcr_checks[] = {{"ropeslr_forward", gcr_check_forward}};
 #define GCR_NCHECKS ((int)(sizeof gcr_checks / sizeof gcr_checks[0]))
 
 #ifndef GCR_NO_MAIN
-/* ------------------------------------------------------------ timing */
-static double gcr_now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-static int gcr_cmp_double(const void *a, const void *b) {
-  const double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
+#include "gpu_check_driver.h"
 
+/* ------------------------------------------------------------ timing */
 typedef struct gcr_timing {
   gc_env *env;
   gcr_case *c;
   int dense;
 } gcr_timing;
 
-static ditattn_status gcr_run_once(const gcr_timing *t) {
+/* One RoPeSLR or dense forward of the case, synchronized (a gc_timed_call). */
+static int gcr_forward_synchronized(const void *arg) {
+  const gcr_timing *t = arg;
   gcr_case *c = t->c;
-  if (t->dense)
-    return ditattn_dense_forward(t->env->gpu, &c->q.dev, &c->k.dev, &c->v.dev, 0.0f, &c->out.dev,
-                                 NULL);
   const ditattn_ropeslr_weights wd = gcr_weights(c->w, 1);
-  return ditattn_ropeslr_forward(t->env->gpu, &c->params, &wd, c->pos, &c->q.dev, &c->k.dev,
-                                 &c->v.dev, &c->out.dev, NULL, NULL);
-}
-
-/* Median seconds per synchronized call over `reps`, after a warm-up. */
-static double gcr_time(const gcr_timing *t, int reps) {
-  double samples[16];
-  if (reps > 16) reps = 16;
-  if (gcr_run_once(t) != DITATTN_OK || ditattn_synchronize(t->env->gpu) != DITATTN_OK) return -1;
-  for (int r = 0; r < reps; r++) {
-    const double t0 = gcr_now();
-    if (gcr_run_once(t) != DITATTN_OK || ditattn_synchronize(t->env->gpu) != DITATTN_OK) return -1;
-    samples[r] = gcr_now() - t0;
-  }
-  qsort(samples, (size_t)reps, sizeof(double), gcr_cmp_double);
-  return samples[reps / 2];
+  const ditattn_status st =
+      t->dense ? ditattn_dense_forward(t->env->gpu, &c->q.dev, &c->k.dev, &c->v.dev, 0.0f,
+                                       &c->out.dev, NULL)
+               : ditattn_ropeslr_forward(t->env->gpu, &c->params, &wd, c->pos, &c->q.dev, &c->k.dev,
+                                         &c->v.dev, &c->out.dev, NULL, NULL);
+  return st == DITATTN_OK && ditattn_synchronize(t->env->gpu) == DITATTN_OK;
 }
 
 static int64_t gcr_dims[4] = {64, 128};
@@ -330,7 +308,7 @@ static int gcr_time_all(gc_env *env) {
         if (op == 2 && npaths < 2) continue;
         gcr_timing t = {env, &c, op == 1};
         gc_set_attend_path(op == 2 ? "simt" : NULL);
-        const double sec = gcr_time(&t, 5);
+        const double sec = gc_median_seconds(gcr_forward_synchronized, &t, 1, 5);
         gc_set_attend_path(NULL);
         const double flops =
             op == 1 ? 4.0 * N * N * D : 4.0 * N * K * 64.0 * D + 8.0 * N * D * r + n * K * r * D;
@@ -350,61 +328,12 @@ static int gcr_time_all(gc_env *env) {
 }
 
 int main(int argc, char **argv) {
-  uint64_t seed = (uint64_t)time(NULL);
-  int timing = 0, quiet = 0, only = -1;
-  for (int i = 1; i < argc; i++) {
-    if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc) {
-      seed = strtoull(argv[++i], NULL, 10);
-    } else if (strcmp(argv[i], "--backend") == 0 && i + 1 < argc) {
-      ditattn_backend be;
-      if (ditattn_backend_parse(argv[++i], &be) != DITATTN_OK) {
-        fprintf(stderr, "unknown backend %s\n", argv[i]);
-        return 2;
-      }
-      only = (int)be;
-    } else if (strcmp(argv[i], "--time") == 0) {
-      timing = 1;
-    } else if (strcmp(argv[i], "--time-only") == 0) {
-      timing = 2;
-    } else if (strcmp(argv[i], "--dims") == 0 && i + 1 < argc) {
-      char *p = argv[++i];
-      for (gcr_ndims = 0; gcr_ndims < 4 && *p;) {
-        gcr_dims[gcr_ndims++] = strtoll(p, &p, 10);
-        if (*p == ',') p++;
-      }
-    } else if (strcmp(argv[i], "--quiet") == 0) {
-      quiet = 1;
-    } else {
-      fprintf(stderr,
-              "usage: %s [--backend cuda|hip|cpu|ref] [--seed S] [--time|--time-only] "
-              "[--dims 64,128] [--quiet]\n",
-              argv[0]);
-      return 2;
-    }
-  }
-  printf("ditattn %s gpu_check_ropeslr seed=%llu\n", ditattn_version(), (unsigned long long)seed);
-  int used = 0, failures = 0;
-  for (int be = 0; be < DITATTN_BACKEND_COUNT; be++) {
-    if (only >= 0 ? be != only : be != DITATTN_BACKEND_CUDA && be != DITATTN_BACKEND_HIP) continue;
-    gc_env env;
-    const char *why = "";
-    if (!gc_env_open(&env, (ditattn_backend)be, seed, &why)) {
-      printf("skip %-5s %s\n", ditattn_backend_name((ditattn_backend)be), why);
-      continue;
-    }
-    used++;
-    env.quiet = quiet;
-    for (int c = 0; timing < 2 && c < GCR_NCHECKS; c++) gcr_checks[c].fn(&env);
-    if (timing < 2) printf("%s: %d cases, %d failed\n", env.name, env.cases, env.failures);
-    failures += env.failures;
-    if (timing) {
-      if (env.failures)
-        printf("WARNING: %s failed checks above; timings follow anyway\n", env.name);
-      gcr_time_all(&env);
-    }
-    gc_env_close(&env);
-  }
-  if (!used) return 2;
-  return failures ? 1 : 0;
+  static const char usage[] =
+      "[--backend cuda|hip|cpu|ref] [--seed S] [--time|--time-only] [--dims 64,128] [--quiet]";
+  const gc_list_option dims = {"--dims", gcr_dims, &gcr_ndims,
+                               (int)(sizeof gcr_dims / sizeof *gcr_dims)};
+  const gc_checker checker = {"gpu_check_ropeslr", gcr_checks, GCR_NCHECKS,
+                              gcr_time_all,        &dims,      usage};
+  return gc_checker_main(&checker, argc, argv);
 }
 #endif /* GCR_NO_MAIN */
