@@ -25,7 +25,9 @@ static inline unsigned slr_grid(long long total) {
        e += (long long)gridDim.x * blockDim.x)
 
 /* ---------------------------------------------------------------- selection */
-/* Block means of q and k in double, [BH][n][D] (spec §2, as ref/). */
+/* Block means of q and k in double (spec §2, as ref/): q as [BH][n][D],
+ * k transposed to [BH][D][n] so that the selection's lanes, one key block
+ * each, read consecutive addresses. */
 template <typename T>
 __global__ void slr_pool_kernel(View<const T> q, View<const T> k, dt_gpu_ropeslr p,
                                 long long total) {
@@ -33,7 +35,7 @@ __global__ void slr_pool_kernel(View<const T> q, View<const T> k, dt_gpu_ropeslr
     const long long d = e % p.D, c = e / p.D % p.n, bh = e / p.D / p.n;
     const long long j0 = c * p.b, j1 = p.N - j0 > p.b ? j0 + p.b : p.N;
     p.pq64[e] = block_mean(q, bh, j0, j1, d);
-    p.pk64[e] = block_mean(k, bh, j0, j1, d);
+    p.pk64[(bh * p.D + d) * p.n + c] = block_mean(k, bh, j0, j1, d);
   }
 }
 
@@ -51,13 +53,12 @@ __global__ void __launch_bounds__(kSlrSelectThreads)
   const long long lw = row0 + w, bh = lw / p.G_n, G = p.G_lo + lw % p.G_n, row = bh * p.n + G;
   const int D = (int)p.D, n = (int)p.n;
   const double *qrow = p.pq64 + row * p.D;
-  const double *kbase = p.pk64 + bh * p.n * p.D;
+  const double *kt = p.pk64 + bh * p.D * p.n; /* [D][n] */
   double *sc = p.scores + w * p.n;
   int *ix = p.idx + w * p.n;
   for (int c = lane; c < n; c += DT_WARP) {
-    const double *krow = kbase + (long long)c * p.D;
     double s = 0.0;
-    for (int d = 0; d < D; d++) s = add_rn(s, mul_rn(qrow[d], krow[d]));
+    for (int d = 0; d < D; d++) s = add_rn(s, mul_rn(qrow[d], kt[(long long)d * n + c]));
     sc[c] = s;
     ix[c] = c;
   }
@@ -136,20 +137,45 @@ __global__ void slr_softmax_kernel(double *x, long long N, long long i0, long lo
   }
 }
 
-/* S_C[m][d] = Σ_{j∈C} g_j[m] v_j[d] (d < D), z_C[m] = Σ g_j[m] (d = D). */
+/* S_C[m][d] = Σ_{j∈C} g_j[m] v_j[d] (d < D), z_C[m] = Σ g_j[m] (d = D).
+ * One thread block per (bh, C, chunk of kFactorM ranks m): thread dd holds
+ * the kFactorM sums of its column, so each v_j[dd] it loads serves
+ * kFactorM products, and the chunk's g_j[m] are staged in shared memory
+ * (broadcast reads). Every sum still runs over j in order, one term at a
+ * time: the values do not depend on this layout. */
+static const int kFactorM = 16, kFactorJ = 32;
+
 template <typename T>
-__global__ void slr_factor_kernel(View<const T> v, dt_gpu_ropeslr p, long long total) {
-  const long long D1 = p.D + 1;
-  SLR_FOR(e, total) {
-    const long long dd = e % D1, m = e / D1 % p.r, C = e / D1 / p.r % p.n, bh = e / D1 / p.r / p.n;
-    const long long j0 = C * p.b, j1 = p.N - j0 > p.b ? j0 + p.b : p.N;
-    const double *g = p.g + bh * p.N * p.r + m;
-    double acc = 0.0;
-    for (long long j = j0; j < j1; j++) {
-      const double gj = g[j * p.r];
-      acc += dd < p.D ? gj * (double)to_f32(v.row(bh, j)[dd]) : gj;
+__global__ void slr_factor_kernel(View<const T> v, dt_gpu_ropeslr p, long long m_chunks) {
+  __shared__ double gs[kFactorJ][kFactorM];
+  const long long D1 = p.D + 1, mc = blockIdx.x % m_chunks, C = blockIdx.x / m_chunks % p.n,
+                  bh = blockIdx.x / m_chunks / p.n, m0 = mc * kFactorM;
+  const long long j0 = C * p.b, j1 = p.N - j0 > p.b ? j0 + p.b : p.N;
+  const double *g = p.g + bh * p.N * p.r;
+  for (long long dd0 = 0; dd0 < D1; dd0 += blockDim.x) {
+    const long long dd = dd0 + threadIdx.x;
+    double acc[kFactorM];
+    for (int t = 0; t < kFactorM; t++) acc[t] = 0.0;
+    for (long long js = j0; js < j1; js += kFactorJ) {
+      const long long jn = j1 - js < kFactorJ ? j1 - js : kFactorJ;
+      __syncthreads(); /* the previous tile is consumed */
+      for (long long x = threadIdx.x; x < jn * kFactorM; x += blockDim.x) {
+        const long long m = m0 + x % kFactorM;
+        gs[x / kFactorM][x % kFactorM] = m < p.r ? g[(js + x / kFactorM) * p.r + m] : 0.0;
+      }
+      __syncthreads();
+      if (dd < D1)
+        for (long long j = 0; j < jn; j++) {
+          const double vj = dd < p.D ? (double)to_f32(v.row(bh, js + j)[dd]) : 1.0;
+          for (int t = 0; t < kFactorM; t++) {
+            const double gj = gs[j][t];
+            acc[t] += dd < p.D ? gj * vj : gj;
+          }
+        }
     }
-    p.SC[e] = acc;
+    if (dd < D1)
+      for (int t = 0; t < kFactorM && m0 + t < p.r; t++)
+        p.SC[((bh * p.n + C) * p.r + m0 + t) * D1 + dd] = acc[t];
   }
 }
 
@@ -166,14 +192,15 @@ __global__ void slr_total_kernel(dt_gpu_ropeslr p, long long total) {
 }
 
 /* S_bg(G) = S − Σ_{C∈sel[G]} S_C (spec §3, the selected blocks are
- * distinct), for the selected query blocks G_lo .. G_lo + G_n - 1. */
-__global__ void slr_background_kernel(dt_gpu_ropeslr p, long long total) {
-  const long long rd1 = p.r * (p.D + 1);
-  SLR_FOR(e, total) {
-    const long long x = e % rd1, G = p.G_lo + e / rd1 % p.G_n, bh = e / rd1 / p.G_n;
-    const int32_t *sel = p.sel + (bh * p.n + G) * p.K;
+ * distinct), for the selected query blocks G_lo .. G_lo + G_n - 1: one
+ * thread block per (bh, G), its threads along the r·(D+1) entries. */
+__global__ void slr_background_kernel(dt_gpu_ropeslr p) {
+  const long long rd1 = p.r * (p.D + 1), G = p.G_lo + blockIdx.x % p.G_n, bh = blockIdx.x / p.G_n;
+  const int32_t *sel = p.sel + (bh * p.n + G) * p.K;
+  const double *sc = p.SC + bh * p.n * rd1;
+  for (long long x = threadIdx.x; x < rd1; x += blockDim.x) {
     double acc = p.S[bh * rd1 + x];
-    for (long long t = 0; t < p.K; t++) acc -= p.SC[(bh * p.n + sel[t]) * rd1 + x];
+    for (long long t = 0; t < p.K; t++) acc -= sc[sel[t] * rd1 + x];
     p.Sbg[(bh * p.n + G) * rd1 + x] = acc;
   }
 }
@@ -269,13 +296,15 @@ static int slr_forward_typed(const dt_gpu_ropeslr &p, const ditattn_tensor *q,
     if ((st = launch_status())) return st;
   }
   /* §3 factors and readout */
-  total = BH * p.n * p.r * D1;
-  slr_factor_kernel<T><<<slr_grid(total), kSlrThreads, 0, s>>>(vv, p, total);
+  const long long m_chunks = (p.r + kFactorM - 1) / kFactorM;
+  const int factor_threads = D1 < 128 ? (int)((D1 + DT_WARP - 1) / DT_WARP * DT_WARP) : 128;
+  if (BH * p.n * m_chunks > INT_MAX) return DT_GPU_NOT_IMPLEMENTED;
+  slr_factor_kernel<T><<<(unsigned)(BH * p.n * m_chunks), factor_threads, 0, s>>>(vv, p, m_chunks);
   if ((st = launch_status())) return st;
   slr_total_kernel<<<slr_grid(BH * p.r * D1), kSlrThreads, 0, s>>>(p, BH * p.r * D1);
   if ((st = launch_status())) return st;
-  total = BH * p.G_n * p.r * D1;
-  slr_background_kernel<<<slr_grid(total), kSlrThreads, 0, s>>>(p, total);
+  if (BH * p.G_n > INT_MAX) return DT_GPU_NOT_IMPLEMENTED;
+  slr_background_kernel<<<(unsigned)(BH * p.G_n), kSlrThreads, 0, s>>>(p);
   if ((st = launch_status())) return st;
   total = BH * nq * p.D;
   slr_readout_kernel<<<slr_grid(total), kSlrThreads, 0, s>>>(p, total);

@@ -17,7 +17,7 @@ typedef struct dt_gpu_ropeslr {
   float scale;
   int force_own, softmax_feature;
   const int32_t *pos;  /* N triples (t, y, x), device */
-  double *pq64, *pk64; /* [BH][n][D] block means (bit-identical to ref/) */
+  double *pq64, *pk64; /* block means (bit-identical to ref/): q [BH][n][D], k [BH][D][n] */
   int32_t *sel;        /* [BH][n][K] rank order, own block forced last */
   double *scores;      /* selection scratch [select_rows][n] */
   int32_t *idx;        /* selection scratch [select_rows][n] */
