@@ -79,6 +79,66 @@ __global__ void __launch_bounds__(kSlrSelectThreads)
   if (lane == 0 && p.force_own && !own_taken) out[p.K - 1] = (int32_t)G;
 }
 
+/* The same selection for n <= kSlrSortMax blocks, one thread block per
+ * (bh, G) row: the scores (same operations, so the same values), then a
+ * bitonic sort in shared memory by (score descending, index ascending) —
+ * the order of the K passes above, picked at once however large K is (the
+ * passes cost K scans of n: K = ρn makes that quadratic in n). */
+static const int kSlrSortThreads = 256, kSlrSortMax = 4096;
+
+DT_DEV bool slr_ranks_before(double sa, int ia, double sb, int ib) {
+  return sa > sb || (sa == sb && ia < ib);
+}
+
+__global__ void __launch_bounds__(kSlrSortThreads)
+    slr_select_sort_kernel(dt_gpu_ropeslr p, int n_pad) {
+  extern __shared__ double slr_sort_smem[];
+  double *key = slr_sort_smem;
+  int *ix = (int *)(key + n_pad);
+  const long long bh = blockIdx.x / p.G_n, G = p.G_lo + blockIdx.x % p.G_n, row = bh * p.n + G;
+  const int D = (int)p.D, n = (int)p.n;
+  const double *qrow = p.pq64 + row * p.D;
+  const double *kt = p.pk64 + bh * p.D * p.n; /* [D][n] */
+  for (int c = threadIdx.x; c < n_pad; c += blockDim.x) {
+    double sc = -INFINITY;
+    if (c < n) {
+      sc = 0.0;
+      for (int d = 0; d < D; d++) sc = add_rn(sc, mul_rn(qrow[d], kt[(long long)d * n + c]));
+    }
+    key[c] = sc;
+    ix[c] = c < n ? c : INT_MAX; /* padding ranks last */
+  }
+  __syncthreads();
+  for (int size = 2; size <= n_pad; size <<= 1)
+    for (int stride = size >> 1; stride > 0; stride >>= 1) {
+      for (int t = threadIdx.x; t < n_pad; t += blockDim.x) {
+        const int u = t ^ stride;
+        if (u > t) {
+          const bool first_half_up = (t & size) == 0; /* t should rank before u */
+          const bool swap = first_half_up ? slr_ranks_before(key[u], ix[u], key[t], ix[t])
+                                          : slr_ranks_before(key[t], ix[t], key[u], ix[u]);
+          if (swap) {
+            const double ks = key[t];
+            const int is = ix[t];
+            key[t] = key[u];
+            ix[t] = ix[u];
+            key[u] = ks;
+            ix[u] = is;
+          }
+        }
+      }
+      __syncthreads();
+    }
+  int32_t *out = p.sel + row * p.K;
+  int own_taken = 0;
+  for (long long t = threadIdx.x; t < p.K; t += blockDim.x) {
+    out[t] = ix[t];
+    own_taken |= ix[t] == (int)G;
+  }
+  own_taken = __syncthreads_or(own_taken);
+  if (threadIdx.x == 0 && p.force_own && !own_taken) out[p.K - 1] = (int32_t)G;
+}
+
 /* ---------------------------------------------------------------- sparse branch */
 /* Keys of query block g: the tokens of its K selected key blocks, in rank
  * order (positions past N in a partial last block are masked). */
@@ -256,7 +316,14 @@ static int slr_forward_typed(const dt_gpu_ropeslr &p, const ditattn_tensor *q,
   slr_pool_kernel<T><<<slr_grid(total), kSlrThreads, 0, s>>>(qv, kv, p, total);
   if ((st = launch_status())) return st;
   const long long rows = BH * p.G_n, warps = kSlrSelectThreads / DT_WARP;
-  for (long long r0 = 0; r0 < rows; r0 += p.select_rows) {
+  int n_pad = 1;
+  while (n_pad < p.n) n_pad <<= 1;
+  if (p.n <= kSlrSortMax && rows <= INT_MAX) {
+    const size_t smem = (size_t)n_pad * (sizeof(double) + sizeof(int));
+    slr_select_sort_kernel<<<(unsigned)rows, kSlrSortThreads, smem, s>>>(p, n_pad);
+    if ((st = launch_status())) return st;
+  }
+  for (long long r0 = 0; r0 < rows && p.n > kSlrSortMax; r0 += p.select_rows) {
     const long long nr = rows - r0 < p.select_rows ? rows - r0 : p.select_rows;
     slr_select_kernel<<<blocks_for(nr, (int)warps), kSlrSelectThreads, 0, s>>>(p, r0, nr);
     if ((st = launch_status())) return st;
