@@ -168,20 +168,48 @@ struct SlrKeys {
 /* ---------------------------------------------------------------- low-rank branch */
 /* u = E^t[t] + E^y[y] + E^x[x] + projᵀ x_i (spec §3) for tokens
  * [i0, i0 + ni), into out [BH][N][r]; φ = elu + 1 applied here, softmax by
- * slr_softmax_kernel. */
+ * slr_softmax_kernel. One thread block per (bh, kFeatTokens tokens), the
+ * tokens' x staged in shared memory; thread m loads each proj[d][m] once
+ * for all of them. Each u still sums its terms in ref/'s order. */
+static const int kFeatTokens = 16, kFeatD = 64;
+
 template <typename T>
 __global__ void slr_feature_kernel(View<const T> x, View<const float> proj, View<const float> et,
                                    View<const float> ey, View<const float> ex, dt_gpu_ropeslr p,
-                                   long long i0, long long ni, double *out, long long total) {
-  SLR_FOR(e, total) {
-    const long long m = e % p.r, i = i0 + e / p.r % ni, bh = e / p.r / ni, h = bh % p.H;
-    const int32_t *pi = p.pos + 3 * i;
-    double u = add_rn(add_rn((double)et.row(h, pi[0])[m], (double)ey.row(h, pi[1])[m]),
+                                   long long i0, long long ni, double *out) {
+  __shared__ float xs[kFeatTokens][kFeatD];
+  const long long chunks = (ni + kFeatTokens - 1) / kFeatTokens;
+  const long long bh = blockIdx.x / chunks, t0 = i0 + blockIdx.x % chunks * kFeatTokens;
+  const long long h = bh % p.H, tn = i0 + ni - t0 < kFeatTokens ? i0 + ni - t0 : kFeatTokens;
+  for (long long m0 = 0; m0 < p.r; m0 += blockDim.x) {
+    const long long m = m0 + threadIdx.x;
+    double u[kFeatTokens];
+    for (int t = 0; t < kFeatTokens; t++) {
+      u[t] = 0.0;
+      if (t < tn && m < p.r) {
+        const int32_t *pi = p.pos + 3 * (t0 + t);
+        u[t] = add_rn(add_rn((double)et.row(h, pi[0])[m], (double)ey.row(h, pi[1])[m]),
                       (double)ex.row(h, pi[2])[m]);
-    const T *xi = x.row(bh, i);
-    for (long long d = 0; d < p.D; d++)
-      u = add_rn(u, mul_rn((double)to_f32(xi[d]), (double)proj.row(h, d)[m]));
-    out[(bh * p.N + i) * p.r + m] = p.softmax_feature ? u : (u > 0.0 ? u + 1.0 : exp(u));
+      }
+    }
+    for (long long d0 = 0; d0 < p.D; d0 += kFeatD) {
+      const long long dn = p.D - d0 < kFeatD ? p.D - d0 : kFeatD;
+      __syncthreads(); /* the previous tile is consumed */
+      for (long long e = threadIdx.x; e < tn * kFeatD; e += blockDim.x) {
+        const long long t = e / kFeatD, d = e % kFeatD;
+        xs[t][d] = d < dn ? to_f32(x.row(bh, t0 + t)[d0 + d]) : 0.0f;
+      }
+      __syncthreads();
+      if (m < p.r)
+        for (long long d = 0; d < dn; d++) {
+          const double pd = (double)proj.row(h, d0 + d)[m];
+          for (int t = 0; t < kFeatTokens; t++) u[t] = add_rn(u[t], mul_rn((double)xs[t][d], pd));
+        }
+    }
+    if (m < p.r)
+      for (int t = 0; t < kFeatTokens && t < tn; t++)
+        out[(bh * p.N + t0 + t) * p.r + m] =
+            p.softmax_feature ? u[t] : (u[t] > 0.0 ? u[t] + 1.0 : exp(u[t]));
   }
 }
 
@@ -347,13 +375,15 @@ static int slr_forward_typed(const dt_gpu_ropeslr &p, const ditattn_tensor *q,
   /* Query features of the computed rows only; key features of every token
    * (every block's factors are needed). */
   const long long nq = p.q_hi - p.q_lo;
-  total = BH * nq * p.r;
-  slr_feature_kernel<T><<<slr_grid(total), kSlrThreads, 0, s>>>(
-      qv, make_view<const float>(&w->A), et, ey, ex, p, p.q_lo, nq, p.f, total);
+  const int feat_threads = p.r < 128 ? (int)((p.r + DT_WARP - 1) / DT_WARP * DT_WARP) : 128;
+  const long long q_chunks = (nq + kFeatTokens - 1) / kFeatTokens,
+                  k_chunks = (p.N + kFeatTokens - 1) / kFeatTokens;
+  if (BH * k_chunks > INT_MAX) return DT_GPU_NOT_IMPLEMENTED;
+  slr_feature_kernel<T><<<(unsigned)(BH * q_chunks), feat_threads, 0, s>>>(
+      qv, make_view<const float>(&w->A), et, ey, ex, p, p.q_lo, nq, p.f);
   if ((st = launch_status())) return st;
-  total = BH * p.N * p.r;
-  slr_feature_kernel<T><<<slr_grid(total), kSlrThreads, 0, s>>>(kv, make_view<const float>(&w->Bk),
-                                                                et, ey, ex, p, 0, p.N, p.g, total);
+  slr_feature_kernel<T><<<(unsigned)(BH * k_chunks), feat_threads, 0, s>>>(
+      kv, make_view<const float>(&w->Bk), et, ey, ex, p, 0, p.N, p.g);
   if ((st = launch_status())) return st;
   if (p.softmax_feature) {
     slr_softmax_kernel<<<slr_grid(BH * nq), kSlrThreads, 0, s>>>(p.f, p.N, p.q_lo, nq, BH * nq,
