@@ -150,11 +150,20 @@ static int gcr_check_lowrank_share(gc_env *env, gcr_case *c, const char *what) {
 /* Runs one case on ref/ and on the backend, once per attention kernel
  * (gc_attend_paths: mma and simt on CUDA for bf16/f16, D in {64, 128}) with
  * out, lse and selection poisoned before each; compares all three. */
-static int gcr_run_case(gc_env *env, const gc_shape *s, const ditattn_ropeslr_params *params) {
+/* nan_key >= 0: key token nan_key is NaN in every (b, h, channel), so
+ * every query block has a NaN score (its pooled key block's): only the
+ * selections are compared (ref/'s K passes define their order). */
+static int gcr_run_case_nan(gc_env *env, const gc_shape *s, const ditattn_ropeslr_params *params,
+                            int64_t nan_key) {
   gcr_case c;
   char what[512];
   int ok = gcr_case_new(env, &c, s, params);
-  gcr_describe(what, sizeof what, &c, "ropeslr");
+  gcr_describe(what, sizeof what, &c, nan_key >= 0 ? "ropeslr[nan key]" : "ropeslr");
+  if (ok && nan_key >= 0) {
+    for (int64_t bh = 0; bh < s->B * s->H; bh++)
+      for (int64_t d = 0; d < s->D; d++) *gc_at(&c.k.host, bh / s->H, bh % s->H, nan_key, d) = NAN;
+    ok = gc_upload(env, &c.k);
+  }
   if (!ok) {
     gc_report(env, 0, what, INFINITY, 0.0);
     gcr_case_free(env, &c);
@@ -165,7 +174,7 @@ static int gcr_run_case(gc_env *env, const gc_shape *s, const ditattn_ropeslr_pa
                  ditattn_ropeslr_forward(env->ref, params, &wh, c.pos, &c.q.host, &c.k.host,
                                          &c.v.host, &c.out.host, c.lse_ref, c.sel_ref),
                  env->ref, what);
-  if (ok) ok = gcr_check_lowrank_share(env, &c, what);
+  if (ok && nan_key < 0) ok = gcr_check_lowrank_share(env, &c, what);
   const char *paths[2];
   const int npaths = gc_attend_paths(env, s->dt, s->D, paths);
   for (int pi = 0; ok && pi < npaths; pi++) {
@@ -185,12 +194,14 @@ static int gcr_run_case(gc_env *env, const gc_shape *s, const ditattn_ropeslr_pa
     gc_set_attend_path(NULL);
     if (!ok) break;
     const double tol = gc_tol(s->dt);
+    if (nan_key >= 0) goto selection;
     snprintf(w2, sizeof w2, "%s [out]", pwhat);
     gc_compare_out(env, &c.out, w2, tol);
     ok = gc_get_floats(env, c.lse_got, c.lse_dev, c.lse_count);
     const double lerr = ok ? gc_rel_err_flat(c.lse_got, c.lse_ref, c.lse_count) : INFINITY;
     snprintf(w2, sizeof w2, "%s [lse]", pwhat);
     gc_report(env, lerr <= tol, w2, lerr, tol);
+  selection:;
     size_t differ = 0;
     for (size_t i = 0; i < c.sel_count; i++) differ += c.sel_got[i] != c.sel_ref[i];
     snprintf(w2, sizeof w2, "%s [sel: %zu of %zu entries differ]", pwhat, differ, c.sel_count);
@@ -198,6 +209,10 @@ static int gcr_run_case(gc_env *env, const gc_shape *s, const ditattn_ropeslr_pa
   }
   gcr_case_free(env, &c);
   return ok;
+}
+
+static int gcr_run_case(gc_env *env, const gc_shape *s, const ditattn_ropeslr_params *params) {
+  return gcr_run_case_nan(env, s, params, -1);
 }
 
 /* Random params on a random grid; `kind` forces the edge cases in turn. */
@@ -248,6 +263,19 @@ static int gcr_check_forward(gc_env *env) {
     p.force_own_block = i % 2;
     p.rank = gc_int(8, 48);
     gcr_run_case(env, &s, &p);
+  }
+  /* Selection paths of the GPU kernel: a NaN score (the K passes instead of
+   * the sort), and n > 4096 blocks (passes for every row). */
+  for (int i = 0; i < 2; i++) {
+    const int64_t T = 2, Hg = i ? 50 : 9, W = i ? 43 : 11, N = T * Hg * W;
+    gc_shape s = gc_random_shape(N, 16, gc_pick_dtype(i));
+    ditattn_ropeslr_params p = ditattn_ropeslr_params_default();
+    p.grid[0] = T, p.grid[1] = Hg, p.grid[2] = W;
+    p.block = i ? 1 : 4; /* n = 4300 blocks, then 50 */
+    p.rho = i ? 0.02 : 0.3;
+    p.force_own_block = 1;
+    p.rank = 8;
+    gcr_run_case_nan(env, &s, &p, i ? -1 : gc_int(0, N - 1));
   }
   return 1;
 }

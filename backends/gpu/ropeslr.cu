@@ -41,6 +41,28 @@ __global__ void slr_pool_kernel(View<const T> q, View<const T> k, dt_gpu_ropeslr
 
 static const int kSlrSelectThreads = 128;
 
+/* One warp: K passes of "best ranked after the previous pick" over the n
+ * scores sc (indices ix) of query block G into out, then the own block
+ * replaces the last pick when force_own and not picked. */
+DT_DEV void slr_select_passes(const double *sc, const int *ix, int n, int G,
+                              const dt_gpu_ropeslr &p, int32_t *out) {
+  const int lane = threadIdx.x % DT_WARP;
+  double prev_s = 0.0;
+  int prev_i = -1, own_taken = 0;
+  for (long long t = 0; t < p.K; t++) {
+    double bs;
+    int bi;
+    dt_wa_lane_scan(sc, ix, n, lane, DT_WARP, prev_s, prev_i, &bs, &bi);
+    warp_best(&bs, &bi);
+    /* K <= n distinct candidates: bi is always a real block. */
+    if (lane == 0) out[t] = bi;
+    own_taken |= bi == G;
+    prev_s = bs;
+    prev_i = bi;
+  }
+  if (lane == 0 && p.force_own && !own_taken) out[p.K - 1] = (int32_t)G;
+}
+
 /* One warp per (bh, G) row: unfused double scores pq_G·pk_C over d in order
  * (ref/ropeslr_select.c's operations, so the scores and picks equal ref/'s,
  * ties by smaller index), K passes of "best ranked after the previous pick",
@@ -62,21 +84,7 @@ __global__ void __launch_bounds__(kSlrSelectThreads)
     sc[c] = s;
     ix[c] = c;
   }
-  int32_t *out = p.sel + row * p.K;
-  double prev_s = 0.0;
-  int prev_i = -1, own_taken = 0;
-  for (long long t = 0; t < p.K; t++) {
-    double bs;
-    int bi;
-    dt_wa_lane_scan(sc, ix, n, lane, DT_WARP, prev_s, prev_i, &bs, &bi);
-    warp_best(&bs, &bi);
-    /* K <= n distinct candidates: bi is always a real block. */
-    if (lane == 0) out[t] = bi;
-    own_taken |= bi == (int)G;
-    prev_s = bs;
-    prev_i = bi;
-  }
-  if (lane == 0 && p.force_own && !own_taken) out[p.K - 1] = (int32_t)G;
+  slr_select_passes(sc, ix, n, (int)G, p, p.sel + row * p.K);
 }
 
 /* The same selection for n <= kSlrSortMax blocks, one thread block per
@@ -93,6 +101,7 @@ DT_DEV bool slr_ranks_before(double sa, int ia, double sb, int ib) {
 __global__ void __launch_bounds__(kSlrSortThreads)
     slr_select_sort_kernel(dt_gpu_ropeslr p, int n_pad) {
   extern __shared__ double slr_sort_smem[];
+  int has_nan = 0;
   double *key = slr_sort_smem;
   int *ix = (int *)(key + n_pad);
   const long long bh = blockIdx.x / p.G_n, G = p.G_lo + blockIdx.x % p.G_n, row = bh * p.n + G;
@@ -107,8 +116,15 @@ __global__ void __launch_bounds__(kSlrSortThreads)
     }
     key[c] = sc;
     ix[c] = c < n ? c : INT_MAX; /* padding ranks last */
+    has_nan |= isnan(sc);
   }
-  __syncthreads();
+  int32_t *out = p.sel + row * p.K;
+  if (__syncthreads_or(has_nan)) {
+    /* A NaN score has no place in a sort: the K passes of ref/ give the
+     * deterministic order it defines (docs/ropeslr.md). */
+    if (threadIdx.x < DT_WARP) slr_select_passes(key, ix, n, (int)G, p, out);
+    return;
+  }
   for (int size = 2; size <= n_pad; size <<= 1)
     for (int stride = size >> 1; stride > 0; stride >>= 1) {
       for (int t = threadIdx.x; t < n_pad; t += blockDim.x) {
@@ -129,7 +145,6 @@ __global__ void __launch_bounds__(kSlrSortThreads)
       }
       __syncthreads();
     }
-  int32_t *out = p.sel + row * p.K;
   int own_taken = 0;
   for (long long t = threadIdx.x; t < p.K; t += blockDim.x) {
     out[t] = ix[t];
