@@ -158,6 +158,11 @@ struct ditattn_context {
   int num_threads;
   void *stream;
   void *backend_state; /* owned by the backend (init/fini) */
+  /* State a layer above keeps with the context across calls (dist/'s
+   * gather buffers and IPC mappings); ext_free releases it when the
+   * context is destroyed, before the backend's fini. */
+  void *ext;
+  void (*ext_free)(ditattn_context *ctx, void *ext);
   char last_error[512];
 };
 

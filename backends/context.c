@@ -56,6 +56,7 @@ ditattn_status ditattn_context_create(ditattn_backend backend, ditattn_context *
 
 void ditattn_context_destroy(ditattn_context *ctx) {
   if (!ctx) return;
+  if (ctx->ext_free) ctx->ext_free(ctx, ctx->ext);
   if (ctx->ops && ctx->ops->fini) ctx->ops->fini(ctx);
   dt_free(ctx);
 }

@@ -52,12 +52,37 @@ typedef ditattn_status (*dt_device_ring_step_n_fn)(void *user, int step, int src
 ditattn_status dt_device_ring_run_n(dt_dist_job *job, const ditattn_tensor *xs, int nx,
                                     dt_device_ring_step_n_fn step, void *user);
 
-/* All-gather of q, k, v on device memory: allocates whole-sequence
- * contiguous (B, H, N, D) tensors in gathered[0..2] (ditattn_malloc; the
- * caller frees .data with dt_dist_device_free even on failure) and fills
- * them from every rank's slice: by IPC when dt_dist_ipc_usable, else (or
- * when IPC fails on any rank) as the slices pass around the ring. Returns
- * the agreed status. */
+/* What the LLSA/RoPeSLR GPU route keeps with the context between calls
+ * (ctx->ext, dist_device_cache.c): the whole-sequence q, k, v buffers of
+ * the last shape (no allocation, and no free that waits for the device, on
+ * every call) and, for the IPC gather, this rank's exported handles and the
+ * peers' buffers mapped into this process (opening a mapping costs far more
+ * than a call's copies). Freed by ditattn_dist_free_cache or with the
+ * context. */
+typedef struct dt_gather_cache {
+  int64_t B, H, N, D;
+  ditattn_dtype dtype;
+  void *buf[3];
+  int exported; /* own_handles valid for buf */
+  unsigned char own_handles[3 * DT_IPC_HANDLE_BYTES];
+  int peer_slots;              /* entries of peer_handles/peer_ptr: P * 3 */
+  unsigned char *peer_handles; /* the handle each mapping was opened from */
+  void **peer_ptr;             /* mapped peer buffers, NULL where none is open */
+} dt_gather_cache;
+
+/* The context's cache, its buffers (re)allocated for whole-sequence
+ * (B, H, N, D) tensors like `like` (a new shape frees the old buffers and
+ * closes every mapping first). On failure the cache stays consistent. */
+ditattn_status dt_gather_cache_get(ditattn_context *ctx, const ditattn_tensor *like, int64_t N,
+                                   dt_gather_cache **cache);
+/* Closes every peer mapping of the cache (kept: its own buffers). */
+void dt_gather_cache_close_peers(ditattn_context *ctx, dt_gather_cache *cache);
+
+/* All-gather of q, k, v on device memory into the context's cached
+ * whole-sequence contiguous (B, H, N, D) tensors, returned in gathered[0..2]
+ * (owned by the cache: not to be freed), filled from every rank's slice: by
+ * IPC when dt_dist_ipc_usable, else (or when IPC fails on any rank) as the
+ * slices pass around the ring. Returns the agreed status. */
 ditattn_status dt_dist_device_gather_qkv(dt_dist_job *job, const ditattn_tensor *q,
                                          const ditattn_tensor *k, const ditattn_tensor *v,
                                          ditattn_tensor gathered[3]);
@@ -67,12 +92,14 @@ ditattn_status dt_dist_device_gather_qkv(dt_dist_job *job, const ditattn_tensor 
  * "0" on any rank. Collective; the same answer on every rank. */
 int dt_dist_ipc_usable(dt_dist_job *job);
 
-/* IPC all-gather (dist_device_ipc.c): whole[0..nx) are whole-sequence
- * tensors, each its own mem_alloc allocation, with this rank's rows
- * already written and synchronized; fills every peer's rows by copying
- * them out of the peer's buffers. Returns the agreed status; on success no
- * peer reads this rank's buffers any more. */
-ditattn_status dt_dist_ipc_allgather(dt_dist_job *job, ditattn_tensor *whole, int nx);
+/* IPC all-gather (dist_device_ipc.c): whole[0..nx) are the cache's
+ * buffers, with this rank's rows already written and synchronized; fills
+ * every peer's rows by copying them out of the peer's buffers, mapped once
+ * and kept in the cache while the peer's handle stays the same. Returns
+ * the agreed status; on success no peer reads this rank's buffers any
+ * more. */
+ditattn_status dt_dist_ipc_allgather(dt_dist_job *job, dt_gather_cache *cache,
+                                     ditattn_tensor *whole, int nx);
 
 /* LLSA and RoPeSLR forward on a GPU context, once the job has begun:
  * q, k, v all-gathered (dt_dist_device_gather_qkv), then the backend's

@@ -42,16 +42,10 @@ ditattn_status dt_dist_device_gather_qkv(dt_dist_job *job, const ditattn_tensor 
   const int64_t B = q->shape[0], H = q->shape[1], D = q->shape[3];
   const int64_t N = job->n_global;
   memset(gathered, 0, 3 * sizeof *gathered);
-  ditattn_status local = DITATTN_OK;
-  size_t bytes = 0;
-  if (!dt_mul_size((size_t)(B * H), (size_t)(N * D), &bytes) ||
-      !dt_mul_size(bytes, ditattn_dtype_size(q->dtype), &bytes))
-    local = dt_fail(ctx, DITATTN_ERR_OVERFLOW, "gathered q/k/v of %lld tokens", (long long)N);
-  for (int i = 0; i < 3 && local == DITATTN_OK; i++) {
-    void *buf = NULL;
-    local = ditattn_malloc(ctx, bytes, &buf);
-    gathered[i] = ditattn_tensor_bhnd(buf, q->dtype, B, H, N, D);
-  }
+  dt_gather_cache *cache = NULL;
+  ditattn_status local = dt_gather_cache_get(ctx, q, N, &cache);
+  for (int i = 0; i < 3 && local == DITATTN_OK; i++)
+    gathered[i] = ditattn_tensor_bhnd(cache->buf[i], q->dtype, B, H, N, D);
   TRY(dt_dist_agree(job, local));
   const ditattn_tensor xs[3] = {*q, *k, *v};
   gather g = {ctx, job, gathered};
@@ -61,7 +55,7 @@ ditattn_status dt_dist_device_gather_qkv(dt_dist_job *job, const ditattn_tensor 
     if (local == DITATTN_OK) local = ditattn_synchronize(ctx); /* peers read it next */
     dt_dist_tick(&t0, &job->stats.compute_s);
     if (dt_dist_agree(job, local) == DITATTN_OK &&
-        dt_dist_ipc_allgather(job, gathered, 3) == DITATTN_OK)
+        dt_dist_ipc_allgather(job, cache, gathered, 3) == DITATTN_OK)
       return DITATTN_OK;
     /* Any rank's IPC failure (e.g. devices that cannot map each other's
      * memory): every rank falls back to the ring, which rewrites all rows. */

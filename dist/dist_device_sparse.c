@@ -33,7 +33,7 @@ static ditattn_status gather_then_forward(dt_dist_job *job, const ditattn_tensor
     dt_dist_tick(&t0, &job->stats.compute_s);
     return dt_dist_end(job, dt_dist_agree(job, local));
   }
-  ditattn_tensor whole[3];
+  ditattn_tensor whole[3]; /* the context's cached buffers */
   ditattn_status st = dt_dist_device_gather_qkv(job, q, k, v, whole);
   if (st == DITATTN_OK) {
     double t0 = MPI_Wtime();
@@ -42,7 +42,6 @@ static ditattn_status gather_then_forward(dt_dist_job *job, const ditattn_tensor
     dt_dist_tick(&t0, &job->stats.compute_s);
     st = dt_dist_agree(job, local);
   }
-  for (int i = 0; i < 3; i++) dt_dist_device_free(ctx, whole[i].data);
   return dt_dist_end(job, st);
 }
 

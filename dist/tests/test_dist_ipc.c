@@ -7,9 +7,14 @@
  *   - ranks of one host take the IPC route (gpu_transfer 3) and every
  *     rank's rows equal the single-process forward bit for bit;
  *   - DITATTN_DIST_IPC=0 on any one rank puts every rank on the ring (1);
+ *   - a second call of the same shape maps nothing new (ipc_opened 0: the
+ *     context's cache) and is exact again;
  *   - an export or open failing on one rank: every rank falls back to the
  *     ring with the same exact result, nothing stays mapped;
- *   - the ring's staging buffers come from host_alloc and are all freed.
+ *   - ditattn_dist_free_cache leaves no device buffer or mapping behind, and
+ *     the ring's staging buffers come from host_alloc and are all freed.
+ * New "device" allocations are filled with NaN, so a row the gather failed
+ * to write poisons the output.
  * The GPU's own IPC is checked by dist/device/gpu_check (run.sh). */
 #define _GNU_SOURCE /* memfd_create */
 #include "dist_test_util.h"
@@ -73,6 +78,7 @@ static ditattn_status fake_alloc(ditattn_context *ctx, size_t bytes, void **ptr)
     close(fd);
     return dt_fail(ctx, DITATTN_ERR_OUT_OF_MEMORY, "fake device: mmap %zu bytes", size);
   }
+  memset(p, 0xff, size); /* NaN in every float */
   *slot = (mapping){p, size, fd};
   *ptr = p;
   return DITATTN_OK;
@@ -187,36 +193,56 @@ static void run_case(ditattn_context *ctx, uint64_t seed, int ci, fault f) {
   g_fail_open = f == F_OPEN_ON_LAST && last;
   g_pinned_made = 0;
   const ditattn_dist_slice slice = {N, offset, len};
-  st =
-      ditattn_dist_llsa_forward(ctx, MPI_COMM_WORLD, &slice, &prm, &ql.t, &kl.t, &vl.t, &ol.t, lse);
-  unsetenv("DITATTN_DIST_IPC");
-  g_fail_export = g_fail_open = 0;
-  ditattn_dist_stats stats;
-  ditattn_dist_last_stats(&stats);
-
   /* IPC needs a peer; any rank's refusal or failure means the ring. */
   const int expect = g_size > 1 && f == F_NONE ? 3 : 1;
-  dtu_check(st == DITATTN_OK, "case %d (%s) P=%d: dist llsa failed: %s", ci, fault_names[f], g_size,
-            ditattn_last_error(ctx));
-  dtu_check(stats.gpu_transfer == expect, "case %d (%s) P=%d: gpu_transfer %d, expected %d", ci,
-            fault_names[f], g_size, stats.gpu_transfer, expect);
-  const double e_out = dtu_rel_err_slice(&ol.t, &ref.t, offset);
-  const double e_lse = dtu_rel_err_lse(lse, lse_ref, BH, len, N, offset);
-  dtu_check(e_out == 0.0 && e_lse == 0.0,
-            "case %d (%s) P=%d B=%lld H=%lld N=%lld D=%lld b=%lld L=%d slice=[%lld,+%lld): "
-            "out rel err %g, lse rel err %g (the gather must be exact)",
-            ci, fault_names[f], g_size, (long long)B, (long long)H, (long long)N, (long long)D,
-            (long long)block, prm.levels, (long long)offset, (long long)len, e_out, e_lse);
-  if (expect == 3) {
-    const int64_t row = BH * D * (int64_t)sizeof(float) * 3;
-    dtu_check(stats.ring_bytes_received == (N - len) * row,
-              "case %d: IPC received %lld bytes, expected %lld", ci,
-              (long long)stats.ring_bytes_received, (long long)((N - len) * row));
+  for (int call = 0; call < (f == F_NONE ? 2 : 1); call++) {
+    for (int64_t i = 0; i < BH * len; i++) lse[i] = NAN;
+    dtu_tensor_free(&ol);
+    ol = dtu_tensor_new(B, H, len, D, 0, 0); /* NaN: poisoned */
+    st = ditattn_dist_llsa_forward(ctx, MPI_COMM_WORLD, &slice, &prm, &ql.t, &kl.t, &vl.t, &ol.t,
+                                   lse);
+    unsetenv("DITATTN_DIST_IPC");
+    g_fail_export = g_fail_open = 0;
+    ditattn_dist_stats stats;
+    ditattn_dist_last_stats(&stats);
+    dtu_check(st == DITATTN_OK, "case %d (%s) P=%d call %d: dist llsa failed: %s", ci,
+              fault_names[f], g_size, call, ditattn_last_error(ctx));
+    dtu_check(stats.gpu_transfer == expect, "case %d (%s) P=%d: gpu_transfer %d, expected %d", ci,
+              fault_names[f], g_size, stats.gpu_transfer, expect);
+    const double e_out = dtu_rel_err_slice(&ol.t, &ref.t, offset);
+    const double e_lse = dtu_rel_err_lse(lse, lse_ref, BH, len, N, offset);
+    dtu_check(e_out == 0.0 && e_lse == 0.0,
+              "case %d (%s) P=%d call %d B=%lld H=%lld N=%lld D=%lld b=%lld L=%d "
+              "slice=[%lld,+%lld): out rel err %g, lse rel err %g (the gather must be exact)",
+              ci, fault_names[f], g_size, call, (long long)B, (long long)H, (long long)N,
+              (long long)D, (long long)block, prm.levels, (long long)offset, (long long)len, e_out,
+              e_lse);
+    if (expect == 3) {
+      const int64_t row = BH * D * (int64_t)sizeof(float) * 3;
+      dtu_check(stats.ring_bytes_received == (N - len) * row,
+                "case %d: IPC received %lld bytes, expected %lld", ci,
+                (long long)stats.ring_bytes_received, (long long)((N - len) * row));
+      /* Every slice is non-empty: 3 buffers of each peer, mapped once. */
+      const int opened = call == 0 ? 3 * (g_size - 1) : 0;
+      dtu_check(stats.ipc_opened == opened, "case %d call %d: %d peer buffers mapped, expected %d",
+                ci, call, stats.ipc_opened, opened);
+      dtu_check(live(g_opened) == 3 * (g_size - 1), "case %d: %d peer mappings kept, expected %d",
+                ci, live(g_opened), 3 * (g_size - 1));
+    } else {
+      dtu_check(live(g_opened) == 0, "case %d (%s): %d peer buffers still mapped after the ring",
+                ci, fault_names[f], live(g_opened));
+    }
+    /* P = 1 runs on the caller's tensors: no cache at all. */
+    const int cached = g_size > 1 ? 3 : 0;
+    dtu_check(live(g_own) == cached,
+              "case %d (%s): %d device allocations between calls, expected %d", ci, fault_names[f],
+              live(g_own), cached);
   }
-  dtu_check(live(g_opened) == 0, "case %d (%s): %d peer buffers still mapped", ci, fault_names[f],
-            live(g_opened));
-  dtu_check(live(g_own) == 0, "case %d (%s): %d device allocations not freed", ci, fault_names[f],
-            live(g_own));
+  ditattn_dist_free_cache(ctx);
+  dtu_check(live(g_opened) == 0, "case %d (%s): %d peer buffers mapped after free_cache", ci,
+            fault_names[f], live(g_opened));
+  dtu_check(live(g_own) == 0, "case %d (%s): %d device allocations after free_cache", ci,
+            fault_names[f], live(g_own));
   dtu_check(g_pinned_live == 0, "case %d (%s): %d staging buffers not freed", ci, fault_names[f],
             g_pinned_live);
   if (expect == 1 && g_size > 1)
@@ -253,6 +279,7 @@ int main(int argc, char **argv) {
     int ci = 0;
     for (int f = 0; f < F_COUNT; f++)
       for (int rep = 0; rep < 3; rep++) run_case(ctx, seed, ci++, (fault)f);
+    ditattn_dist_free_cache(ctx); /* its buffers came from the fake table */
     ctx->ops = ref;
   }
   ditattn_context_destroy(ctx);

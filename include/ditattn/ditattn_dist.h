@@ -154,8 +154,20 @@ typedef struct ditattn_dist_stats {
    * (DITATTN_DIST_IPC=0 turns it off; an IPC failure on any rank falls back
    * to the ring, 1 or 2). */
   int gpu_transfer;
+  /* IPC gather: peer buffers this call mapped into the process (0 when the
+   * mappings cached from an earlier call with the same buffers served). */
+  int ipc_opened;
 } ditattn_dist_stats;
 void ditattn_dist_last_stats(ditattn_dist_stats *stats);
+
+/* The LLSA/RoPeSLR forward on GPU contexts keeps, with the context, the
+ * whole-sequence q, k, v buffers of its last shape (3·B·H·N·D elements of
+ * device memory) and the peers' buffers mapped by IPC, so that repeated
+ * calls (every step of a diffusion sampler) neither allocate nor map
+ * again. This releases them now (ditattn_context_destroy does too); the
+ * next call rebuilds them. Not collective. NULL or a context without a
+ * cache: nothing happens. */
+void ditattn_dist_free_cache(ditattn_context *ctx);
 
 #ifdef __cplusplus
 }
