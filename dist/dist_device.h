@@ -82,10 +82,14 @@ void dt_gather_cache_close_peers(ditattn_context *ctx, dt_gather_cache *cache);
  * whole-sequence contiguous (B, H, N, D) tensors, returned in gathered[0..2]
  * (owned by the cache: not to be freed), filled from every rank's slice: by
  * IPC when dt_dist_ipc_usable, else (or when IPC fails on any rank) as the
- * slices pass around the ring. Returns the agreed status. */
+ * slices pass around the ring. q_span > 0: the forward reads q only within
+ * the span-aligned blocks of tokens that this rank's rows touch (LLSA:
+ * b^L, RoPeSLR: b), and the IPC gather copies no other q rows (the rest of
+ * gathered[0] is stale; the ring fills it anyway). Returns the agreed
+ * status. */
 ditattn_status dt_dist_device_gather_qkv(dt_dist_job *job, const ditattn_tensor *q,
                                          const ditattn_tensor *k, const ditattn_tensor *v,
-                                         ditattn_tensor gathered[3]);
+                                         int64_t q_span, ditattn_tensor gathered[3]);
 
 /* 1 when every rank of the job shares one host, the backend can share
  * device memory between processes (ops->ipc_*) and DITATTN_DIST_IPC is not
@@ -94,12 +98,12 @@ int dt_dist_ipc_usable(dt_dist_job *job);
 
 /* IPC all-gather (dist_device_ipc.c): whole[0..nx) are the cache's
  * buffers, with this rank's rows already written and synchronized; fills
- * every peer's rows by copying them out of the peer's buffers, mapped once
- * and kept in the cache while the peer's handle stays the same. Returns
- * the agreed status; on success no peer reads this rank's buffers any
- * more. */
+ * the peers' rows that this rank needs (whole[0], q: only the q_span-aligned
+ * blocks its rows touch when q_span > 0; the others: every row) by copying them out of the peer's
+ * buffers, mapped once and kept in the cache while the peer's handle stays the same. Returns the
+ * agreed status; on success no peer reads this rank's buffers any more. */
 ditattn_status dt_dist_ipc_allgather(dt_dist_job *job, dt_gather_cache *cache,
-                                     ditattn_tensor *whole, int nx);
+                                     ditattn_tensor *whole, int nx, int64_t q_span);
 
 /* LLSA and RoPeSLR forward on a GPU context, once the job has begun:
  * q, k, v all-gathered (dt_dist_device_gather_qkv), then the backend's

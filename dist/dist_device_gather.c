@@ -37,7 +37,7 @@ static ditattn_status gather_step(void *user, int step, int src, const ditattn_t
 
 ditattn_status dt_dist_device_gather_qkv(dt_dist_job *job, const ditattn_tensor *q,
                                          const ditattn_tensor *k, const ditattn_tensor *v,
-                                         ditattn_tensor gathered[3]) {
+                                         int64_t q_span, ditattn_tensor gathered[3]) {
   ditattn_context *ctx = job->ctx;
   const int64_t B = q->shape[0], H = q->shape[1], D = q->shape[3];
   const int64_t N = job->n_global;
@@ -55,7 +55,7 @@ ditattn_status dt_dist_device_gather_qkv(dt_dist_job *job, const ditattn_tensor 
     if (local == DITATTN_OK) local = ditattn_synchronize(ctx); /* peers read it next */
     dt_dist_tick(&t0, &job->stats.compute_s);
     if (dt_dist_agree(job, local) == DITATTN_OK &&
-        dt_dist_ipc_allgather(job, cache, gathered, 3) == DITATTN_OK)
+        dt_dist_ipc_allgather(job, cache, gathered, 3, q_span) == DITATTN_OK)
       return DITATTN_OK;
     /* Any rank's IPC failure (e.g. devices that cannot map each other's
      * memory): every rank falls back to the ring, which rewrites all rows. */

@@ -41,19 +41,46 @@ static ditattn_tensor rows_at(const ditattn_tensor *whole, void *base, int64_t o
   return t;
 }
 
+/* Rows [*lo, *hi) of tensor i that rank r's forward reads: every row of k
+ * and v; of q (i = 0, q_span > 0) the q_span-aligned blocks r's rows touch. */
+static void need_range(const dt_dist_job *job, int r, int i, int64_t q_span, int64_t *lo,
+                       int64_t *hi) {
+  const int64_t N = job->n_global, a = job->offset[r], b = a + job->length[r];
+  *lo = 0, *hi = N;
+  if (i != 0 || q_span <= 0) return;
+  if (b == a) {
+    *hi = 0;
+    return;
+  }
+  *lo = a / q_span * q_span;
+  const int64_t end = (b - 1) / q_span * q_span + q_span;
+  *hi = end < N ? end : N;
+}
+
+/* Rows of src's slice in [lo, hi): *from and the count (<= 0: none). */
+static int64_t slice_part(const dt_dist_job *job, int src, int64_t lo, int64_t hi, int64_t *from) {
+  const int64_t a = job->offset[src], b = a + job->length[src];
+  *from = a > lo ? a : lo;
+  return (b < hi ? b : hi) - *from;
+}
+
 /* Maps the peers' buffers (reusing a mapping while the peer's handle is
- * the one it was opened from), queues the copies of their rows and waits
- * for them. handles: this call's P*nx handles. */
+ * the one it was opened from), queues the copies of the rows this rank
+ * needs and waits for them. handles: this call's P*nx handles. */
 static ditattn_status copy_from_peers(dt_dist_job *job, dt_gather_cache *cache,
-                                      ditattn_tensor *whole, int nx, const unsigned char *handles) {
+                                      ditattn_tensor *whole, int nx, const unsigned char *handles,
+                                      int64_t q_span, int64_t row_bytes) {
   ditattn_context *ctx = job->ctx;
   const int P = job->size, me = job->rank;
   ditattn_status st = DITATTN_OK;
   /* Rank me+s reads from me+s+1 first: not everyone from rank 0 at once. */
   for (int s = 1; s < P && st == DITATTN_OK; s++) {
     const int src = (me + s) % P;
-    if (job->length[src] == 0) continue;
     for (int i = 0; i < nx && st == DITATTN_OK; i++) {
+      int64_t lo, hi, from;
+      need_range(job, me, i, q_span, &lo, &hi);
+      const int64_t rows = slice_part(job, src, lo, hi, &from);
+      if (rows <= 0) continue;
       const int slot = src * nx + i;
       const unsigned char *h = handles + (size_t)slot * DT_IPC_HANDLE_BYTES;
       unsigned char *seen = cache->peer_handles + (size_t)slot * DT_IPC_HANDLE_BYTES;
@@ -69,16 +96,30 @@ static ditattn_status copy_from_peers(dt_dist_job *job, dt_gather_cache *cache,
         }
       }
       if (st != DITATTN_OK) break;
-      const ditattn_tensor from =
-          rows_at(&whole[i], cache->peer_ptr[slot], job->offset[src], job->length[src]);
-      ditattn_tensor to = rows_at(&whole[i], whole[i].data, job->offset[src], job->length[src]);
-      st = ditattn_pool_mean(ctx, &from, 1, &to); /* block 1: an exact copy */
+      const ditattn_tensor src_rows = rows_at(&whole[i], cache->peer_ptr[slot], from, rows);
+      ditattn_tensor dst_rows = rows_at(&whole[i], whole[i].data, from, rows);
+      st = ditattn_pool_mean(ctx, &src_rows, 1, &dst_rows); /* block 1: an exact copy */
+      job->stats.ring_bytes_received += rows * row_bytes;
     }
   }
   /* The copies must be done before the peers go on (and may reuse their
    * buffers in their next call). */
   ditattn_status sync = ditattn_synchronize(ctx);
   return st == DITATTN_OK ? sync : st;
+}
+
+/* Bytes the peers copy out of this rank's buffers (the same need_range). */
+static int64_t bytes_read_by_peers(const dt_dist_job *job, int nx, int64_t q_span,
+                                   int64_t row_bytes) {
+  int64_t total = 0;
+  for (int dst = 0; dst < job->size; dst++)
+    for (int i = 0; i < nx && dst != job->rank; i++) {
+      int64_t lo, hi, from;
+      need_range(job, dst, i, q_span, &lo, &hi);
+      const int64_t rows = slice_part(job, job->rank, lo, hi, &from);
+      if (rows > 0) total += rows * row_bytes;
+    }
+  return total;
 }
 
 /* Sizes the cache's peer tables for P*nx slots (a new size closes all). */
@@ -97,9 +138,11 @@ static ditattn_status peer_tables(ditattn_context *ctx, dt_gather_cache *cache, 
 }
 
 ditattn_status dt_dist_ipc_allgather(dt_dist_job *job, dt_gather_cache *cache,
-                                     ditattn_tensor *whole, int nx) {
+                                     ditattn_tensor *whole, int nx, int64_t q_span) {
   ditattn_context *ctx = job->ctx;
   const int P = job->size;
+  const int64_t row_bytes = whole[0].shape[0] * whole[0].shape[1] * whole[0].shape[3] *
+                            (int64_t)ditattn_dtype_size(whole[0].dtype);
   unsigned char *handles = dt_calloc((size_t)P * (size_t)nx, DT_IPC_HANDLE_BYTES);
   ditattn_status local = DITATTN_OK;
   if (!handles) local = dt_fail(ctx, DITATTN_ERR_OUT_OF_MEMORY, "IPC handles of %d ranks", P);
@@ -115,7 +158,8 @@ ditattn_status dt_dist_ipc_allgather(dt_dist_job *job, dt_gather_cache *cache,
     int err =
         MPI_Allgather(cache->own_handles, bytes, MPI_BYTE, handles, bytes, MPI_BYTE, job->comm);
     if (err != MPI_SUCCESS) local = dt_dist_mpi_fail(ctx, err, "MPI_Allgather (IPC handles)");
-    if (local == DITATTN_OK) local = copy_from_peers(job, cache, whole, nx, handles);
+    if (local == DITATTN_OK)
+      local = copy_from_peers(job, cache, whole, nx, handles, q_span, row_bytes);
     /* Collective: once it returns, no peer reads this rank's buffers in
      * this call any more. */
     st = dt_dist_agree(job, local);
@@ -124,12 +168,9 @@ ditattn_status dt_dist_ipc_allgather(dt_dist_job *job, dt_gather_cache *cache,
   if (st != DITATTN_OK) {
     /* Nothing half-known survives a failure: the next call maps afresh. */
     dt_gather_cache_close_peers(ctx, cache);
+    job->stats.ring_bytes_received = 0;
   } else {
-    const int64_t row_bytes = whole[0].shape[0] * whole[0].shape[1] * whole[0].shape[3] *
-                              (int64_t)ditattn_dtype_size(whole[0].dtype) * nx;
-    const int64_t mine_rows = job->length[job->rank];
-    job->stats.bytes_sent += (P - 1) * mine_rows * row_bytes; /* what the peers read */
-    job->stats.ring_bytes_received += (job->n_global - mine_rows) * row_bytes;
+    job->stats.bytes_sent += bytes_read_by_peers(job, nx, q_span, row_bytes);
     job->stats.gpu_transfer = DT_DIST_XFER_IPC;
   }
   dt_free(handles);

@@ -16,12 +16,14 @@
 typedef ditattn_status (*rows_forward_fn)(ditattn_context *ctx, const ditattn_tensor whole[3],
                                           int64_t row0, const void *user);
 
-/* Gathers q, k, v, runs forward for this rank's rows and waits for it (so
+/* Gathers q, k, v (q only over q_span-aligned blocks where IPC copies),
+ * runs forward for this rank's rows and waits for it (so
  * that compute_s holds it and a device failure is reported by this call);
  * ends the job. */
 static ditattn_status gather_then_forward(dt_dist_job *job, const ditattn_tensor *q,
                                           const ditattn_tensor *k, const ditattn_tensor *v,
-                                          rows_forward_fn forward, const void *user) {
+                                          int64_t q_span, rows_forward_fn forward,
+                                          const void *user) {
   ditattn_context *ctx = job->ctx;
   if (job->size == 1) {
     /* One rank holds the whole sequence: nothing to gather or copy. */
@@ -34,7 +36,7 @@ static ditattn_status gather_then_forward(dt_dist_job *job, const ditattn_tensor
     return dt_dist_end(job, dt_dist_agree(job, local));
   }
   ditattn_tensor whole[3]; /* the context's cached buffers */
-  ditattn_status st = dt_dist_device_gather_qkv(job, q, k, v, whole);
+  ditattn_status st = dt_dist_device_gather_qkv(job, q, k, v, q_span, whole);
   if (st == DITATTN_OK) {
     double t0 = MPI_Wtime();
     ditattn_status local = forward(ctx, whole, job->offset[job->rank], user);
@@ -62,7 +64,10 @@ ditattn_status dt_dist_device_llsa_run(dt_dist_job *job, const ditattn_llsa_para
                                        const ditattn_tensor *q, const ditattn_tensor *k,
                                        const ditattn_tensor *v, ditattn_tensor *out, float *lse) {
   const llsa_call c = {params, out, lse};
-  return gather_then_forward(job, q, k, v, llsa_rows, &c);
+  /* Queries are read through the blocks of the coarsest level, b^L tokens. */
+  int64_t span = 1;
+  for (int l = 0; l < params->levels && span < job->n_global; l++) span *= params->block;
+  return gather_then_forward(job, q, k, v, span, llsa_rows, &c);
 }
 
 typedef struct ropeslr_call {
@@ -91,5 +96,5 @@ ditattn_status dt_dist_device_ropeslr_run(dt_dist_job *job, const ditattn_ropesl
                                           const ditattn_tensor *k, const ditattn_tensor *v,
                                           ditattn_tensor *out, float *lse_sparse) {
   const ropeslr_call c = {params, weights, pos_global, out, lse_sparse};
-  return gather_then_forward(job, q, k, v, ropeslr_rows, &c);
+  return gather_then_forward(job, q, k, v, params->block, ropeslr_rows, &c);
 }

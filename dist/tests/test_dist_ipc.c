@@ -20,6 +20,7 @@
 #include "dist_test_util.h"
 
 #include "backends/backend.h"
+#include "dist/dist_ropeslr_bench.h" /* a RoPeSLR problem: params, weights, positions */
 
 #include <fcntl.h>
 #include <math.h>
@@ -160,7 +161,9 @@ typedef enum fault {
 static const char *const fault_names[F_COUNT] = {
     "none", "IPC off on the last rank", "export fails on rank 0", "open fails on the last rank"};
 
-static void run_case(ditattn_context *ctx, uint64_t seed, int ci, fault f) {
+/* One LLSA case (slr = 0) or RoPeSLR case (the bench's problem: b = 64,
+ * ρ = 0.1, r = 64) with fault f. */
+static void run_case(ditattn_context *ctx, uint64_t seed, int ci, fault f, int slr) {
   dtu_rng rng = {seed * 2654435761u + (uint64_t)ci};
   const int64_t B = dtu_int(&rng, 1, 2), H = dtu_int(&rng, 1, 3), D = 8 * dtu_int(&rng, 1, 4);
   const int64_t block = 8 << dtu_int(&rng, 0, 1), N = dtu_int(&rng, 2 * g_size, 700);
@@ -178,8 +181,14 @@ static void run_case(ditattn_context *ctx, uint64_t seed, int ci, fault f) {
   float *lse_ref = malloc((size_t)(BH * N) * sizeof(float));
   float *lse = malloc((size_t)(BH * len) * sizeof(float));
   for (int64_t i = 0; i < BH * len; i++) lse[i] = NAN;
-  ditattn_status st = ditattn_llsa_forward(ctx, &prm, &q.t, &k.t, &v.t, &ref.t, lse_ref, NULL);
-  dtu_check(st == DITATTN_OK, "case %d: single-process llsa failed: %s", ci,
+  dt_slr_bench_problem sp;
+  memset(&sp, 0, sizeof sp);
+  ditattn_status st = slr ? dt_slr_bench_problem_new(ctx, N, H, D, 0, N, &sp) : DITATTN_OK;
+  if (st == DITATTN_OK)
+    st = slr ? ditattn_ropeslr_forward(ctx, &sp.params, &sp.weights, sp.pos, &q.t, &k.t, &v.t,
+                                       &ref.t, lse_ref, NULL)
+             : ditattn_llsa_forward(ctx, &prm, &q.t, &k.t, &v.t, &ref.t, lse_ref, NULL);
+  dtu_check(st == DITATTN_OK, "case %d: single-process %s failed: %s", ci, slr ? "ropeslr" : "llsa",
             ditattn_last_error(ctx));
   dtu_tensor ql = dtu_tensor_new(B, H, len, D, 1, 0), kl = dtu_tensor_new(B, H, len, D, 0, 1),
              vl = dtu_tensor_new(B, H, len, D, 0, 0), ol = dtu_tensor_new(B, H, len, D, 0, 0);
@@ -199,14 +208,16 @@ static void run_case(ditattn_context *ctx, uint64_t seed, int ci, fault f) {
     for (int64_t i = 0; i < BH * len; i++) lse[i] = NAN;
     dtu_tensor_free(&ol);
     ol = dtu_tensor_new(B, H, len, D, 0, 0); /* NaN: poisoned */
-    st = ditattn_dist_llsa_forward(ctx, MPI_COMM_WORLD, &slice, &prm, &ql.t, &kl.t, &vl.t, &ol.t,
-                                   lse);
+    st = slr ? ditattn_dist_ropeslr_forward(ctx, MPI_COMM_WORLD, &slice, &sp.params, &sp.weights,
+                                            sp.pos + 3 * offset, &ql.t, &kl.t, &vl.t, &ol.t, lse)
+             : ditattn_dist_llsa_forward(ctx, MPI_COMM_WORLD, &slice, &prm, &ql.t, &kl.t, &vl.t,
+                                         &ol.t, lse);
     unsetenv("DITATTN_DIST_IPC");
     g_fail_export = g_fail_open = 0;
     ditattn_dist_stats stats;
     ditattn_dist_last_stats(&stats);
-    dtu_check(st == DITATTN_OK, "case %d (%s) P=%d call %d: dist llsa failed: %s", ci,
-              fault_names[f], g_size, call, ditattn_last_error(ctx));
+    dtu_check(st == DITATTN_OK, "case %d (%s) P=%d call %d: dist %s failed: %s", ci, fault_names[f],
+              g_size, call, slr ? "ropeslr" : "llsa", ditattn_last_error(ctx));
     dtu_check(stats.gpu_transfer == expect, "case %d (%s) P=%d: gpu_transfer %d, expected %d", ci,
               fault_names[f], g_size, stats.gpu_transfer, expect);
     const double e_out = dtu_rel_err_slice(&ol.t, &ref.t, offset);
@@ -218,16 +229,39 @@ static void run_case(ditattn_context *ctx, uint64_t seed, int ci, fault f) {
               (long long)D, (long long)block, prm.levels, (long long)offset, (long long)len, e_out,
               e_lse);
     if (expect == 3) {
-      const int64_t row = BH * D * (int64_t)sizeof(float) * 3;
-      dtu_check(stats.ring_bytes_received == (N - len) * row,
-                "case %d: IPC received %lld bytes, expected %lld", ci,
-                (long long)stats.ring_bytes_received, (long long)((N - len) * row));
-      /* Every slice is non-empty: 3 buffers of each peer, mapped once. */
-      const int opened = call == 0 ? 3 * (g_size - 1) : 0;
+      /* k, v: every other row; q: only the other rows of the blocks (LLSA:
+       * of b^L tokens, RoPeSLR: of b) this rank's rows touch (the forward
+       * reads no other q). */
+      int64_t span = slr ? sp.params.block : 1;
+      for (int l = 0; l < prm.levels && span < N && !slr; l++) span *= block;
+      const int64_t q_lo = offset / span * span,
+                    q_hi = (offset + len - 1) / span * span + span < N
+                               ? (offset + len - 1) / span * span + span
+                               : N;
+      const int64_t row = BH * D * (int64_t)sizeof(float);
+      const int64_t want = (2 * (N - len) + (q_hi - q_lo - len)) * row;
+      dtu_check(stats.ring_bytes_received == want,
+                "case %d: IPC received %lld bytes, expected %lld (q rows [%lld, %lld))", ci,
+                (long long)stats.ring_bytes_received, (long long)want, (long long)q_lo,
+                (long long)q_hi);
+      /* Every slice is non-empty: k and v of each peer, q of the peers
+       * holding rows of [q_lo, q_hi), mapped in the first call only. */
+      int q_peers = 0;
+      for (int r = 0, at = 0; r < g_size; at += (int)lengths[r], r++) {
+        const int holder = ci % 2 ? g_size - 1 - r : r; /* rank holding piece r */
+        q_peers += holder != g_rank && at < q_hi && at + lengths[r] > q_lo;
+      }
+      const int mapped = 2 * (g_size - 1) + q_peers, opened = call == 0 ? mapped : 0;
       dtu_check(stats.ipc_opened == opened, "case %d call %d: %d peer buffers mapped, expected %d",
                 ci, call, stats.ipc_opened, opened);
-      dtu_check(live(g_opened) == 3 * (g_size - 1), "case %d: %d peer mappings kept, expected %d",
-                ci, live(g_opened), 3 * (g_size - 1));
+      dtu_check(live(g_opened) == mapped, "case %d: %d peer mappings kept, expected %d", ci,
+                live(g_opened), mapped);
+      /* What the ranks read of each other adds up (RoPeSLR's bytes_sent
+       * also counts its positions' all-gather). */
+      int64_t sums[2] = {stats.bytes_sent, stats.ring_bytes_received}, all[2];
+      MPI_Allreduce(sums, all, 2, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
+      dtu_check(slr || all[0] == all[1], "case %d: peers read %lld bytes in all, received %lld", ci,
+                (long long)all[0], (long long)all[1]);
     } else {
       dtu_check(live(g_opened) == 0, "case %d (%s): %d peer buffers still mapped after the ring",
                 ci, fault_names[f], live(g_opened));
@@ -250,6 +284,7 @@ static void run_case(ditattn_context *ctx, uint64_t seed, int ci, fault f) {
               fault_names[f]);
   dtu_tensor *all[] = {&q, &k, &v, &ref, &ql, &kl, &vl, &ol};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) dtu_tensor_free(all[i]);
+  dt_slr_bench_problem_free(&sp);
   free(lse);
   free(lse_ref);
 }
@@ -278,7 +313,7 @@ int main(int argc, char **argv) {
     ctx->ops = &g_fake;
     int ci = 0;
     for (int f = 0; f < F_COUNT; f++)
-      for (int rep = 0; rep < 3; rep++) run_case(ctx, seed, ci++, (fault)f);
+      for (int rep = 0; rep < 4; rep++) run_case(ctx, seed, ci++, (fault)f, rep >= 2);
     ditattn_dist_free_cache(ctx); /* its buffers came from the fake table */
     ctx->ops = ref;
   }
