@@ -63,7 +63,7 @@ typedef struct dt_gather_cache {
   int64_t B, H, N, D;
   ditattn_dtype dtype;
   void *buf[3];
-  int exported; /* own_handles valid for buf */
+  int exported[3]; /* own_handles[i] is buf[i]'s */
   unsigned char own_handles[3 * DT_IPC_HANDLE_BYTES];
   int peer_slots;              /* entries of peer_handles/peer_ptr: P * 3 */
   unsigned char *peer_handles; /* the handle each mapping was opened from */
@@ -72,9 +72,10 @@ typedef struct dt_gather_cache {
 
 /* The context's cache, its buffers (re)allocated for whole-sequence
  * (B, H, N, D) tensors like `like` (a new shape frees the old buffers and
- * closes every mapping first). On failure the cache stays consistent. */
+ * closes every mapping first): k's and v's, and q's when with_q. On
+ * failure the cache stays consistent. */
 ditattn_status dt_gather_cache_get(ditattn_context *ctx, const ditattn_tensor *like, int64_t N,
-                                   dt_gather_cache **cache);
+                                   int with_q, dt_gather_cache **cache);
 /* Closes every peer mapping of the cache (kept: its own buffers). */
 void dt_gather_cache_close_peers(ditattn_context *ctx, dt_gather_cache *cache);
 
@@ -91,6 +92,12 @@ ditattn_status dt_dist_device_gather_qkv(dt_dist_job *job, const ditattn_tensor 
                                          const ditattn_tensor *k, const ditattn_tensor *v,
                                          int64_t q_span, ditattn_tensor gathered[3]);
 
+/* The same for k and v only (gathered[1], gathered[2]; gathered[0] unset),
+ * by IPC only: call when dt_dist_ipc_usable; a failure (agreed) leaves the
+ * caller to take another route. */
+ditattn_status dt_dist_device_gather_kv_ipc(dt_dist_job *job, const ditattn_tensor *k,
+                                            const ditattn_tensor *v, ditattn_tensor gathered[3]);
+
 /* 1 when every rank of the job shares one host, the backend can share
  * device memory between processes (ops->ipc_*) and DITATTN_DIST_IPC is not
  * "0" on any rank. Collective; the same answer on every rank. */
@@ -99,7 +106,8 @@ int dt_dist_ipc_usable(dt_dist_job *job);
 /* IPC all-gather (dist_device_ipc.c): whole[0..nx) are the cache's
  * buffers, with this rank's rows already written and synchronized; fills
  * the peers' rows that this rank needs (whole[0], q: only the q_span-aligned
- * blocks its rows touch when q_span > 0; the others: every row) by copying them out of the peer's
+ * blocks its rows touch when q_span > 0, none when q_span < 0 (dense); the
+ * others: every row) by copying them out of the peer's
  * buffers, mapped once and kept in the cache while the peer's handle stays the same. Returns the
  * agreed status; on success no peer reads this rank's buffers any more. */
 ditattn_status dt_dist_ipc_allgather(dt_dist_job *job, dt_gather_cache *cache,

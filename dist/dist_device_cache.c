@@ -22,8 +22,8 @@ static void free_buffers(ditattn_context *ctx, dt_gather_cache *cache) {
   for (int i = 0; i < 3; i++) {
     dt_dist_device_free(ctx, cache->buf[i]);
     cache->buf[i] = NULL;
+    cache->exported[i] = 0;
   }
-  cache->exported = 0;
 }
 
 static void cache_free(ditattn_context *ctx, void *ext) {
@@ -36,7 +36,7 @@ static void cache_free(ditattn_context *ctx, void *ext) {
 }
 
 ditattn_status dt_gather_cache_get(ditattn_context *ctx, const ditattn_tensor *like, int64_t N,
-                                   dt_gather_cache **out) {
+                                   int with_q, dt_gather_cache **out) {
   *out = NULL;
   if (ctx->ext_free && ctx->ext_free != cache_free)
     return dt_fail(ctx, DITATTN_ERR_INTERNAL, "context extension slot holds foreign state");
@@ -57,9 +57,9 @@ ditattn_status dt_gather_cache_get(ditattn_context *ctx, const ditattn_tensor *l
   if (!dt_mul_size((size_t)(B * H), (size_t)(N * D), &bytes) ||
       !dt_mul_size(bytes, ditattn_dtype_size(like->dtype), &bytes))
     return dt_fail(ctx, DITATTN_ERR_OVERFLOW, "gathered q/k/v of %lld tokens", (long long)N);
-  for (int i = 0; i < 3; i++)
+  for (int i = with_q ? 0 : 1; i < 3; i++)
     if (!cache->buf[i]) {
-      cache->exported = 0;
+      cache->exported[i] = 0;
       TRY(ditattn_malloc(ctx, bytes, &cache->buf[i]));
     }
   *out = cache;

@@ -1,6 +1,8 @@
-/* Dense ring attention on device memory: each visiting K/V slice gives a
- * partial (ditattn_dense_forward, Nq != Nk) merged on the device by
- * log-sum-exp (ditattn_lse_merge), as the host path does. */
+/* Dense attention on device memory. Ranks of one host gather k and v by
+ * IPC and run one dense forward over all keys; otherwise ring attention:
+ * each visiting K/V slice gives a partial (ditattn_dense_forward,
+ * Nq != Nk) merged on the device by log-sum-exp (ditattn_lse_merge), as
+ * the host path does. */
 #include "dist_device.h"
 
 #include <string.h>
@@ -45,10 +47,30 @@ static ditattn_status alloc_partials(device_dense *d, int need_lse, void **part_
   return DITATTN_OK;
 }
 
+/* Ranks of one host: k and v gathered by IPC into the context's cached
+ * whole-sequence buffers, then ONE dense forward of this rank's queries
+ * over all keys — the single-process kernel on the same keys, so no
+ * partials and no merge. Agreed status; a failure leaves the ring. */
+static ditattn_status dense_over_gathered(dt_dist_job *job, const ditattn_tensor *q,
+                                          const ditattn_tensor *k, const ditattn_tensor *v,
+                                          float scale, ditattn_tensor *out, float *lse) {
+  ditattn_tensor whole[3];
+  TRY(dt_dist_device_gather_kv_ipc(job, k, v, whole));
+  double t0 = MPI_Wtime();
+  ditattn_status local = ditattn_dense_forward(job->ctx, q, &whole[1], &whole[2], scale, out, lse);
+  if (local == DITATTN_OK) local = ditattn_synchronize(job->ctx);
+  dt_dist_tick(&t0, &job->stats.compute_s);
+  return dt_dist_agree(job, local);
+}
+
 ditattn_status dt_dist_device_dense_run(dt_dist_job *job, const ditattn_tensor *q,
                                         const ditattn_tensor *k, const ditattn_tensor *v,
                                         float scale, ditattn_tensor *out, float *lse) {
   ditattn_context *ctx = job->ctx;
+  if (job->size > 1 && dt_dist_ipc_usable(job) &&
+      dense_over_gathered(job, q, k, v, scale, out, lse) == DITATTN_OK)
+    return dt_dist_end(job, DITATTN_OK);
+  /* Otherwise (ranks on several hosts, IPC off or failed): the K/V ring. */
   device_dense d = {ctx, q, scale, out, lse, {0}, NULL};
   void *part_buf = NULL, *lse_own = NULL;
   ditattn_status local =

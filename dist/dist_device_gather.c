@@ -1,5 +1,5 @@
-/* All-gather of q, k, v on device memory for the LLSA and RoPeSLR device
- * paths. Ranks of one host copy each other's rows by IPC
+/* All-gather of q, k, v (or of k, v for dense) on device memory for the
+ * device paths. Ranks of one host copy each other's rows by IPC
  * (dist_device_ipc.c). Otherwise the three slices travel the device ring
  * together and each one is copied into its rows of the whole-sequence
  * tensors as it passes (a device copy by ditattn_pool_mean with block 1,
@@ -12,6 +12,7 @@ typedef struct gather {
   ditattn_context *ctx;
   const dt_dist_job *job;
   ditattn_tensor *whole; /* 3 */
+  int first;             /* 1: q is not gathered (dense) */
 } gather;
 
 /* Rows [offset, offset + length) of a whole-sequence tensor. */
@@ -23,42 +24,62 @@ static ditattn_tensor rows_of(const ditattn_tensor *whole, int64_t offset, int64
   return t;
 }
 
+/* Copies the slices xs of rank src into their rows (xs[0] is q, skipped
+ * when g->first is 1). */
 static ditattn_status gather_step(void *user, int step, int src, const ditattn_tensor *xs) {
   (void)step;
   const gather *g = user;
   const int64_t off = g->job->offset[src], len = g->job->length[src];
   if (len == 0) return DITATTN_OK;
-  for (int i = 0; i < 3; i++) {
+  for (int i = g->first; i < 3; i++) {
     ditattn_tensor dst = rows_of(&g->whole[i], off, len);
     TRY(ditattn_pool_mean(g->ctx, &xs[i], 1, &dst));
   }
   return DITATTN_OK;
 }
 
+/* The cache's buffers as whole-sequence tensors like x (q's buffer only
+ * when with_q). Agreed status. */
+static ditattn_status whole_tensors(dt_dist_job *job, const ditattn_tensor *x, int with_q,
+                                    dt_gather_cache **cache, ditattn_tensor whole[3]) {
+  const int64_t B = x->shape[0], H = x->shape[1], D = x->shape[3], N = job->n_global;
+  memset(whole, 0, 3 * sizeof *whole);
+  ditattn_status local = dt_gather_cache_get(job->ctx, x, N, with_q, cache);
+  for (int i = with_q ? 0 : 1; i < 3 && local == DITATTN_OK; i++)
+    whole[i] = ditattn_tensor_bhnd((*cache)->buf[i], x->dtype, B, H, N, D);
+  return dt_dist_agree(job, local);
+}
+
+/* This rank's rows into its buffers, then the peers' by IPC. Agreed. */
+static ditattn_status ipc_gather(dt_dist_job *job, dt_gather_cache *cache, gather *g,
+                                 const ditattn_tensor *xs, int64_t q_span) {
+  double t0 = MPI_Wtime();
+  ditattn_status local = gather_step(g, 0, job->rank, xs);
+  if (local == DITATTN_OK) local = ditattn_synchronize(job->ctx); /* peers read it next */
+  dt_dist_tick(&t0, &job->stats.compute_s);
+  TRY(dt_dist_agree(job, local));
+  return dt_dist_ipc_allgather(job, cache, g->whole, 3, q_span);
+}
+
 ditattn_status dt_dist_device_gather_qkv(dt_dist_job *job, const ditattn_tensor *q,
                                          const ditattn_tensor *k, const ditattn_tensor *v,
                                          int64_t q_span, ditattn_tensor gathered[3]) {
-  ditattn_context *ctx = job->ctx;
-  const int64_t B = q->shape[0], H = q->shape[1], D = q->shape[3];
-  const int64_t N = job->n_global;
-  memset(gathered, 0, 3 * sizeof *gathered);
   dt_gather_cache *cache = NULL;
-  ditattn_status local = dt_gather_cache_get(ctx, q, N, &cache);
-  for (int i = 0; i < 3 && local == DITATTN_OK; i++)
-    gathered[i] = ditattn_tensor_bhnd(cache->buf[i], q->dtype, B, H, N, D);
-  TRY(dt_dist_agree(job, local));
+  TRY(whole_tensors(job, q, 1, &cache, gathered));
   const ditattn_tensor xs[3] = {*q, *k, *v};
-  gather g = {ctx, job, gathered};
-  if (dt_dist_ipc_usable(job)) {
-    double t0 = MPI_Wtime();
-    local = gather_step(&g, 0, job->rank, xs);
-    if (local == DITATTN_OK) local = ditattn_synchronize(ctx); /* peers read it next */
-    dt_dist_tick(&t0, &job->stats.compute_s);
-    if (dt_dist_agree(job, local) == DITATTN_OK &&
-        dt_dist_ipc_allgather(job, cache, gathered, 3, q_span) == DITATTN_OK)
-      return DITATTN_OK;
-    /* Any rank's IPC failure (e.g. devices that cannot map each other's
-     * memory): every rank falls back to the ring, which rewrites all rows. */
-  }
+  gather g = {job->ctx, job, gathered, 0};
+  /* Any rank's IPC failure (e.g. devices that cannot map each other's
+   * memory): every rank falls back to the ring, which rewrites all rows. */
+  if (dt_dist_ipc_usable(job) && ipc_gather(job, cache, &g, xs, q_span) == DITATTN_OK)
+    return DITATTN_OK;
   return dt_device_ring_run_n(job, xs, 3, gather_step, &g);
+}
+
+ditattn_status dt_dist_device_gather_kv_ipc(dt_dist_job *job, const ditattn_tensor *k,
+                                            const ditattn_tensor *v, ditattn_tensor gathered[3]) {
+  dt_gather_cache *cache = NULL;
+  TRY(whole_tensors(job, k, 0, &cache, gathered));
+  const ditattn_tensor xs[3] = {*k, *k, *v}; /* xs[0] unused */
+  gather g = {job->ctx, job, gathered, 1};
+  return ipc_gather(job, cache, &g, xs, -1);
 }

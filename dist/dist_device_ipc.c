@@ -47,8 +47,8 @@ static void need_range(const dt_dist_job *job, int r, int i, int64_t q_span, int
                        int64_t *hi) {
   const int64_t N = job->n_global, a = job->offset[r], b = a + job->length[r];
   *lo = 0, *hi = N;
-  if (i != 0 || q_span <= 0) return;
-  if (b == a) {
+  if (i != 0 || q_span == 0) return;
+  if (b == a || q_span < 0) { /* no rows, or q not gathered (dense) */
     *hi = 0;
     return;
   }
@@ -141,16 +141,21 @@ ditattn_status dt_dist_ipc_allgather(dt_dist_job *job, dt_gather_cache *cache,
                                      ditattn_tensor *whole, int nx, int64_t q_span) {
   ditattn_context *ctx = job->ctx;
   const int P = job->size;
-  const int64_t row_bytes = whole[0].shape[0] * whole[0].shape[1] * whole[0].shape[3] *
-                            (int64_t)ditattn_dtype_size(whole[0].dtype);
+  const ditattn_tensor *kt = &whole[nx - 1]; /* always gathered (q may not be) */
+  const int64_t row_bytes =
+      kt->shape[0] * kt->shape[1] * kt->shape[3] * (int64_t)ditattn_dtype_size(kt->dtype);
   unsigned char *handles = dt_calloc((size_t)P * (size_t)nx, DT_IPC_HANDLE_BYTES);
   ditattn_status local = DITATTN_OK;
   if (!handles) local = dt_fail(ctx, DITATTN_ERR_OUT_OF_MEMORY, "IPC handles of %d ranks", P);
   if (local == DITATTN_OK) local = peer_tables(ctx, cache, P * nx);
-  for (int i = 0; i < nx && local == DITATTN_OK && !cache->exported; i++)
-    local = ctx->ops->ipc_export(ctx, whole[i].data,
-                                 cache->own_handles + (size_t)i * DT_IPC_HANDLE_BYTES);
-  if (local == DITATTN_OK) cache->exported = 1;
+  /* A buffer's handle is exported once (q's, not gathered for dense, may
+   * not exist: its handle slot stays as it was and nobody reads it). */
+  for (int i = 0; i < nx && local == DITATTN_OK; i++)
+    if (whole[i].data && !cache->exported[i]) {
+      local = ctx->ops->ipc_export(ctx, whole[i].data,
+                                   cache->own_handles + (size_t)i * DT_IPC_HANDLE_BYTES);
+      cache->exported[i] = local == DITATTN_OK;
+    }
   ditattn_status st = dt_dist_agree(job, local);
   double t0 = MPI_Wtime();
   if (st == DITATTN_OK) {
