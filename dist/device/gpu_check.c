@@ -184,7 +184,7 @@ done:;
 }
 
 static const char *transfer_name(int t) {
-  return t == 2 ? "device-ptr" : t == 1 ? "staged" : "host?";
+  return t == 3 ? "ipc" : t == 2 ? "device-ptr" : t == 1 ? "staged" : "host?";
 }
 
 int main(int argc, char **argv) {
@@ -251,6 +251,7 @@ int main(int argc, char **argv) {
   /* Transfer modes: staged always; device pointers when MPI is CUDA-aware
    * (what the library picks on its own, DITATTN_DIST_CUDA_AWARE unset). */
   unsetenv("DITATTN_DIST_CUDA_AWARE");
+  setenv("DITATTN_DIST_IPC", "0", 1); /* the probe asks MPI, not IPC */
   case_desc probe = draw_case(base, 0);
   case_result pr;
   run_case(&probe, &pr);
@@ -262,8 +263,24 @@ int main(int argc, char **argv) {
                                                  : "not detected: host-staged transfers only");
   const char *modes[2] = {"0", "1"};
   int failed = 0, total = 0;
-  for (int m = 0; m < 1 + all_aware; m++) {
-    setenv("DITATTN_DIST_CUDA_AWARE", modes[m], 1);
+  /* Host contexts take the device path only under DITATTN_DIST_DEVICE_PATH=1. */
+  const char *dp = getenv("DITATTN_DIST_DEVICE_PATH");
+  const int device_path = !g_host_backend || (dp && !strcmp(dp, "1"));
+  /* Modes 0 (staged) and 1 (device pointers, CUDA-aware MPI only) run the
+   * K/V ring with IPC off; mode 2 lets ranks of this host gather k, v by
+   * IPC (a GPU backend at P > 1 must; host contexts have no IPC: ring). */
+  for (int m = 0; m < 3; m++) {
+    if (m == 1 && !all_aware) continue;
+    const int want_transfer = !device_path ? 0
+                              : m == 2     ? (!g_host_backend && g_size > 1 ? 3 : 1)
+                                           : m + 1;
+    if (m < 2) {
+      setenv("DITATTN_DIST_IPC", "0", 1);
+      setenv("DITATTN_DIST_CUDA_AWARE", modes[m], 1);
+    } else {
+      unsetenv("DITATTN_DIST_IPC");
+      setenv("DITATTN_DIST_CUDA_AWARE", "0", 1);
+    }
     for (int i = 0; i < cases; i++) {
       const uint64_t seed = base + (uint64_t)i;
       case_desc c = draw_case(seed, i);
@@ -274,13 +291,10 @@ int main(int argc, char **argv) {
       for (int j = 0; j < 4; j++)
         if (!(e[j] <= tol)) e[j] = INFINITY; /* NaN never passes */
       MPI_Allreduce(e, emax, 4, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-      /* Host contexts take the device path only under DITATTN_DIST_DEVICE_PATH=1. */
-      const char *dp = getenv("DITATTN_DIST_DEVICE_PATH");
-      const int device_path = !g_host_backend || (dp && !strcmp(dp, "1"));
-      int bad = r.failed || r.transfer != (device_path ? (m == 0 ? 1 : 2) : 0), any_bad = 0;
-      if (r.transfer != (device_path ? (m == 0 ? 1 : 2) : 0))
+      int bad = r.failed || r.transfer != want_transfer, any_bad = 0;
+      if (r.transfer != want_transfer)
         fprintf(stderr, "rank %d: seed %llu: stats.gpu_transfer = %d, expected %d\n", g_rank,
-                (unsigned long long)seed, r.transfer, device_path ? (m == 0 ? 1 : 2) : 0);
+                (unsigned long long)seed, r.transfer, want_transfer);
       MPI_Allreduce(&bad, &any_bad, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
       /* Errors printed are the true maxima; a failure is any over tol. */
       double raw[4] = {r.err[0], r.err[1], r.err[2], r.err[3]}, rawmax[4];
@@ -295,11 +309,11 @@ int main(int argc, char **argv) {
         printf("%s case %2d seed %llu P=%d %-10s %-4s B=%lld H=%lld N=%lld D=%lld in=%s+%lld "
                "out=%s+%lld scale=%g lse=%d | vs cpu %.2e vs gpu %.2e lse %.2e/%.2e (tol %.0e)\n",
                pass ? "PASS" : "FAIL", i, (unsigned long long)seed, g_size,
-               transfer_name(m == 0 ? 1 : 2), c.dtype == DITATTN_BF16 ? "bf16" : "f32",
-               (long long)c.B, (long long)c.H, (long long)c.N, (long long)c.D,
-               c.bnhd_in ? "bnhd" : "bhnd", (long long)c.pad_in, c.bnhd_out ? "bnhd" : "bhnd",
-               (long long)c.pad_out, (double)c.scale, c.want_lse, rawmax[0], rawmax[1], rawmax[2],
-               rawmax[3], tol);
+               transfer_name(want_transfer ? want_transfer : m + 1),
+               c.dtype == DITATTN_BF16 ? "bf16" : "f32", (long long)c.B, (long long)c.H,
+               (long long)c.N, (long long)c.D, c.bnhd_in ? "bnhd" : "bhnd", (long long)c.pad_in,
+               c.bnhd_out ? "bnhd" : "bhnd", (long long)c.pad_out, (double)c.scale, c.want_lse,
+               rawmax[0], rawmax[1], rawmax[2], rawmax[3], tol);
       fflush(stdout);
     }
   }
