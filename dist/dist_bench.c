@@ -254,6 +254,8 @@ static result time_group(const bench_opts *o, MPI_Comm group, int is_llsa, ditat
   res.wall = best;
   res.wait_share = best_share;
   res.ok = ok;
+  /* The next group is another communicator: no mapping may outlive this one. */
+  ditattn_dist_free_cache(ctx, group);
   ditattn_free(ctx, dev);
   free(buf);
   return res;

@@ -71,11 +71,12 @@ typedef struct dt_gather_cache {
 } dt_gather_cache;
 
 /* The context's cache, its buffers (re)allocated for whole-sequence
- * (B, H, N, D) tensors like `like` (a new shape frees the old buffers and
- * closes every mapping first): k's and v's, and q's when with_q. On
- * failure the cache stays consistent. */
-ditattn_status dt_gather_cache_get(ditattn_context *ctx, const ditattn_tensor *like, int64_t N,
-                                   int with_q, dt_gather_cache **cache);
+ * (B, H, N = n_global, D) tensors like `like`: k's and v's, and q's when
+ * with_q. Collective: a new shape on any rank first unmaps every peer
+ * buffer on every rank (barrier), then frees the old buffers. On failure
+ * the cache stays consistent. */
+ditattn_status dt_gather_cache_get(dt_dist_job *job, const ditattn_tensor *like, int with_q,
+                                   dt_gather_cache **cache);
 /* Closes every peer mapping of the cache (kept: its own buffers). */
 void dt_gather_cache_close_peers(ditattn_context *ctx, dt_gather_cache *cache);
 

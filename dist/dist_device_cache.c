@@ -35,19 +35,42 @@ static void cache_free(ditattn_context *ctx, void *ext) {
   dt_free(cache);
 }
 
-ditattn_status dt_gather_cache_get(ditattn_context *ctx, const ditattn_tensor *like, int64_t N,
-                                   int with_q, dt_gather_cache **out) {
+/* A buffer must not be freed while a peer still has it mapped (CUDA: "undefined
+ * behavior"), so before any rank frees buffers that peers may have mapped,
+ * every rank unmaps the peers' buffers and all meet in a barrier. Returns
+ * nonzero when the collective itself failed. */
+static int unmap_everywhere(ditattn_context *ctx, dt_gather_cache *cache, MPI_Comm comm) {
+  if (cache) dt_gather_cache_close_peers(ctx, cache);
+  return MPI_Barrier(comm) != MPI_SUCCESS;
+}
+
+static int has_buffers(const dt_gather_cache *cache) {
+  return cache && (cache->buf[0] || cache->buf[1] || cache->buf[2]);
+}
+
+ditattn_status dt_gather_cache_get(dt_dist_job *job, const ditattn_tensor *like, int with_q,
+                                   dt_gather_cache **out) {
+  ditattn_context *ctx = job->ctx;
   *out = NULL;
-  if (ctx->ext_free && ctx->ext_free != cache_free)
+  const int foreign = ctx->ext_free && ctx->ext_free != cache_free;
+  dt_gather_cache *cache = foreign ? NULL : ctx->ext;
+  const int64_t B = like->shape[0], H = like->shape[1], D = like->shape[3], N = job->n_global;
+  const int reshape = has_buffers(cache) && (cache->B != B || cache->H != H || cache->N != N ||
+                                             cache->D != D || cache->dtype != like->dtype);
+  /* Collective on every call (the ranks' caches agree, but a hang must not
+   * depend on that): a new shape anywhere unmaps everywhere first. */
+  int any = 0;
+  if (MPI_Allreduce(&reshape, &any, 1, MPI_INT, MPI_MAX, job->comm) != MPI_SUCCESS ||
+      (any && unmap_everywhere(ctx, cache, job->comm)))
+    return dt_fail(ctx, DITATTN_ERR_MPI, "gather cache: collective failed");
+  if (foreign)
     return dt_fail(ctx, DITATTN_ERR_INTERNAL, "context extension slot holds foreign state");
-  dt_gather_cache *cache = ctx->ext;
   if (!cache) {
     cache = dt_calloc(1, sizeof *cache);
     if (!cache) return dt_fail(ctx, DITATTN_ERR_OUT_OF_MEMORY, "dist gather cache");
     ctx->ext = cache;
     ctx->ext_free = cache_free;
   }
-  const int64_t B = like->shape[0], H = like->shape[1], D = like->shape[3];
   if (cache->B != B || cache->H != H || cache->N != N || cache->D != D ||
       cache->dtype != like->dtype) {
     free_buffers(ctx, cache);
@@ -66,9 +89,18 @@ ditattn_status dt_gather_cache_get(ditattn_context *ctx, const ditattn_tensor *l
   return DITATTN_OK;
 }
 
-void ditattn_dist_free_cache(ditattn_context *ctx) {
-  if (!ctx || ctx->ext_free != cache_free) return;
-  cache_free(ctx, ctx->ext);
-  ctx->ext = NULL;
-  ctx->ext_free = NULL;
+ditattn_status ditattn_dist_free_cache(ditattn_context *ctx, MPI_Comm comm) {
+  dt_gather_cache *cache = ctx && ctx->ext_free == cache_free ? ctx->ext : NULL;
+  /* Every rank unmaps its peers' buffers before any rank frees its own. */
+  const int mpi_failed =
+      ctx ? unmap_everywhere(ctx, cache, comm) : MPI_Barrier(comm) != MPI_SUCCESS;
+  if (!ctx) return DITATTN_ERR_NULL_POINTER;
+  dt_clear_error(ctx);
+  if (cache) {
+    cache_free(ctx, cache);
+    ctx->ext = NULL;
+    ctx->ext_free = NULL;
+  }
+  return mpi_failed ? dt_fail(ctx, DITATTN_ERR_MPI, "ditattn_dist_free_cache: MPI_Barrier failed")
+                    : DITATTN_OK;
 }

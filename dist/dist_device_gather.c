@@ -44,7 +44,7 @@ static ditattn_status whole_tensors(dt_dist_job *job, const ditattn_tensor *x, i
                                     dt_gather_cache **cache, ditattn_tensor whole[3]) {
   const int64_t B = x->shape[0], H = x->shape[1], D = x->shape[3], N = job->n_global;
   memset(whole, 0, 3 * sizeof *whole);
-  ditattn_status local = dt_gather_cache_get(job->ctx, x, N, with_q, cache);
+  ditattn_status local = dt_gather_cache_get(job, x, with_q, cache);
   for (int i = with_q ? 0 : 1; i < 3 && local == DITATTN_OK; i++)
     whole[i] = ditattn_tensor_bhnd((*cache)->buf[i], x->dtype, B, H, N, D);
   return dt_dist_agree(job, local);

@@ -7,8 +7,11 @@
 #include <string.h>
 
 /* Cephes-style expf: |rel err| < 2e-7 on [-87, 88]; inputs are clamped
- * there (exp of anything below -87 is < 2e-38, far below float sums). */
-static inline float exp_poly(float x) {
+ * there (exp of anything below -87 is < 2e-38, far below float sums). NaN
+ * stays NaN; it must not reach the float-to-int conversion (undefined). */
+static inline float exp_poly(float x_in) {
+  const int is_nan = x_in != x_in;
+  float x = is_nan ? 0.0f : x_in;
   x = x < -87.0f ? -87.0f : x;
   x = x > 88.0f ? 88.0f : x;
   float fx = floorf(x * 1.44269504088896341f + 0.5f);
@@ -26,7 +29,7 @@ static inline float exp_poly(float x) {
     float f;
   } two_n;
   two_n.i = ((int32_t)fx + 127) << 23;
-  return p * two_n.f;
+  return is_nan ? x_in : p * two_n.f;
 }
 
 DT_CLONES float dt_cpu_exp_rows(float *x, const float *add, int64_t n, float sub) {

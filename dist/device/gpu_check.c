@@ -338,6 +338,7 @@ int main(int argc, char **argv) {
                               !g_host_backend && g_size > 1 ? 3 : 1, &total);
   }
   if (g_rank == 0) printf("gpu_check: P = %d: %d of %d checks failed\n", g_size, failed, total);
+  ditattn_dist_free_cache(g_gpu, MPI_COMM_WORLD); /* peers unmap before owners free */
   ditattn_context_destroy(g_gpu);
   ditattn_context_destroy(g_cpu);
   MPI_Finalize();

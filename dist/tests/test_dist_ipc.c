@@ -287,7 +287,8 @@ static void run_case(ditattn_context *ctx, uint64_t seed, int ci, fault f, op o)
               "case %d (%s): %d device allocations between calls, expected %d", ci, fault_names[f],
               live(g_own), cached);
   }
-  ditattn_dist_free_cache(ctx);
+  st = ditattn_dist_free_cache(ctx, MPI_COMM_WORLD);
+  dtu_check(st == DITATTN_OK, "case %d: free_cache: %s", ci, ditattn_strerror(st));
   dtu_check(live(g_opened) == 0, "case %d (%s): %d peer buffers mapped after free_cache", ci,
             fault_names[f], live(g_opened));
   dtu_check(live(g_own) == 0, "case %d (%s): %d device allocations after free_cache", ci,
@@ -329,7 +330,7 @@ int main(int argc, char **argv) {
     int ci = 0;
     for (int f = 0; f < F_COUNT; f++)
       for (int rep = 0; rep < 6; rep++) run_case(ctx, seed, ci++, (fault)f, (op)(rep / 2));
-    ditattn_dist_free_cache(ctx); /* its buffers came from the fake table */
+    ditattn_dist_free_cache(ctx, MPI_COMM_WORLD); /* its buffers came from the fake table */
     ctx->ops = ref;
   }
   ditattn_context_destroy(ctx);

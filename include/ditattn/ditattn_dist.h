@@ -160,14 +160,19 @@ typedef struct ditattn_dist_stats {
 } ditattn_dist_stats;
 void ditattn_dist_last_stats(ditattn_dist_stats *stats);
 
-/* The LLSA/RoPeSLR forward on GPU contexts keeps, with the context, the
- * whole-sequence q, k, v buffers of its last shape (3·B·H·N·D elements of
- * device memory) and the peers' buffers mapped by IPC, so that repeated
- * calls (every step of a diffusion sampler) neither allocate nor map
- * again. This releases them now (ditattn_context_destroy does too); the
- * next call rebuilds them. Not collective. NULL or a context without a
- * cache: nothing happens. */
-void ditattn_dist_free_cache(ditattn_context *ctx);
+/* The forwards on GPU contexts keep, with the context, the whole-sequence
+ * q, k, v buffers of their last shape (up to 3·B·H·N·D elements of device
+ * memory) and, on one host, the peers' buffers mapped by IPC, so that
+ * repeated calls (every step of a diffusion sampler) neither allocate nor
+ * map again. This releases them; the next call rebuilds them.
+ * Collective over comm, every rank with its context: CUDA requires every
+ * peer to unmap a buffer before its owner frees it, so all ranks unmap,
+ * meet in a barrier, then free. ditattn_context_destroy frees the cache
+ * too, without that barrier: call this first (or destroy the contexts
+ * after the ranks' last dist call and a barrier), and before using the
+ * context with another communicator. A context without a cache only takes
+ * part in the barrier. */
+ditattn_status ditattn_dist_free_cache(ditattn_context *ctx, MPI_Comm comm);
 
 #ifdef __cplusplus
 }
