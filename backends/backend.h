@@ -142,6 +142,12 @@ typedef struct dt_backend_ops {
   ditattn_status (*ipc_export)(ditattn_context *ctx, void *base, void *handle);
   ditattn_status (*ipc_open)(ditattn_context *ctx, const void *handle, void **ptr);
   ditattn_status (*ipc_close)(ditattn_context *ctx, void *ptr);
+  /* Strided device-to-device copy queued on the context's stream: height
+   * rows of width bytes, row r from src + r*spitch to dst + r*dpitch; src
+   * may be a peer's buffer mapped by ipc_open (the copy engines move it
+   * over NVLink/xGMI). NULL on host backends. */
+  ditattn_status (*copy_2d)(ditattn_context *ctx, void *dst, size_t dpitch, const void *src,
+                            size_t spitch, size_t width, size_t height);
   /* Page-locked host memory for staging device transfers (NULL: use
    * dt_malloc); host_free takes what host_alloc gave. */
   ditattn_status (*host_alloc)(ditattn_context *ctx, size_t bytes, void **ptr);

@@ -57,6 +57,25 @@ static void need_range(const dt_dist_job *job, int r, int i, int64_t q_span, int
   *hi = end < N ? end : N;
 }
 
+/* Rows [from, from + rows) of every (b, h) of a whole-sequence buffer
+ * (contiguous (B, H, N, D)) from the same rows of the peer's buffer at
+ * peer: one strided copy by the copy engines where the backend has one,
+ * else a device copy by ditattn_pool_mean with block 1 (exact). */
+static ditattn_status copy_rows(ditattn_context *ctx, const ditattn_tensor *whole, void *peer,
+                                int64_t from, int64_t rows) {
+  if (ctx->ops->copy_2d) {
+    const size_t esize = ditattn_dtype_size(whole->dtype);
+    const size_t pitch = (size_t)whole->stride[1] * esize,
+                 width = (size_t)(rows * whole->shape[3]) * esize;
+    const size_t skip = (size_t)(from * whole->stride[2]) * esize;
+    return ctx->ops->copy_2d(ctx, (char *)whole->data + skip, pitch, (const char *)peer + skip,
+                             pitch, width, (size_t)(whole->shape[0] * whole->shape[1]));
+  }
+  const ditattn_tensor src = rows_at(whole, peer, from, rows);
+  ditattn_tensor dst = rows_at(whole, whole->data, from, rows);
+  return ditattn_pool_mean(ctx, &src, 1, &dst);
+}
+
 /* Rows of src's slice in [lo, hi): *from and the count (<= 0: none). */
 static int64_t slice_part(const dt_dist_job *job, int src, int64_t lo, int64_t hi, int64_t *from) {
   const int64_t a = job->offset[src], b = a + job->length[src];
@@ -96,9 +115,7 @@ static ditattn_status copy_from_peers(dt_dist_job *job, dt_gather_cache *cache,
         }
       }
       if (st != DITATTN_OK) break;
-      const ditattn_tensor src_rows = rows_at(&whole[i], cache->peer_ptr[slot], from, rows);
-      ditattn_tensor dst_rows = rows_at(&whole[i], whole[i].data, from, rows);
-      st = ditattn_pool_mean(ctx, &src_rows, 1, &dst_rows); /* block 1: an exact copy */
+      st = copy_rows(ctx, &whole[i], cache->peer_ptr[slot], from, rows);
       job->stats.ring_bytes_received += rows * row_bytes;
     }
   }

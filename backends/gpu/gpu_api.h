@@ -41,6 +41,9 @@ int DT_GPU_FN(stream_sync)(void *stream);
 int DT_GPU_FN(ipc_export)(void *base, void *handle);
 int DT_GPU_FN(ipc_open)(const void *handle, void **ptr);
 int DT_GPU_FN(ipc_close)(void *ptr);
+/* Strided device-to-device copy (cudaMemcpy2DAsync, any device). */
+int DT_GPU_FN(copy_2d)(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width,
+                       size_t height, void *stream);
 /* Page-locked host memory. */
 int DT_GPU_FN(host_alloc)(void **ptr, size_t bytes);
 int DT_GPU_FN(host_free)(void *ptr);

@@ -75,6 +75,10 @@ GPU_BOUND(ropeslr_forward, (ditattn_context * ctx, const dt_ropeslr_fwd *p), (ct
 GPU_BOUND(ipc_export, (ditattn_context * ctx, void *base, void *handle), (ctx, base, handle))
 GPU_BOUND(ipc_open, (ditattn_context * ctx, const void *handle, void **ptr), (ctx, handle, ptr))
 GPU_BOUND(ipc_close, (ditattn_context * ctx, void *ptr), (ctx, ptr))
+GPU_BOUND(copy_2d,
+          (ditattn_context * ctx, void *dst, size_t dpitch, const void *src, size_t spitch,
+           size_t width, size_t height),
+          (ctx, dst, dpitch, src, spitch, width, height))
 GPU_BOUND(host_alloc, (ditattn_context * ctx, size_t bytes, void **ptr), (ctx, bytes, ptr))
 GPU_BOUND(host_free, (ditattn_context * ctx, void *ptr), (ctx, ptr))
 

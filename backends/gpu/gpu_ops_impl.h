@@ -363,6 +363,13 @@ static ditattn_status gpu_ipc_close(ditattn_context *ctx, void *ptr) {
   return DITATTN_OK;
 }
 
+static ditattn_status gpu_copy_2d(ditattn_context *ctx, void *dst, size_t dpitch, const void *src,
+                                  size_t spitch, size_t width, size_t height) {
+  GPU_TRY(ctx, DT_GPU_FN(copy_2d)(dst, dpitch, src, spitch, width, height, ctx->stream),
+          "device copy");
+  return DITATTN_OK;
+}
+
 static ditattn_status gpu_host_alloc(ditattn_context *ctx, size_t bytes, void **ptr) {
   int err = DT_GPU_FN(host_alloc)(ptr, bytes);
   if (err) {
@@ -407,6 +414,7 @@ static const dt_backend_ops gpu_ops_table = {
     .ipc_export = gpu_bound_ipc_export,
     .ipc_open = gpu_bound_ipc_open,
     .ipc_close = gpu_bound_ipc_close,
+    .copy_2d = gpu_bound_copy_2d,
     .host_alloc = gpu_bound_host_alloc,
     .host_free = gpu_bound_host_free,
 };

@@ -32,6 +32,8 @@ typedef hipStream_t gpuStream_t;
 #define gpuIpcOpenMemHandle          hipIpcOpenMemHandle
 #define gpuIpcCloseMemHandle         hipIpcCloseMemHandle
 #define gpuIpcLazyPeerAccess         hipIpcMemLazyEnablePeerAccess
+#define gpuMemcpy2DAsync             hipMemcpy2DAsync
+#define gpuMemcpyDefault             hipMemcpyDefault
 #define gpuMallocHost                hipHostMalloc
 #define gpuFreeHost                  hipHostFree
 #define gpuDeviceGetAttribute        hipDeviceGetAttribute
@@ -75,6 +77,8 @@ typedef cudaStream_t gpuStream_t;
 #define gpuIpcOpenMemHandle          cudaIpcOpenMemHandle
 #define gpuIpcCloseMemHandle         cudaIpcCloseMemHandle
 #define gpuIpcLazyPeerAccess         cudaIpcMemLazyEnablePeerAccess
+#define gpuMemcpy2DAsync             cudaMemcpy2DAsync
+#define gpuMemcpyDefault             cudaMemcpyDefault
 #define gpuMallocHost                cudaMallocHost
 #define gpuFreeHost                  cudaFreeHost
 #define gpuDeviceGetAttribute        cudaDeviceGetAttribute

@@ -67,6 +67,12 @@ int DT_GPU_FN(ipc_open)(const void *handle, void **ptr) {
 
 int DT_GPU_FN(ipc_close)(void *ptr) { return ptr ? (int)gpuIpcCloseMemHandle(ptr) : 0; }
 
+int DT_GPU_FN(copy_2d)(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width,
+                       size_t height, void *stream) {
+  return (int)gpuMemcpy2DAsync(dst, dpitch, src, spitch, width, height, gpuMemcpyDefault,
+                               (gpuStream_t)stream);
+}
+
 int DT_GPU_FN(host_alloc)(void **ptr, size_t bytes) {
   *ptr = NULL;
   return (int)gpuMallocHost(ptr, bytes ? bytes : 1);

@@ -135,6 +135,17 @@ static ditattn_status fake_close(ditattn_context *ctx, void *ptr) {
   return DITATTN_OK;
 }
 
+static int g_copies_2d; /* fake_copy_2d calls in the current case */
+
+static ditattn_status fake_copy_2d(ditattn_context *ctx, void *dst, size_t dpitch, const void *src,
+                                   size_t spitch, size_t width, size_t height) {
+  (void)ctx;
+  for (size_t r = 0; r < height; r++)
+    memcpy((char *)dst + r * dpitch, (const char *)src + r * spitch, width);
+  g_copies_2d++;
+  return DITATTN_OK;
+}
+
 static ditattn_status fake_host_alloc(ditattn_context *ctx, size_t bytes, void **ptr) {
   *ptr = malloc(bytes ? bytes : 1);
   if (!*ptr) return dt_fail(ctx, DITATTN_ERR_OUT_OF_MEMORY, "fake pinned: %zu bytes", bytes);
@@ -207,6 +218,10 @@ static void run_case(ditattn_context *ctx, uint64_t seed, int ci, fault f, op o)
   g_fail_export = f == F_EXPORT_ON_FIRST && g_rank == 0;
   g_fail_open = f == F_OPEN_ON_LAST && last;
   g_pinned_made = 0;
+  g_copies_2d = 0;
+  /* Two cases in three copy with copy_2d (the copy engines' entry), the
+   * third through ditattn_pool_mean (backends without it). */
+  g_fake.copy_2d = ci % 3 ? fake_copy_2d : NULL;
   const ditattn_dist_slice slice = {N, offset, len};
   /* IPC needs a peer; any rank's refusal or failure means the ring. */
   const int expect = g_size > 1 && f == F_NONE ? 3 : 1;
@@ -270,6 +285,7 @@ static void run_case(ditattn_context *ctx, uint64_t seed, int ci, fault f, op o)
                 ci, call, stats.ipc_opened, opened);
       dtu_check(live(g_opened) == mapped, "case %d: %d peer mappings kept, expected %d", ci,
                 live(g_opened), mapped);
+      dtu_check((g_copies_2d > 0) == (ci % 3 != 0), "case %d: %d copy_2d calls", ci, g_copies_2d);
       /* What the ranks read of each other adds up (RoPeSLR's bytes_sent
        * also counts its positions' all-gather). */
       int64_t sums[2] = {stats.bytes_sent, stats.ring_bytes_received}, all[2];
