@@ -258,9 +258,9 @@ int main(int argc, char **argv) {
   int aware = pr.transfer == 2 || force_device_ptr, all_aware = 0;
   MPI_Allreduce(&aware, &all_aware, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
   if (g_rank == 0)
-    printf("gpu_check: CUDA-aware MPI %s\n", all_aware
-                                                 ? "detected on every rank: both modes checked"
-                                                 : "not detected: host-staged transfers only");
+    printf("gpu_check: CUDA-aware MPI %s\n",
+           all_aware ? "detected on every rank: both modes checked"
+                     : "not detected: the ring checked host-staged only (IPC separately)");
   const char *modes[2] = {"0", "1"};
   int failed = 0, total = 0;
   /* Host contexts take the device path only under DITATTN_DIST_DEVICE_PATH=1. */
