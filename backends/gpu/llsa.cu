@@ -72,7 +72,9 @@ struct LlsaKeys {
 
 /* ---------------------------------------------------------------- pooling */
 /* One thread per (b·h, c, d) of one level: q and k means kept in double for
- * the selection, k and v means in f32 for the attention. */
+ * the selection, k and v means in f32 for the attention. q means only for
+ * the query blocks whose rows are computed ([blk_lo, blk_lo + blk_n): all
+ * of them in a whole call): no other pooled q is read. */
 template <typename T>
 __global__ void llsa_pool_kernel(View<const T> q, View<const T> k, View<const T> v, dt_gpu_llsa p,
                                  int level, long long total) {
@@ -83,7 +85,8 @@ __global__ void llsa_pool_kernel(View<const T> q, View<const T> k, View<const T>
     const long long j0 = c * span, j1 = p.N - j0 > span ? j0 + span : p.N;
     const long long at = (bh * nl + c) * D + d;
     const double mk = block_mean(k, bh, j0, j1, d);
-    p.pq64[level - 1][at] = block_mean(q, bh, j0, j1, d);
+    if (c >= p.blk_lo[level] && c < p.blk_lo[level] + p.blk_n[level])
+      p.pq64[level - 1][at] = block_mean(q, bh, j0, j1, d);
     p.pk64[level - 1][at] = mk;
     p.pk[level - 1][at] = (float)mk;
     p.pv[level - 1][at] = (float)block_mean(v, bh, j0, j1, d);
