@@ -70,7 +70,9 @@ ditattn_status dt_dist_device_dense_run(dt_dist_job *job, const ditattn_tensor *
   if (job->size > 1 && dt_dist_ipc_usable(job) &&
       dense_over_gathered(job, q, k, v, scale, out, lse) == DITATTN_OK)
     return dt_dist_end(job, DITATTN_OK);
-  /* Otherwise (ranks on several hosts, IPC off or failed): the K/V ring. */
+  /* Otherwise (ranks on several hosts, IPC off or failed): the K/V ring,
+   * whose transfers alone the byte counts then report. */
+  job->stats.bytes_sent = job->stats.ring_bytes_received = 0;
   device_dense d = {ctx, q, scale, out, lse, {0}, NULL};
   void *part_buf = NULL, *lse_own = NULL;
   ditattn_status local =

@@ -25,8 +25,10 @@ static inline unsigned slr_grid(long long total) {
        e += (long long)gridDim.x * blockDim.x)
 
 /* ---------------------------------------------------------------- selection */
-/* Block means of q and k in double (spec §2, as ref/): q as [BH][n][D],
- * k transposed to [BH][D][n] so that the selection's lanes, one key block
+/* Block means of q and k in double (spec §2, as ref/): q as [BH][n][D]
+ * for the query blocks [G_lo, G_lo + G_n) (all in a whole call; with a row
+ * range no other pooled q is read, and dist/ leaves other q rows stale), k
+ * transposed to [BH][D][n] so that the selection's lanes, one key block
  * each, read consecutive addresses. */
 template <typename T>
 __global__ void slr_pool_kernel(View<const T> q, View<const T> k, dt_gpu_ropeslr p,
@@ -34,7 +36,8 @@ __global__ void slr_pool_kernel(View<const T> q, View<const T> k, dt_gpu_ropeslr
   SLR_FOR(e, total) {
     const long long d = e % p.D, c = e / p.D % p.n, bh = e / p.D / p.n;
     const long long j0 = c * p.b, j1 = p.N - j0 > p.b ? j0 + p.b : p.N;
-    p.pq64[e] = block_mean(q, bh, j0, j1, d);
+    if (c >= p.G_lo && c < p.G_lo + p.G_n) /* only the selected query blocks are read */
+      p.pq64[e] = block_mean(q, bh, j0, j1, d);
     p.pk64[(bh * p.D + d) * p.n + c] = block_mean(k, bh, j0, j1, d);
   }
 }
@@ -361,12 +364,13 @@ static int slr_forward_typed(const dt_gpu_ropeslr &p, const ditattn_tensor *q,
   const long long rows = BH * p.G_n, warps = kSlrSelectThreads / DT_WARP;
   int n_pad = 1;
   while (n_pad < p.n) n_pad <<= 1;
-  if (p.n <= kSlrSortMax && rows <= INT_MAX) {
+  const bool sort = p.n <= kSlrSortMax && rows <= INT_MAX; /* else the warp passes */
+  if (sort) {
     const size_t smem = (size_t)n_pad * (sizeof(double) + sizeof(int));
     slr_select_sort_kernel<<<(unsigned)rows, kSlrSortThreads, smem, s>>>(p, n_pad);
     if ((st = launch_status())) return st;
   }
-  for (long long r0 = 0; r0 < rows && p.n > kSlrSortMax; r0 += p.select_rows) {
+  for (long long r0 = 0; r0 < rows && !sort; r0 += p.select_rows) {
     const long long nr = rows - r0 < p.select_rows ? rows - r0 : p.select_rows;
     slr_select_kernel<<<blocks_for(nr, (int)warps), kSlrSelectThreads, 0, s>>>(p, r0, nr);
     if ((st = launch_status())) return st;
