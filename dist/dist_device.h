@@ -104,6 +104,18 @@ ditattn_status dt_dist_device_gather_kv_ipc(dt_dist_job *job, const ditattn_tens
  * "0" on any rank. Collective; the same answer on every rank. */
 int dt_dist_ipc_usable(dt_dist_job *job);
 
+/* Rows [offset, offset + length) of a whole-sequence tensor laid out like
+ * `whole`, in the buffer at base (whole's own, or a peer's mapping). */
+ditattn_tensor dt_dist_rows_at(const ditattn_tensor *whole, void *base, int64_t offset,
+                               int64_t length);
+/* Rows [from, from + rows) of every (b, h) of whole (contiguous
+ * (B, H, N, D)) copied from the same rows of the buffer at peer: one
+ * strided copy by the copy engines where the backend has copy_2d, else a
+ * device copy by ditattn_pool_mean with block 1 (exact). Queued on ctx's
+ * stream. */
+ditattn_status dt_dist_copy_rows(ditattn_context *ctx, const ditattn_tensor *whole,
+                                 const void *peer, int64_t from, int64_t rows);
+
 /* IPC all-gather (dist_device_ipc.c): whole[0..nx) are the cache's
  * buffers, with this rank's rows already written and synchronized; fills
  * the peers' rows that this rank needs (whole[0], q: only the q_span-aligned
@@ -128,8 +140,11 @@ ditattn_status dt_dist_device_ropeslr_run(dt_dist_job *job, const ditattn_ropesl
                                           const ditattn_tensor *k, const ditattn_tensor *v,
                                           ditattn_tensor *out, float *lse_sparse);
 
-/* ditattn_free that keeps ctx's last error message (cleanup after a
- * failure must not erase the reason). */
+/* release(ctx, ptr) for a non-NULL ptr, keeping ctx's last error message
+ * (cleanup after a failure must not erase the reason). */
+typedef ditattn_status (*dt_dist_release_fn)(ditattn_context *ctx, void *ptr);
+void dt_dist_release(ditattn_context *ctx, dt_dist_release_fn release, void *ptr);
+/* dt_dist_release of a ditattn_malloc buffer. */
 void dt_dist_device_free(ditattn_context *ctx, void *ptr);
 
 /* Host staging buffers: page-locked where the backend offers it (device

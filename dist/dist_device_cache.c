@@ -7,14 +7,10 @@
 #include <string.h>
 
 void dt_gather_cache_close_peers(ditattn_context *ctx, dt_gather_cache *cache) {
-  for (int s = 0; s < cache->peer_slots; s++)
-    if (cache->peer_ptr[s]) {
-      char saved[sizeof ctx->last_error]; /* cleanup keeps the reason of a failure */
-      memcpy(saved, ctx->last_error, sizeof saved);
-      (void)ctx->ops->ipc_close(ctx, cache->peer_ptr[s]);
-      memcpy(ctx->last_error, saved, sizeof saved);
-      cache->peer_ptr[s] = NULL;
-    }
+  for (int s = 0; s < cache->peer_slots; s++) {
+    dt_dist_release(ctx, ctx->ops->ipc_close, cache->peer_ptr[s]);
+    cache->peer_ptr[s] = NULL;
+  }
 }
 
 static void free_buffers(ditattn_context *ctx, dt_gather_cache *cache) {
@@ -55,8 +51,9 @@ ditattn_status dt_gather_cache_get(dt_dist_job *job, const ditattn_tensor *like,
   const int foreign = ctx->ext_free && ctx->ext_free != cache_free;
   dt_gather_cache *cache = foreign ? NULL : ctx->ext;
   const int64_t B = like->shape[0], H = like->shape[1], D = like->shape[3], N = job->n_global;
-  const int reshape = has_buffers(cache) && (cache->B != B || cache->H != H || cache->N != N ||
-                                             cache->D != D || cache->dtype != like->dtype);
+  const int new_shape = !cache || cache->B != B || cache->H != H || cache->N != N ||
+                        cache->D != D || cache->dtype != like->dtype;
+  const int reshape = new_shape && has_buffers(cache);
   /* Collective on every call (the ranks' caches agree, but a hang must not
    * depend on that): a new shape anywhere unmaps everywhere first. */
   int any = 0;
@@ -71,8 +68,7 @@ ditattn_status dt_gather_cache_get(dt_dist_job *job, const ditattn_tensor *like,
     ctx->ext = cache;
     ctx->ext_free = cache_free;
   }
-  if (cache->B != B || cache->H != H || cache->N != N || cache->D != D ||
-      cache->dtype != like->dtype) {
+  if (new_shape) {
     free_buffers(ctx, cache);
     cache->B = B, cache->H = H, cache->N = N, cache->D = D, cache->dtype = like->dtype;
   }

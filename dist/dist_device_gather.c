@@ -15,15 +15,6 @@ typedef struct gather {
   int first;             /* 1: q is not gathered (dense) */
 } gather;
 
-/* Rows [offset, offset + length) of a whole-sequence tensor. */
-static ditattn_tensor rows_of(const ditattn_tensor *whole, int64_t offset, int64_t length) {
-  ditattn_tensor t = *whole;
-  t.data =
-      (char *)whole->data + (size_t)(offset * whole->stride[2]) * ditattn_dtype_size(whole->dtype);
-  t.shape[2] = length;
-  return t;
-}
-
 /* Copies the slices xs of rank src into their rows (xs[0] is q, skipped
  * when g->first is 1). */
 static ditattn_status gather_step(void *user, int step, int src, const ditattn_tensor *xs) {
@@ -32,7 +23,7 @@ static ditattn_status gather_step(void *user, int step, int src, const ditattn_t
   const int64_t off = g->job->offset[src], len = g->job->length[src];
   if (len == 0) return DITATTN_OK;
   for (int i = g->first; i < 3; i++) {
-    ditattn_tensor dst = rows_of(&g->whole[i], off, len);
+    ditattn_tensor dst = dt_dist_rows_at(&g->whole[i], g->whole[i].data, off, len);
     TRY(ditattn_pool_mean(g->ctx, &xs[i], 1, &dst));
   }
   return DITATTN_OK;

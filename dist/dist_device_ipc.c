@@ -32,9 +32,8 @@ int dt_dist_ipc_usable(dt_dist_job *job) {
   return all;
 }
 
-/* Rows [offset, offset + length) of a whole-sequence tensor at base. */
-static ditattn_tensor rows_at(const ditattn_tensor *whole, void *base, int64_t offset,
-                              int64_t length) {
+ditattn_tensor dt_dist_rows_at(const ditattn_tensor *whole, void *base, int64_t offset,
+                               int64_t length) {
   ditattn_tensor t = *whole;
   t.data = (char *)base + (size_t)(offset * whole->stride[2]) * ditattn_dtype_size(whole->dtype);
   t.shape[2] = length;
@@ -57,12 +56,8 @@ static void need_range(const dt_dist_job *job, int r, int i, int64_t q_span, int
   *hi = end < N ? end : N;
 }
 
-/* Rows [from, from + rows) of every (b, h) of a whole-sequence buffer
- * (contiguous (B, H, N, D)) from the same rows of the peer's buffer at
- * peer: one strided copy by the copy engines where the backend has one,
- * else a device copy by ditattn_pool_mean with block 1 (exact). */
-static ditattn_status copy_rows(ditattn_context *ctx, const ditattn_tensor *whole, void *peer,
-                                int64_t from, int64_t rows) {
+ditattn_status dt_dist_copy_rows(ditattn_context *ctx, const ditattn_tensor *whole,
+                                 const void *peer, int64_t from, int64_t rows) {
   if (ctx->ops->copy_2d) {
     const size_t esize = ditattn_dtype_size(whole->dtype);
     const size_t pitch = (size_t)whole->stride[1] * esize,
@@ -71,8 +66,8 @@ static ditattn_status copy_rows(ditattn_context *ctx, const ditattn_tensor *whol
     return ctx->ops->copy_2d(ctx, (char *)whole->data + skip, pitch, (const char *)peer + skip,
                              pitch, width, (size_t)(whole->shape[0] * whole->shape[1]));
   }
-  const ditattn_tensor src = rows_at(whole, peer, from, rows);
-  ditattn_tensor dst = rows_at(whole, whole->data, from, rows);
+  const ditattn_tensor src = dt_dist_rows_at(whole, (void *)peer, from, rows);
+  ditattn_tensor dst = dt_dist_rows_at(whole, whole->data, from, rows);
   return ditattn_pool_mean(ctx, &src, 1, &dst);
 }
 
@@ -115,7 +110,7 @@ static ditattn_status copy_from_peers(dt_dist_job *job, dt_gather_cache *cache,
         }
       }
       if (st != DITATTN_OK) break;
-      st = copy_rows(ctx, &whole[i], cache->peer_ptr[slot], from, rows);
+      st = dt_dist_copy_rows(ctx, &whole[i], cache->peer_ptr[slot], from, rows);
       job->stats.ring_bytes_received += rows * row_bytes;
     }
   }

@@ -36,12 +36,16 @@ int dt_dist_device_transfer(ditattn_backend backend) {
                                                                 : DT_DIST_XFER_STAGED;
 }
 
-void dt_dist_device_free(ditattn_context *ctx, void *ptr) {
+void dt_dist_release(ditattn_context *ctx, dt_dist_release_fn release, void *ptr) {
   if (!ptr) return;
   char saved[sizeof ctx->last_error];
   memcpy(saved, ctx->last_error, sizeof saved);
-  (void)ditattn_free(ctx, ptr);
+  (void)release(ctx, ptr);
   memcpy(ctx->last_error, saved, sizeof saved);
+}
+
+void dt_dist_device_free(ditattn_context *ctx, void *ptr) {
+  dt_dist_release(ctx, ditattn_free, ptr);
 }
 
 static int has_pinned(const ditattn_context *ctx) {
@@ -56,13 +60,8 @@ ditattn_status dt_dist_staging_alloc(ditattn_context *ctx, size_t bytes, void **
 }
 
 void dt_dist_staging_free(ditattn_context *ctx, void *ptr) {
-  if (!ptr) return;
-  if (!has_pinned(ctx)) {
+  if (has_pinned(ctx))
+    dt_dist_release(ctx, ctx->ops->host_free, ptr);
+  else
     dt_free(ptr);
-    return;
-  }
-  char saved[sizeof ctx->last_error];
-  memcpy(saved, ctx->last_error, sizeof saved);
-  (void)ctx->ops->host_free(ctx, ptr);
-  memcpy(ctx->last_error, saved, sizeof saved);
 }

@@ -15,6 +15,7 @@
  *                         [--backend cuda|hip|ref] */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include "backends/backend.h"
+#include "dist_device.h" /* dt_dist_copy_rows: the gather's own copy */
 #include "dist_ropeslr_bench.h"
 #include "gpu_xfer.h"
 
@@ -83,10 +84,9 @@ static double time_rows(problem *pb, int is_llsa, int64_t row0, int64_t M) {
 }
 
 /* The gather's copies for a rank holding M of N rows: the other N − M rows
- * of q, k and v copied device to device the way dist_device_ipc.c copies a
- * peer's rows (the backend's strided copy, else ditattn_pool_mean with
- * block 1), best of reps, in seconds. An upper bound for q, of which the
- * gather copies only the rows near the rank's own. */
+ * of q, k and v copied device to device by dt_dist_copy_rows, the copy
+ * dist_device_ipc.c makes of a peer's rows, best of reps, in seconds. An upper bound for q, of
+ * which the gather copies only the rows near the rank's own. */
 static double time_gather_copy(problem *pb, void *dst_buf, int64_t M) {
   const int64_t n = pb->o->N - M;
   if (n == 0) return 0.0;
@@ -95,18 +95,10 @@ static double time_gather_copy(problem *pb, void *dst_buf, int64_t M) {
     const double t0 = now_s();
     for (int i = 0; i < 3; i++) {
       const ditattn_tensor *src = i == 0 ? &pb->q : i == 1 ? &pb->k : &pb->v;
-      ditattn_tensor from = *src, to = *src;
-      from.shape[2] = to.shape[2] = n;
+      ditattn_tensor to = *src; /* whole-sequence, like src, in the copy target */
       to.data = (char *)dst_buf + (size_t)i * (size_t)(pb->o->H * pb->o->N * pb->o->D) *
                                       ditattn_dtype_size(pb->o->dtype);
-      const size_t esize = ditattn_dtype_size(pb->o->dtype);
-      const size_t pitch = (size_t)src->stride[1] * esize;
-      ditattn_status st =
-          pb->ctx->ops->copy_2d
-              ? pb->ctx->ops->copy_2d(pb->ctx, to.data, pitch, from.data, pitch,
-                                      (size_t)(n * pb->o->D) * esize, (size_t)pb->o->H)
-              : ditattn_pool_mean(pb->ctx, &from, 1, &to);
-      if (st != DITATTN_OK) return -1.0;
+      if (dt_dist_copy_rows(pb->ctx, &to, src->data, 0, n) != DITATTN_OK) return -1.0;
     }
     if (ditattn_synchronize(pb->ctx) != DITATTN_OK) return -1.0;
     const double t = now_s() - t0;
