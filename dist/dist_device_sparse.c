@@ -25,18 +25,13 @@ static ditattn_status gather_then_forward(dt_dist_job *job, const ditattn_tensor
                                           int64_t q_span, rows_forward_fn forward,
                                           const void *user) {
   ditattn_context *ctx = job->ctx;
-  if (job->size == 1) {
-    /* One rank holds the whole sequence: nothing to gather or copy. */
+  /* One rank holds the whole sequence: its own tensors, nothing to gather. */
+  ditattn_tensor whole[3] = {*q, *k, *v};
+  ditattn_status st = DITATTN_OK;
+  if (job->size == 1)
     job->stats.gpu_transfer = dt_dist_device_transfer(ctx->backend);
-    const ditattn_tensor own[3] = {*q, *k, *v};
-    double t0 = MPI_Wtime();
-    ditattn_status local = forward(ctx, own, 0, user);
-    if (local == DITATTN_OK) local = ditattn_synchronize(ctx);
-    dt_dist_tick(&t0, &job->stats.compute_s);
-    return dt_dist_end(job, dt_dist_agree(job, local));
-  }
-  ditattn_tensor whole[3]; /* the context's cached buffers */
-  ditattn_status st = dt_dist_device_gather_qkv(job, q, k, v, q_span, whole);
+  else
+    st = dt_dist_device_gather_qkv(job, q, k, v, q_span, whole); /* the cache's buffers */
   if (st == DITATTN_OK) {
     double t0 = MPI_Wtime();
     ditattn_status local = forward(ctx, whole, job->offset[job->rank], user);
