@@ -42,6 +42,37 @@ typedef struct dt_pool {
   int64_t block;
 } dt_pool;
 
+/* dist/ splits the key-side work of a sparse forward between the ranks of
+ * one host: the per-block summaries of the keys (LLSA: pooled k and v of
+ * every level; RoPeSLR: the block factors S_C | z_C) are each computed once,
+ * by the rank owning the block, then exchanged, and every rank's forward
+ * reads them instead of computing all of them itself. A summary is a set
+ * of arrays [heads][units][unit_bytes] in one device buffer; unit c of
+ * array a covers tokens [c·span[a], (c+1)·span[a]) and belongs to the rank
+ * whose slice holds its first token. Values do not depend on who computes a
+ * unit: the same kernel, the same summation order. */
+#define DT_KEY_SUMMARY_MAX 16 /* LLSA: 2 per level, up to DITATTN_LLSA_MAX_LEVELS */
+typedef struct dt_key_summary {
+  int arrays;
+  int64_t heads; /* B·H */
+  int64_t units[DT_KEY_SUMMARY_MAX], span[DT_KEY_SUMMARY_MAX];
+  size_t unit_bytes[DT_KEY_SUMMARY_MAX], offset[DT_KEY_SUMMARY_MAX];
+  size_t bytes; /* of the whole buffer */
+} dt_key_summary;
+
+typedef enum dt_summary_use {
+  DT_SUMMARY_NONE = 0, /* the forward computes every summary itself (buf unused) */
+  DT_SUMMARY_FILL = 1, /* compute only the units whose first token lies in
+                          [key_lo, key_hi) into buf; nothing else */
+  DT_SUMMARY_READ = 2  /* buf holds every unit: skip the key-side work */
+} dt_summary_use;
+
+typedef struct dt_summary_arg {
+  dt_summary_use use;
+  void *buf; /* device, laid out as the backend's *_summary_layout says */
+  int64_t key_lo, key_hi;
+} dt_summary_arg;
+
 typedef struct dt_llsa_fwd {
   ditattn_llsa_params params; /* scale resolved */
   const ditattn_tensor *q, *k, *v;
@@ -53,6 +84,7 @@ typedef struct dt_llsa_fwd {
    * passes 0 and an out of N rows; with q_row0 > 0 or fewer rows, selection
    * is NULL and only backends with query_rows set may be called. */
   int64_t q_row0;
+  dt_summary_arg summary; /* zero: DT_SUMMARY_NONE */
 } dt_llsa_fwd;
 
 typedef struct dt_llsa_bwd {
@@ -84,9 +116,10 @@ typedef struct dt_ropeslr_fwd {
   const int32_t *pos; /* N triples, host, never NULL here */
   const ditattn_tensor *q, *k, *v;
   ditattn_tensor *out;
-  float *lse_sparse; /* may be NULL */
-  int32_t *sel;      /* may be NULL */
-  int64_t q_row0;    /* as dt_llsa_fwd.q_row0; lse_sparse then holds out's rows, sel is NULL */
+  float *lse_sparse;      /* may be NULL */
+  int32_t *sel;           /* may be NULL */
+  int64_t q_row0;         /* as dt_llsa_fwd.q_row0; lse_sparse then holds out's rows, sel is NULL */
+  dt_summary_arg summary; /* as dt_llsa_fwd.summary */
 } dt_ropeslr_fwd;
 
 typedef struct dt_ropeslr_bwd {
@@ -152,6 +185,12 @@ typedef struct dt_backend_ops {
    * dt_malloc); host_free takes what host_alloc gave. */
   ditattn_status (*host_alloc)(ditattn_context *ctx, size_t bytes, void **ptr);
   ditattn_status (*host_free)(ditattn_context *ctx, void *ptr);
+  /* The key summary of a forward (dt_key_summary); NULL where the backend
+   * cannot split its key-side work (its forward then ignores p->summary). */
+  ditattn_status (*llsa_summary_layout)(ditattn_context *ctx, const dt_llsa_fwd *p,
+                                        dt_key_summary *layout);
+  ditattn_status (*ropeslr_summary_layout)(ditattn_context *ctx, const dt_ropeslr_fwd *p,
+                                           dt_key_summary *layout);
 } dt_backend_ops;
 
 /* Bytes of an IPC handle (CUDA_IPC_HANDLE_SIZE, HIP_IPC_HANDLE_SIZE). */

@@ -59,13 +59,17 @@ ditattn_status dt_device_ring_run_n(dt_dist_job *job, const ditattn_tensor *xs, 
  * peers' buffers mapped into this process (opening a mapping costs far more
  * than a call's copies). Freed by ditattn_dist_free_cache or with the
  * context. */
+/* Buffers a rank shares: q, k, v, then the key summary (dist_device_summary.c). */
+enum { DT_GATHER_SUMMARY = 3, DT_GATHER_SLOTS = 4 };
+
 typedef struct dt_gather_cache {
   int64_t B, H, N, D;
   ditattn_dtype dtype;
-  void *buf[3];
-  int exported[3]; /* own_handles[i] is buf[i]'s */
-  unsigned char own_handles[3 * DT_IPC_HANDLE_BYTES];
-  int peer_slots;              /* entries of peer_handles/peer_ptr: P * 3 */
+  void *buf[DT_GATHER_SLOTS]; /* buf[DT_GATHER_SUMMARY]: summary_bytes */
+  size_t summary_bytes;
+  int exported[DT_GATHER_SLOTS]; /* own_handles[i] is buf[i]'s */
+  unsigned char own_handles[DT_GATHER_SLOTS * DT_IPC_HANDLE_BYTES];
+  int peer_slots;              /* entries of peer_handles/peer_ptr: P * DT_GATHER_SLOTS */
   unsigned char *peer_handles; /* the handle each mapping was opened from */
   void **peer_ptr;             /* mapped peer buffers, NULL where none is open */
 } dt_gather_cache;
@@ -77,6 +81,12 @@ typedef struct dt_gather_cache {
  * the cache stays consistent. */
 ditattn_status dt_gather_cache_get(dt_dist_job *job, const ditattn_tensor *like, int with_q,
                                    dt_gather_cache **cache);
+/* The context's cache, or NULL when it has none. */
+dt_gather_cache *dt_gather_cache_current(ditattn_context *ctx);
+/* The cache's key-summary buffer, at least `bytes` (buf[DT_GATHER_SUMMARY]).
+ * Collective like dt_gather_cache_get: a rank that must grow it makes every
+ * rank unmap its peers' buffers first. Agreed status. */
+ditattn_status dt_gather_cache_summary(dt_dist_job *job, dt_gather_cache *cache, size_t bytes);
 /* Closes every peer mapping of the cache (kept: its own buffers). */
 void dt_gather_cache_close_peers(ditattn_context *ctx, dt_gather_cache *cache);
 
@@ -116,6 +126,15 @@ ditattn_tensor dt_dist_rows_at(const ditattn_tensor *whole, void *base, int64_t 
 ditattn_status dt_dist_copy_rows(ditattn_context *ctx, const ditattn_tensor *whole,
                                  const void *peer, int64_t from, int64_t rows);
 
+/* Exports buf[slot] once (its handle then stays in own_handles). */
+ditattn_status dt_dist_ipc_export(ditattn_context *ctx, dt_gather_cache *cache, int slot);
+/* The peer src's buffer `slot` mapped into this process, from its handle of
+ * this call (a kept mapping is reused while the handle stays the same). */
+ditattn_status dt_dist_ipc_map(dt_dist_job *job, dt_gather_cache *cache, int src, int slot,
+                               const unsigned char *handle, void **ptr);
+/* Sizes the cache's peer tables for P ranks (a new P closes all). */
+ditattn_status dt_dist_ipc_peer_tables(ditattn_context *ctx, dt_gather_cache *cache, int P);
+
 /* IPC all-gather (dist_device_ipc.c): whole[0..nx) are the cache's
  * buffers, with this rank's rows already written and synchronized; fills
  * the peers' rows that this rank needs (whole[0], q: only the q_span-aligned
@@ -139,6 +158,23 @@ ditattn_status dt_dist_device_ropeslr_run(dt_dist_job *job, const ditattn_ropesl
                                           const int32_t *pos_global, const ditattn_tensor *q,
                                           const ditattn_tensor *k, const ditattn_tensor *v,
                                           ditattn_tensor *out, float *lse_sparse);
+
+/* The key-side work of a sparse forward split across the ranks of one host
+ * (backend.h dt_key_summary), after an IPC gather: fill(share) computes
+ * the units this rank owns into the cache's summary buffer; the ranks then
+ * copy each other's units by IPC, and `read` runs the forward on the
+ * complete summary. Returns the agreed status of fill and exchange:
+ * DITATTN_OK when the summary is complete on every rank (then the caller
+ * runs its forward with DT_SUMMARY_READ), else the caller computes
+ * everything itself (DT_SUMMARY_NONE). */
+typedef ditattn_status (*dt_summary_fill_fn)(ditattn_context *ctx, const dt_summary_arg *share,
+                                             const void *user);
+ditattn_status dt_dist_summary_share(dt_dist_job *job, const dt_key_summary *layout,
+                                     dt_summary_fill_fn fill, const void *user, void **buf);
+/* Units [*lo, *hi) of array a that rank r owns (those whose first token
+ * lies in its slice). */
+void dt_dist_summary_units(const dt_dist_job *job, int r, const dt_key_summary *layout, int a,
+                           int64_t *lo, int64_t *hi);
 
 /* release(ctx, ptr) for a non-NULL ptr, keeping ctx's last error message
  * (cleanup after a failure must not erase the reason). */

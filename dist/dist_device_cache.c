@@ -15,11 +15,12 @@ void dt_gather_cache_close_peers(ditattn_context *ctx, dt_gather_cache *cache) {
 
 static void free_buffers(ditattn_context *ctx, dt_gather_cache *cache) {
   dt_gather_cache_close_peers(ctx, cache);
-  for (int i = 0; i < 3; i++) {
+  for (int i = 0; i < DT_GATHER_SLOTS; i++) {
     dt_dist_device_free(ctx, cache->buf[i]);
     cache->buf[i] = NULL;
     cache->exported[i] = 0;
   }
+  cache->summary_bytes = 0;
 }
 
 static void cache_free(ditattn_context *ctx, void *ext) {
@@ -41,7 +42,9 @@ static int unmap_everywhere(ditattn_context *ctx, dt_gather_cache *cache, MPI_Co
 }
 
 static int has_buffers(const dt_gather_cache *cache) {
-  return cache && (cache->buf[0] || cache->buf[1] || cache->buf[2]);
+  for (int i = 0; cache && i < DT_GATHER_SLOTS; i++)
+    if (cache->buf[i]) return 1;
+  return 0;
 }
 
 ditattn_status dt_gather_cache_get(dt_dist_job *job, const ditattn_tensor *like, int with_q,
@@ -83,6 +86,30 @@ ditattn_status dt_gather_cache_get(dt_dist_job *job, const ditattn_tensor *like,
     }
   *out = cache;
   return DITATTN_OK;
+}
+
+dt_gather_cache *dt_gather_cache_current(ditattn_context *ctx) {
+  return ctx->ext_free == cache_free ? ctx->ext : NULL;
+}
+
+ditattn_status dt_gather_cache_summary(dt_dist_job *job, dt_gather_cache *cache, size_t bytes) {
+  ditattn_context *ctx = job->ctx;
+  const int grow = cache->summary_bytes < bytes;
+  int any = 0;
+  if (MPI_Allreduce(&grow, &any, 1, MPI_INT, MPI_MAX, job->comm) != MPI_SUCCESS ||
+      (any && unmap_everywhere(ctx, cache, job->comm)))
+    return dt_fail(ctx, DITATTN_ERR_MPI, "key summary buffer: collective failed");
+  ditattn_status local = DITATTN_OK;
+  if (grow) {
+    void **buf = &cache->buf[DT_GATHER_SUMMARY];
+    dt_dist_device_free(ctx, *buf);
+    *buf = NULL;
+    cache->exported[DT_GATHER_SUMMARY] = 0;
+    cache->summary_bytes = 0;
+    local = ditattn_malloc(ctx, bytes, buf);
+    if (local == DITATTN_OK) cache->summary_bytes = bytes;
+  }
+  return dt_dist_agree(job, local);
 }
 
 ditattn_status ditattn_dist_free_cache(ditattn_context *ctx, MPI_Comm comm) {

@@ -78,9 +78,29 @@ static int64_t slice_part(const dt_dist_job *job, int src, int64_t lo, int64_t h
   return (b < hi ? b : hi) - *from;
 }
 
-/* Maps the peers' buffers (reusing a mapping while the peer's handle is
- * the one it was opened from), queues the copies of the rows this rank
- * needs and waits for them. handles: this call's P*nx handles. */
+ditattn_status dt_dist_ipc_map(dt_dist_job *job, dt_gather_cache *cache, int src, int slot,
+                               const unsigned char *handle, void **ptr) {
+  ditattn_context *ctx = job->ctx;
+  const int at = src * DT_GATHER_SLOTS + slot;
+  unsigned char *seen = cache->peer_handles + (size_t)at * DT_IPC_HANDLE_BYTES;
+  ditattn_status st = DITATTN_OK;
+  if (cache->peer_ptr[at] && memcmp(seen, handle, DT_IPC_HANDLE_BYTES) != 0) {
+    st = ctx->ops->ipc_close(ctx, cache->peer_ptr[at]); /* the peer reallocated */
+    cache->peer_ptr[at] = NULL;
+  }
+  if (st == DITATTN_OK && !cache->peer_ptr[at]) {
+    st = ctx->ops->ipc_open(ctx, handle, &cache->peer_ptr[at]);
+    if (st == DITATTN_OK) {
+      memcpy(seen, handle, DT_IPC_HANDLE_BYTES);
+      job->stats.ipc_opened++;
+    }
+  }
+  *ptr = cache->peer_ptr[at];
+  return st;
+}
+
+/* Maps the peers' buffers, queues the copies of the rows this rank needs
+ * and waits for them. handles: this call's P*DT_GATHER_SLOTS handles. */
 static ditattn_status copy_from_peers(dt_dist_job *job, dt_gather_cache *cache,
                                       ditattn_tensor *whole, int nx, const unsigned char *handles,
                                       int64_t q_span, int64_t row_bytes) {
@@ -95,22 +115,11 @@ static ditattn_status copy_from_peers(dt_dist_job *job, dt_gather_cache *cache,
       need_range(job, me, i, q_span, &lo, &hi);
       const int64_t rows = slice_part(job, src, lo, hi, &from);
       if (rows <= 0) continue;
-      const int slot = src * nx + i;
-      const unsigned char *h = handles + (size_t)slot * DT_IPC_HANDLE_BYTES;
-      unsigned char *seen = cache->peer_handles + (size_t)slot * DT_IPC_HANDLE_BYTES;
-      if (cache->peer_ptr[slot] && memcmp(seen, h, DT_IPC_HANDLE_BYTES) != 0) {
-        st = ctx->ops->ipc_close(ctx, cache->peer_ptr[slot]); /* the peer reallocated */
-        cache->peer_ptr[slot] = NULL;
-      }
-      if (st == DITATTN_OK && !cache->peer_ptr[slot]) {
-        st = ctx->ops->ipc_open(ctx, h, &cache->peer_ptr[slot]);
-        if (st == DITATTN_OK) {
-          memcpy(seen, h, DT_IPC_HANDLE_BYTES);
-          job->stats.ipc_opened++;
-        }
-      }
+      void *peer = NULL;
+      const size_t at = (size_t)(src * DT_GATHER_SLOTS + i) * DT_IPC_HANDLE_BYTES;
+      st = dt_dist_ipc_map(job, cache, src, i, handles + at, &peer);
       if (st != DITATTN_OK) break;
-      st = dt_dist_copy_rows(ctx, &whole[i], cache->peer_ptr[slot], from, rows);
+      st = dt_dist_copy_rows(ctx, &whole[i], peer, from, rows);
       job->stats.ring_bytes_received += rows * row_bytes;
     }
   }
@@ -134,8 +143,8 @@ static int64_t bytes_read_by_peers(const dt_dist_job *job, int nx, int64_t q_spa
   return total;
 }
 
-/* Sizes the cache's peer tables for P*nx slots (a new size closes all). */
-static ditattn_status peer_tables(ditattn_context *ctx, dt_gather_cache *cache, int slots) {
+ditattn_status dt_dist_ipc_peer_tables(ditattn_context *ctx, dt_gather_cache *cache, int P) {
+  const int slots = P * DT_GATHER_SLOTS;
   if (cache->peer_slots == slots) return DITATTN_OK;
   dt_gather_cache_close_peers(ctx, cache);
   dt_free(cache->peer_handles);
@@ -149,6 +158,14 @@ static ditattn_status peer_tables(ditattn_context *ctx, dt_gather_cache *cache, 
   return DITATTN_OK;
 }
 
+ditattn_status dt_dist_ipc_export(ditattn_context *ctx, dt_gather_cache *cache, int slot) {
+  if (cache->exported[slot]) return DITATTN_OK;
+  ditattn_status st = ctx->ops->ipc_export(ctx, cache->buf[slot],
+                                           cache->own_handles + (size_t)slot * DT_IPC_HANDLE_BYTES);
+  cache->exported[slot] = st == DITATTN_OK;
+  return st;
+}
+
 ditattn_status dt_dist_ipc_allgather(dt_dist_job *job, dt_gather_cache *cache,
                                      ditattn_tensor *whole, int nx, int64_t q_span) {
   ditattn_context *ctx = job->ctx;
@@ -156,22 +173,18 @@ ditattn_status dt_dist_ipc_allgather(dt_dist_job *job, dt_gather_cache *cache,
   const ditattn_tensor *kt = &whole[nx - 1]; /* always gathered (q may not be) */
   const int64_t row_bytes =
       kt->shape[0] * kt->shape[1] * kt->shape[3] * (int64_t)ditattn_dtype_size(kt->dtype);
-  unsigned char *handles = dt_calloc((size_t)P * (size_t)nx, DT_IPC_HANDLE_BYTES);
+  unsigned char *handles = dt_calloc((size_t)P * DT_GATHER_SLOTS, DT_IPC_HANDLE_BYTES);
   ditattn_status local = DITATTN_OK;
   if (!handles) local = dt_fail(ctx, DITATTN_ERR_OUT_OF_MEMORY, "IPC handles of %d ranks", P);
-  if (local == DITATTN_OK) local = peer_tables(ctx, cache, P * nx);
+  if (local == DITATTN_OK) local = dt_dist_ipc_peer_tables(ctx, cache, P);
   /* A buffer's handle is exported once (q's, not gathered for dense, may
    * not exist: its handle slot stays as it was and nobody reads it). */
   for (int i = 0; i < nx && local == DITATTN_OK; i++)
-    if (whole[i].data && !cache->exported[i]) {
-      local = ctx->ops->ipc_export(ctx, whole[i].data,
-                                   cache->own_handles + (size_t)i * DT_IPC_HANDLE_BYTES);
-      cache->exported[i] = local == DITATTN_OK;
-    }
+    if (whole[i].data) local = dt_dist_ipc_export(ctx, cache, i);
   ditattn_status st = dt_dist_agree(job, local);
   double t0 = MPI_Wtime();
   if (st == DITATTN_OK) {
-    const int bytes = nx * DT_IPC_HANDLE_BYTES;
+    const int bytes = DT_GATHER_SLOTS * DT_IPC_HANDLE_BYTES;
     int err =
         MPI_Allgather(cache->own_handles, bytes, MPI_BYTE, handles, bytes, MPI_BYTE, job->comm);
     if (err != MPI_SUCCESS) local = dt_dist_mpi_fail(ctx, err, "MPI_Allgather (IPC handles)");

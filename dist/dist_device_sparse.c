@@ -10,20 +10,62 @@
  * the selected blocks, the low-rank factors; see docs/dist.md.) */
 #include "dist_device.h"
 
+#include <stdlib.h>
 #include <string.h>
 
-/* The backend's forward on the gathered tensors for this rank's rows. */
+/* The backend's forward on the gathered tensors for this rank's rows, or
+ * (summary->use == DT_SUMMARY_FILL) its share of the key summary. */
 typedef ditattn_status (*rows_forward_fn)(ditattn_context *ctx, const ditattn_tensor whole[3],
-                                          int64_t row0, const void *user);
+                                          int64_t row0, const dt_summary_arg *summary,
+                                          const void *user);
+/* The key summary's layout; UNSUPPORTED where the backend has none. */
+typedef ditattn_status (*summary_layout_fn)(ditattn_context *ctx, const ditattn_tensor whole[3],
+                                            const void *user, dt_key_summary *layout);
+
+typedef struct rows_job {
+  const ditattn_tensor *whole;
+  rows_forward_fn forward;
+  const void *user;
+} rows_job;
+
+static ditattn_status fill_share(ditattn_context *ctx, const dt_summary_arg *share,
+                                 const void *user) {
+  const rows_job *r = user;
+  return r->forward(ctx, r->whole, 0, share, r->user);
+}
+
+/* DT_SUMMARY_READ with every rank's share of the key summary when the ranks
+ * share one host by IPC and the backend can split its key-side work
+ * (DITATTN_DIST_SPLIT_KEYS=0 turns it off), else DT_SUMMARY_NONE. */
+static dt_summary_arg key_summary(dt_dist_job *job, const ditattn_tensor whole[3],
+                                  rows_forward_fn forward, summary_layout_fn layout_of,
+                                  const void *user) {
+  dt_summary_arg none = {DT_SUMMARY_NONE, NULL, 0, 0};
+  const char *env = getenv("DITATTN_DIST_SPLIT_KEYS");
+  dt_key_summary layout;
+  ditattn_status local = env && !strcmp(env, "0") ? DITATTN_ERR_UNSUPPORTED
+                                                  : layout_of(job->ctx, whole, user, &layout);
+  if (job->stats.gpu_transfer != DT_DIST_XFER_IPC || dt_dist_agree(job, local) != DITATTN_OK)
+    return none;
+  const rows_job r = {whole, forward, user};
+  void *buf = NULL;
+  if (dt_dist_summary_share(job, &layout, fill_share, &r, &buf) != DITATTN_OK) {
+    dt_clear_error(job->ctx); /* the forward computes everything itself */
+    return none;
+  }
+  job->stats.keys_split = 1;
+  const dt_summary_arg read = {DT_SUMMARY_READ, buf, 0, 0};
+  return read;
+}
 
 /* Gathers q, k, v (q only over q_span-aligned blocks where IPC copies),
- * runs forward for this rank's rows and waits for it (so
- * that compute_s holds it and a device failure is reported by this call);
- * ends the job. */
+ * splits the key-side work when it can, runs forward for this rank's rows
+ * and waits for it (so that compute_s holds it and a device failure is
+ * reported by this call); ends the job. */
 static ditattn_status gather_then_forward(dt_dist_job *job, const ditattn_tensor *q,
                                           const ditattn_tensor *k, const ditattn_tensor *v,
                                           int64_t q_span, rows_forward_fn forward,
-                                          const void *user) {
+                                          summary_layout_fn layout_of, const void *user) {
   ditattn_context *ctx = job->ctx;
   /* One rank holds the whole sequence: its own tensors, nothing to gather. */
   ditattn_tensor whole[3] = {*q, *k, *v};
@@ -33,8 +75,10 @@ static ditattn_status gather_then_forward(dt_dist_job *job, const ditattn_tensor
   else
     st = dt_dist_device_gather_qkv(job, q, k, v, q_span, whole); /* the cache's buffers */
   if (st == DITATTN_OK) {
+    dt_summary_arg summary = {DT_SUMMARY_NONE, NULL, 0, 0};
+    if (job->size > 1) summary = key_summary(job, whole, forward, layout_of, user);
     double t0 = MPI_Wtime();
-    ditattn_status local = forward(ctx, whole, job->offset[job->rank], user);
+    ditattn_status local = forward(ctx, whole, job->offset[job->rank], &summary, user);
     if (local == DITATTN_OK) local = ditattn_synchronize(ctx);
     dt_dist_tick(&t0, &job->stats.compute_s);
     st = dt_dist_agree(job, local);
@@ -48,11 +92,25 @@ typedef struct llsa_call {
   float *lse;
 } llsa_call;
 
+static dt_llsa_fwd llsa_problem(const ditattn_tensor whole[3], int64_t row0,
+                                const dt_summary_arg *summary, const llsa_call *c) {
+  const dt_llsa_fwd p = {*c->params, &whole[0], &whole[1], &whole[2], c->out,
+                         c->lse,     NULL,      row0,      *summary};
+  return p;
+}
+
 static ditattn_status llsa_rows(ditattn_context *ctx, const ditattn_tensor whole[3], int64_t row0,
-                                const void *user) {
-  const llsa_call *c = user;
-  const dt_llsa_fwd p = {*c->params, &whole[0], &whole[1], &whole[2], c->out, c->lse, NULL, row0};
+                                const dt_summary_arg *summary, const void *user) {
+  const dt_llsa_fwd p = llsa_problem(whole, row0, summary, user);
   return ctx->ops->llsa_forward(ctx, &p);
+}
+
+static ditattn_status llsa_layout(ditattn_context *ctx, const ditattn_tensor whole[3],
+                                  const void *user, dt_key_summary *layout) {
+  const dt_summary_arg none = {DT_SUMMARY_NONE, NULL, 0, 0};
+  const dt_llsa_fwd p = llsa_problem(whole, 0, &none, user);
+  return ctx->ops->llsa_summary_layout ? ctx->ops->llsa_summary_layout(ctx, &p, layout)
+                                       : DITATTN_ERR_UNSUPPORTED;
 }
 
 ditattn_status dt_dist_device_llsa_run(dt_dist_job *job, const ditattn_llsa_params *params,
@@ -62,7 +120,7 @@ ditattn_status dt_dist_device_llsa_run(dt_dist_job *job, const ditattn_llsa_para
   /* Queries are read through the blocks of the coarsest level, b^L tokens. */
   int64_t span = 1;
   for (int l = 0; l < params->levels && span < job->n_global; l++) span *= params->block;
-  return gather_then_forward(job, q, k, v, span, llsa_rows, &c);
+  return gather_then_forward(job, q, k, v, span, llsa_rows, llsa_layout, &c);
 }
 
 typedef struct ropeslr_call {
@@ -73,16 +131,29 @@ typedef struct ropeslr_call {
   float *lse_sparse;
 } ropeslr_call;
 
-static ditattn_status ropeslr_rows(ditattn_context *ctx, const ditattn_tensor whole[3],
-                                   int64_t row0, const void *user) {
-  const ropeslr_call *c = user;
+static dt_ropeslr_fwd ropeslr_problem(const ditattn_tensor whole[3], int64_t row0,
+                                      const dt_summary_arg *summary, const ropeslr_call *c) {
   const dt_ropeslr_fwd p = {*c->params,    ditattn_ropeslr_topk(c->params, whole[0].shape[2]),
                             c->weights,    c->pos_global,
                             &whole[0],     &whole[1],
                             &whole[2],     c->out,
                             c->lse_sparse, NULL,
-                            row0};
+                            row0,          *summary};
+  return p;
+}
+
+static ditattn_status ropeslr_rows(ditattn_context *ctx, const ditattn_tensor whole[3],
+                                   int64_t row0, const dt_summary_arg *summary, const void *user) {
+  const dt_ropeslr_fwd p = ropeslr_problem(whole, row0, summary, user);
   return ctx->ops->ropeslr_forward(ctx, &p);
+}
+
+static ditattn_status ropeslr_layout(ditattn_context *ctx, const ditattn_tensor whole[3],
+                                     const void *user, dt_key_summary *layout) {
+  const dt_summary_arg none = {DT_SUMMARY_NONE, NULL, 0, 0};
+  const dt_ropeslr_fwd p = ropeslr_problem(whole, 0, &none, user);
+  return ctx->ops->ropeslr_summary_layout ? ctx->ops->ropeslr_summary_layout(ctx, &p, layout)
+                                          : DITATTN_ERR_UNSUPPORTED;
 }
 
 ditattn_status dt_dist_device_ropeslr_run(dt_dist_job *job, const ditattn_ropeslr_params *params,
@@ -91,5 +162,5 @@ ditattn_status dt_dist_device_ropeslr_run(dt_dist_job *job, const ditattn_ropesl
                                           const ditattn_tensor *k, const ditattn_tensor *v,
                                           ditattn_tensor *out, float *lse_sparse) {
   const ropeslr_call c = {params, weights, pos_global, out, lse_sparse};
-  return gather_then_forward(job, q, k, v, params->block, ropeslr_rows, &c);
+  return gather_then_forward(job, q, k, v, params->block, ropeslr_rows, ropeslr_layout, &c);
 }

@@ -417,6 +417,7 @@ static const dt_backend_ops gpu_ops_table = {
     .copy_2d = gpu_bound_copy_2d,
     .host_alloc = gpu_bound_host_alloc,
     .host_free = gpu_bound_host_free,
+    .ropeslr_summary_layout = gpu_ropeslr_summary_layout,
 };
 
 const dt_backend_ops *DT_GPU_TABLE(void) { return &gpu_ops_table; }

@@ -243,8 +243,9 @@ __global__ void slr_softmax_kernel(double *x, long long N, long long i0, long lo
   }
 }
 
-/* S_C[m][d] = Σ_{j∈C} g_j[m] v_j[d] (d < D), z_C[m] = Σ g_j[m] (d = D).
- * One thread block per (bh, C, chunk of kFactorM ranks m): thread dd holds
+/* S_C[m][d] = Σ_{j∈C} g_j[m] v_j[d] (d < D), z_C[m] = Σ g_j[m] (d = D)
+ * for C in [C_lo, C_lo + C_n). One thread block per (bh, C, chunk of
+ * kFactorM ranks m): thread dd holds
  * the kFactorM sums of its column, so each v_j[dd] it loads serves
  * kFactorM products, and the chunk's g_j[m] are staged in shared memory
  * (broadcast reads). Every sum still runs over j in order, one term at a
@@ -254,8 +255,9 @@ static const int kFactorM = 16, kFactorJ = 32;
 template <typename T>
 __global__ void slr_factor_kernel(View<const T> v, dt_gpu_ropeslr p, long long m_chunks) {
   __shared__ double gs[kFactorJ][kFactorM];
-  const long long D1 = p.D + 1, mc = blockIdx.x % m_chunks, C = blockIdx.x / m_chunks % p.n,
-                  bh = blockIdx.x / m_chunks / p.n, m0 = mc * kFactorM;
+  const long long D1 = p.D + 1, mc = blockIdx.x % m_chunks,
+                  C = p.C_lo + blockIdx.x / m_chunks % p.C_n, bh = blockIdx.x / m_chunks / p.C_n,
+                  m0 = mc * kFactorM;
   const long long j0 = C * p.b, j1 = p.N - j0 > p.b ? j0 + p.b : p.N;
   const double *g = p.g + bh * p.N * p.r;
   for (long long dd0 = 0; dd0 < D1; dd0 += blockDim.x) {
@@ -348,6 +350,42 @@ __global__ void slr_combine_kernel(View<T> out, View<const float> W, dt_gpu_rope
   }
 }
 
+static bool select_sorts(const dt_gpu_ropeslr &p) {
+  return p.n <= kSlrSortMax && p.B * p.H * p.G_n <= INT_MAX;
+}
+
+/* Key features g of the tokens of key blocks [C_lo, C_lo + C_n), then their
+ * factors S_C | z_C (every block's are needed: the background of any query
+ * block subtracts its selected blocks' from the total). */
+template <typename T>
+static int slr_factors_typed(const dt_gpu_ropeslr &p, const View<const T> &kv,
+                             const View<const T> &vv, const ditattn_ropeslr_weights *w,
+                             gpuStream_t s) {
+  const long long BH = p.B * p.H, D1 = p.D + 1;
+  if (p.C_n <= 0) return 0;
+  const long long j0 = p.C_lo * p.b,
+                  j_end = (p.C_lo + p.C_n) * p.b < p.N ? (p.C_lo + p.C_n) * p.b : p.N;
+  const long long nk = j_end - j0;
+  const int feat_threads = p.r < 128 ? (int)((p.r + DT_WARP - 1) / DT_WARP * DT_WARP) : 128;
+  const long long k_chunks = (nk + kFeatTokens - 1) / kFeatTokens;
+  if (BH * k_chunks > INT_MAX) return DT_GPU_NOT_IMPLEMENTED;
+  int st;
+  slr_feature_kernel<T><<<(unsigned)(BH * k_chunks), feat_threads, 0, s>>>(
+      kv, make_view<const float>(&w->Bk), make_view<const float>(&w->Et),
+      make_view<const float>(&w->Ey), make_view<const float>(&w->Ex), p, j0, nk, p.g);
+  if ((st = launch_status())) return st;
+  if (p.softmax_feature) {
+    slr_softmax_kernel<<<slr_grid(BH * nk), kSlrThreads, 0, s>>>(p.g, p.N, j0, nk, BH * nk, p.r);
+    if ((st = launch_status())) return st;
+  }
+  const long long m_chunks = (p.r + kFactorM - 1) / kFactorM;
+  const int factor_threads = D1 < 128 ? (int)((D1 + DT_WARP - 1) / DT_WARP * DT_WARP) : 128;
+  if (BH * p.C_n * m_chunks > INT_MAX) return DT_GPU_NOT_IMPLEMENTED;
+  slr_factor_kernel<T>
+      <<<(unsigned)(BH * p.C_n * m_chunks), factor_threads, 0, s>>>(vv, p, m_chunks);
+  return launch_status();
+}
+
 template <typename T>
 static int slr_forward_typed(const dt_gpu_ropeslr &p, const ditattn_tensor *q,
                              const ditattn_tensor *k, const ditattn_tensor *v,
@@ -364,7 +402,7 @@ static int slr_forward_typed(const dt_gpu_ropeslr &p, const ditattn_tensor *q,
   const long long rows = BH * p.G_n, warps = kSlrSelectThreads / DT_WARP;
   int n_pad = 1;
   while (n_pad < p.n) n_pad <<= 1;
-  const bool sort = p.n <= kSlrSortMax && rows <= INT_MAX; /* else the warp passes */
+  const bool sort = select_sorts(p); /* else the warp passes */
   if (sort) {
     const size_t smem = (size_t)n_pad * (sizeof(double) + sizeof(int));
     slr_select_sort_kernel<<<(unsigned)rows, kSlrSortThreads, smem, s>>>(p, n_pad);
@@ -391,32 +429,21 @@ static int slr_forward_typed(const dt_gpu_ropeslr &p, const ditattn_tensor *q,
   /* §3 features */
   const View<const float> et = make_view<const float>(&w->Et), ey = make_view<const float>(&w->Ey),
                           ex = make_view<const float>(&w->Ex);
-  /* Query features of the computed rows only; key features of every token
-   * (every block's factors are needed). */
+  /* Query features of the computed rows only. */
   const long long nq = p.q_hi - p.q_lo;
   const int feat_threads = p.r < 128 ? (int)((p.r + DT_WARP - 1) / DT_WARP * DT_WARP) : 128;
-  const long long q_chunks = (nq + kFeatTokens - 1) / kFeatTokens,
-                  k_chunks = (p.N + kFeatTokens - 1) / kFeatTokens;
-  if (BH * k_chunks > INT_MAX) return DT_GPU_NOT_IMPLEMENTED;
+  const long long q_chunks = (nq + kFeatTokens - 1) / kFeatTokens;
+  if (BH * q_chunks > INT_MAX) return DT_GPU_NOT_IMPLEMENTED;
   slr_feature_kernel<T><<<(unsigned)(BH * q_chunks), feat_threads, 0, s>>>(
       qv, make_view<const float>(&w->A), et, ey, ex, p, p.q_lo, nq, p.f);
-  if ((st = launch_status())) return st;
-  slr_feature_kernel<T><<<(unsigned)(BH * k_chunks), feat_threads, 0, s>>>(
-      kv, make_view<const float>(&w->Bk), et, ey, ex, p, 0, p.N, p.g);
   if ((st = launch_status())) return st;
   if (p.softmax_feature) {
     slr_softmax_kernel<<<slr_grid(BH * nq), kSlrThreads, 0, s>>>(p.f, p.N, p.q_lo, nq, BH * nq,
                                                                  p.r);
     if ((st = launch_status())) return st;
-    slr_softmax_kernel<<<slr_grid(BH * p.N), kSlrThreads, 0, s>>>(p.g, p.N, 0, p.N, BH * p.N, p.r);
-    if ((st = launch_status())) return st;
   }
-  /* §3 factors and readout */
-  const long long m_chunks = (p.r + kFactorM - 1) / kFactorM;
-  const int factor_threads = D1 < 128 ? (int)((D1 + DT_WARP - 1) / DT_WARP * DT_WARP) : 128;
-  if (BH * p.n * m_chunks > INT_MAX) return DT_GPU_NOT_IMPLEMENTED;
-  slr_factor_kernel<T><<<(unsigned)(BH * p.n * m_chunks), factor_threads, 0, s>>>(vv, p, m_chunks);
-  if ((st = launch_status())) return st;
+  /* §3 factors (unless dist/ brought every block's) and readout */
+  if (!p.factors_ready && (st = slr_factors_typed<T>(p, kv, vv, w, s))) return st;
   slr_total_kernel<<<slr_grid(BH * p.r * D1), kSlrThreads, 0, s>>>(p, BH * p.r * D1);
   if ((st = launch_status())) return st;
   if (BH * p.G_n > INT_MAX) return DT_GPU_NOT_IMPLEMENTED;
@@ -441,7 +468,8 @@ extern "C" int DT_GPU_FN(launch_ropeslr_forward)(const dt_gpu_ropeslr *p, const 
                                                  const ditattn_ropeslr_weights *weights, float *lse,
                                                  void *stream) {
   const long long tiles = (p->b + kAttendQT - 1) / kAttendQT;
-  if (p->n > INT_MAX || p->n * tiles > INT_MAX || p->D > DT_GPU_MAX_D || p->select_rows < 1)
+  if (p->n > INT_MAX || p->n * tiles > INT_MAX || p->D > DT_GPU_MAX_D ||
+      (p->select_rows < 1 && !select_sorts(*p)))
     return DT_GPU_NOT_IMPLEMENTED;
   gpuStream_t s = (gpuStream_t)stream;
   switch (q->dtype) {
@@ -451,3 +479,25 @@ extern "C" int DT_GPU_FN(launch_ropeslr_forward)(const dt_gpu_ropeslr *p, const 
   }
   return DT_GPU_NOT_IMPLEMENTED;
 }
+
+extern "C" int DT_GPU_FN(launch_ropeslr_factors)(const dt_gpu_ropeslr *p, const ditattn_tensor *k,
+                                                 const ditattn_tensor *v,
+                                                 const ditattn_ropeslr_weights *weights,
+                                                 void *stream) {
+  if (p->n > INT_MAX || p->D > DT_GPU_MAX_D) return DT_GPU_NOT_IMPLEMENTED;
+  gpuStream_t s = (gpuStream_t)stream;
+  switch (k->dtype) {
+  case DITATTN_F32:
+    return slr_factors_typed<float>(*p, make_view<const float>(k), make_view<const float>(v),
+                                    weights, s);
+  case DITATTN_BF16:
+    return slr_factors_typed<bf16_t>(*p, make_view<const bf16_t>(k), make_view<const bf16_t>(v),
+                                     weights, s);
+  case DITATTN_F16:
+    return slr_factors_typed<f16_t>(*p, make_view<const f16_t>(k), make_view<const f16_t>(v),
+                                    weights, s);
+  }
+  return DT_GPU_NOT_IMPLEMENTED;
+}
+
+extern "C" int DT_GPU_FN(ropeslr_select_sorts)(const dt_gpu_ropeslr *p) { return select_sorts(*p); }

@@ -29,6 +29,11 @@ typedef struct dt_gpu_ropeslr {
   /* Query rows [q_lo, q_hi) are computed (out and lse row 0 is row q_lo),
    * query blocks [G_lo, G_lo + G_n) are selected: those the rows touch. */
   int64_t q_lo, q_hi, G_lo, G_n;
+  /* Key blocks [C_lo, C_lo + C_n) get their factors computed (all of them in
+   * a whole call); factors_ready: SC holds every block's (dist/ exchanged
+   * them), so the forward computes no key features or factors. */
+  int64_t C_lo, C_n;
+  int factors_ready;
 } dt_gpu_ropeslr;
 
 /* Whole forward: selection, sparse branch into out (+ lse, device, may be
@@ -38,6 +43,16 @@ int DT_GPU_FN(launch_ropeslr_forward)(const dt_gpu_ropeslr *p, const ditattn_ten
                                       const ditattn_tensor *out,
                                       const ditattn_ropeslr_weights *weights, float *lse,
                                       void *stream);
+
+/* Key features and factors S_C | z_C of key blocks [C_lo, C_lo + C_n)
+ * only, into p->SC (a dist/ rank's share of the key summary). */
+int DT_GPU_FN(launch_ropeslr_factors)(const dt_gpu_ropeslr *p, const ditattn_tensor *k,
+                                      const ditattn_tensor *v,
+                                      const ditattn_ropeslr_weights *weights, void *stream);
+
+/* 1 when the selection sorts each row in shared memory (no scores/idx
+ * scratch: select_rows may be 0), 0 when it runs the warp passes. */
+int DT_GPU_FN(ropeslr_select_sorts)(const dt_gpu_ropeslr *p);
 
 #ifdef __cplusplus
 }

@@ -52,7 +52,8 @@ static ditattn_status rows_forward(problem *pb, int is_llsa, int64_t row0, int64
   ditattn_status st;
   if (is_llsa) {
     const dt_llsa_fwd p = {
-        ditattn_llsa_params_default(), &pb->q, &pb->k, &pb->v, &out, NULL, NULL, row0};
+        ditattn_llsa_params_default(), &pb->q, &pb->k, &pb->v, &out, NULL, NULL, row0,
+        {DT_SUMMARY_NONE, NULL, 0, 0}};
     st = ctx->ops->llsa_forward(ctx, &p);
   } else {
     const dt_ropeslr_fwd p = {pb->slr.params,
@@ -65,7 +66,8 @@ static ditattn_status rows_forward(problem *pb, int is_llsa, int64_t row0, int64
                               &out,
                               NULL,
                               NULL,
-                              row0};
+                              row0,
+                              {DT_SUMMARY_NONE, NULL, 0, 0}};
     st = ctx->ops->ropeslr_forward(ctx, &p);
   }
   return st == DITATTN_OK ? ditattn_synchronize(ctx) : st;

@@ -157,6 +157,10 @@ typedef struct ditattn_dist_stats {
   /* IPC gather: peer buffers this call mapped into the process (0 when the
    * mappings cached from an earlier call with the same buffers served). */
   int ipc_opened;
+  /* 1 when the ranks split the key-side work of a sparse forward (GPU
+   * route over IPC: each computed the key summaries of its own blocks and
+   * copied the peers'; the bytes count in ring_bytes_received). */
+  int keys_split;
 } ditattn_dist_stats;
 void ditattn_dist_last_stats(ditattn_dist_stats *stats);
 
