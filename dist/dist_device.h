@@ -89,6 +89,8 @@ dt_gather_cache *dt_gather_cache_current(ditattn_context *ctx);
 ditattn_status dt_gather_cache_summary(dt_dist_job *job, dt_gather_cache *cache, size_t bytes);
 /* Closes every peer mapping of the cache (kept: its own buffers). */
 void dt_gather_cache_close_peers(ditattn_context *ctx, dt_gather_cache *cache);
+/* The same for the peers' buffers of one slot (0 .. DT_GATHER_SLOTS-1). */
+void dt_gather_cache_close_slot(ditattn_context *ctx, dt_gather_cache *cache, int slot);
 
 /* All-gather of q, k, v on device memory into the context's cached
  * whole-sequence contiguous (B, H, N, D) tensors, returned in gathered[0..2]

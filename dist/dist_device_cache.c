@@ -6,11 +6,16 @@
 
 #include <string.h>
 
-void dt_gather_cache_close_peers(ditattn_context *ctx, dt_gather_cache *cache) {
+void dt_gather_cache_close_slot(ditattn_context *ctx, dt_gather_cache *cache, int slot) {
   for (int s = 0; s < cache->peer_slots; s++) {
+    if (slot >= 0 && s % DT_GATHER_SLOTS != slot) continue;
     dt_dist_release(ctx, ctx->ops->ipc_close, cache->peer_ptr[s]);
     cache->peer_ptr[s] = NULL;
   }
+}
+
+void dt_gather_cache_close_peers(ditattn_context *ctx, dt_gather_cache *cache) {
+  dt_gather_cache_close_slot(ctx, cache, -1);
 }
 
 static void free_buffers(ditattn_context *ctx, dt_gather_cache *cache) {
@@ -96,9 +101,14 @@ ditattn_status dt_gather_cache_summary(dt_dist_job *job, dt_gather_cache *cache,
   ditattn_context *ctx = job->ctx;
   const int grow = cache->summary_bytes < bytes;
   int any = 0;
-  if (MPI_Allreduce(&grow, &any, 1, MPI_INT, MPI_MAX, job->comm) != MPI_SUCCESS ||
-      (any && unmap_everywhere(ctx, cache, job->comm)))
+  /* Only summary buffers are freed: only their mappings must go first. */
+  if (MPI_Allreduce(&grow, &any, 1, MPI_INT, MPI_MAX, job->comm) != MPI_SUCCESS)
     return dt_fail(ctx, DITATTN_ERR_MPI, "key summary buffer: collective failed");
+  if (any) {
+    dt_gather_cache_close_slot(ctx, cache, DT_GATHER_SUMMARY);
+    if (MPI_Barrier(job->comm) != MPI_SUCCESS)
+      return dt_fail(ctx, DITATTN_ERR_MPI, "key summary buffer: collective failed");
+  }
   ditattn_status local = DITATTN_OK;
   if (grow) {
     void **buf = &cache->buf[DT_GATHER_SUMMARY];

@@ -81,14 +81,10 @@ static ditattn_status exchange(dt_dist_job *job, dt_gather_cache *cache,
     /* Collective: once it returns, no peer reads this rank's buffer. */
     st = dt_dist_agree(job, local);
   }
-  if (st != DITATTN_OK)
-    dt_gather_cache_close_peers(ctx, cache); /* the next call maps afresh */
-  else {
-    int64_t read_by_peers = 0;
-    for (int r = 0; r < P; r++)
-      if (r != job->rank) read_by_peers += owned_bytes(job, job->rank, layout);
-    job->stats.bytes_sent += read_by_peers;
-  }
+  if (st != DITATTN_OK) /* the next call maps the summaries afresh */
+    dt_gather_cache_close_slot(ctx, cache, DT_GATHER_SUMMARY);
+  else
+    job->stats.bytes_sent += (int64_t)(P - 1) * owned_bytes(job, job->rank, layout);
   dt_free(handles);
   return st;
 }

@@ -8,8 +8,11 @@
  * factors, and load imbalance show up here). It also times the gather's
  * device copies (what each rank copies in from its peers, here from the
  * same GPU) and prints the bytes a rank receives, for a link of known
- * bandwidth. Not a substitute for a run on P GPUs: it leaves out the
- * interconnect. Usage:
+ * bandwidth. Where the backend can split the key-side work (backend.h
+ * dt_key_summary), a second table times what a rank computes with it: its
+ * share of the key summary, then its rows reading the whole summary; and
+ * the copies of the peers' summary units. Not a substitute for a run on P
+ * GPUs: it leaves out the interconnect. Usage:
  *   ditattn_dist_gpu_rows [--n N] [--heads H] [--d D] [--dtype bf16|f32]
  *                         [--reps R] [--op llsa|ropeslr|both] [--max-p P]
  *                         [--backend cuda|hip|ref] */
@@ -44,41 +47,83 @@ typedef struct problem {
   dt_slr_bench_problem slr;
 } problem;
 
-/* One forward for query rows [row0, row0 + M), waited for. */
-static ditattn_status rows_forward(problem *pb, int is_llsa, int64_t row0, int64_t M) {
+/* The backend's forward for query rows [row0, row0 + M) with the key
+ * summary argument sum (or its FILL share), queued. */
+static ditattn_status op_call(problem *pb, int is_llsa, int64_t row0, int64_t M,
+                              const dt_summary_arg *sum) {
   ditattn_context *ctx = pb->ctx;
   ditattn_tensor out = pb->out;
   out.shape[2] = M;
-  ditattn_status st;
   if (is_llsa) {
     const dt_llsa_fwd p = {
-        ditattn_llsa_params_default(), &pb->q, &pb->k, &pb->v, &out, NULL, NULL, row0,
-        {DT_SUMMARY_NONE, NULL, 0, 0}};
-    st = ctx->ops->llsa_forward(ctx, &p);
-  } else {
-    const dt_ropeslr_fwd p = {pb->slr.params,
-                              ditattn_ropeslr_topk(&pb->slr.params, pb->o->N),
-                              &pb->slr.weights,
-                              pb->slr.pos,
-                              &pb->q,
-                              &pb->k,
-                              &pb->v,
-                              &out,
-                              NULL,
-                              NULL,
-                              row0,
-                              {DT_SUMMARY_NONE, NULL, 0, 0}};
-    st = ctx->ops->ropeslr_forward(ctx, &p);
+        ditattn_llsa_params_default(), &pb->q, &pb->k, &pb->v, &out, NULL, NULL, row0, *sum};
+    return ctx->ops->llsa_forward(ctx, &p);
   }
-  return st == DITATTN_OK ? ditattn_synchronize(ctx) : st;
+  const dt_ropeslr_fwd p = {pb->slr.params,
+                            ditattn_ropeslr_topk(&pb->slr.params, pb->o->N),
+                            &pb->slr.weights,
+                            pb->slr.pos,
+                            &pb->q,
+                            &pb->k,
+                            &pb->v,
+                            &out,
+                            NULL,
+                            NULL,
+                            row0,
+                            *sum};
+  return ctx->ops->ropeslr_forward(ctx, &p);
 }
 
-/* Best of reps (after one warm-up) of rows_forward, in seconds; < 0 on failure. */
-static double time_rows(problem *pb, int is_llsa, int64_t row0, int64_t M) {
+/* The op's key summary layout; 0 when the backend cannot split its keys. */
+static int summary_layout(problem *pb, int is_llsa, dt_key_summary *layout) {
+  const dt_backend_ops *ops = pb->ctx->ops;
+  if (is_llsa ? !ops->llsa_summary_layout : !ops->ropeslr_summary_layout) return 0;
+  const dt_summary_arg none = {DT_SUMMARY_NONE, NULL, 0, 0};
+  ditattn_tensor out = pb->out;
+  if (is_llsa) {
+    const dt_llsa_fwd p = {
+        ditattn_llsa_params_default(), &pb->q, &pb->k, &pb->v, &out, NULL, NULL, 0, none};
+    return ops->llsa_summary_layout(pb->ctx, &p, layout) == DITATTN_OK;
+  }
+  const dt_ropeslr_fwd p = {pb->slr.params,
+                            ditattn_ropeslr_topk(&pb->slr.params, pb->o->N),
+                            &pb->slr.weights,
+                            pb->slr.pos,
+                            &pb->q,
+                            &pb->k,
+                            &pb->v,
+                            &out,
+                            NULL,
+                            NULL,
+                            0,
+                            none};
+  return ops->ropeslr_summary_layout(pb->ctx, &p, layout) == DITATTN_OK;
+}
+
+/* What rank r computes after its gather, waited for: without a summary
+ * (summary NULL) the whole forward for its rows; with one, its FILL share
+ * (tokens [row0, row0 + M)) and then the forward reading the summary
+ * (which holds every unit: the share rewrites the same values). */
+static ditattn_status rank_work(problem *pb, int is_llsa, int64_t row0, int64_t M, void *summary) {
+  ditattn_status st;
+  if (summary) {
+    const dt_summary_arg fill = {DT_SUMMARY_FILL, summary, row0, row0 + M},
+                         read = {DT_SUMMARY_READ, summary, 0, 0};
+    st = op_call(pb, is_llsa, row0, M, &fill);
+    if (st == DITATTN_OK) st = op_call(pb, is_llsa, row0, M, &read);
+  } else {
+    const dt_summary_arg none = {DT_SUMMARY_NONE, NULL, 0, 0};
+    st = op_call(pb, is_llsa, row0, M, &none);
+  }
+  return st == DITATTN_OK ? ditattn_synchronize(pb->ctx) : st;
+}
+
+/* Best of reps (after one warm-up) of rank_work, in seconds; < 0 on failure. */
+static double time_rows(problem *pb, int is_llsa, int64_t row0, int64_t M, void *summary) {
   double best = 1e300;
   for (int rep = 0; rep <= pb->o->reps; rep++) {
     const double t0 = now_s();
-    if (rows_forward(pb, is_llsa, row0, M) != DITATTN_OK) return -1.0;
+    if (rank_work(pb, is_llsa, row0, M, summary) != DITATTN_OK) return -1.0;
     const double t = now_s() - t0;
     if (rep > 0 && t < best) best = t;
   }
@@ -109,35 +154,90 @@ static double time_gather_copy(problem *pb, void *dst_buf, int64_t M) {
   return best;
 }
 
+/* The summary exchange's copies for the rank owning tokens [row0, row0 +
+ * M): every unit it does not own, copied from src to dst with the strided
+ * copies of dist_device_summary.c; *bytes gets their size. Best of reps,
+ * seconds; < 0 on failure. */
+static double time_summary_copy(problem *pb, const dt_key_summary *l, void *dst, const void *src,
+                                int64_t row0, int64_t M, double *bytes) {
+  double best = 1e300;
+  *bytes = 0.0;
+  for (int rep = 0; rep <= pb->o->reps; rep++) {
+    const double t0 = now_s();
+    for (int a = 0; a < l->arrays; a++) {
+      const int64_t lo = (row0 + l->span[a] - 1) / l->span[a],
+                    hi = (row0 + M + l->span[a] - 1) / l->span[a];
+      const int64_t from[2] = {0, hi < l->units[a] ? hi : l->units[a]}, to[2] = {lo, l->units[a]};
+      const size_t pitch = (size_t)l->units[a] * l->unit_bytes[a];
+      for (int part = 0; part < 2; part++) {
+        if (to[part] <= from[part]) continue;
+        const size_t skip = l->offset[a] + (size_t)from[part] * l->unit_bytes[a],
+                     width = (size_t)(to[part] - from[part]) * l->unit_bytes[a];
+        if (rep == 0) *bytes += (double)width * (double)l->heads;
+        if (pb->ctx->ops->copy_2d(pb->ctx, (char *)dst + skip, pitch, (const char *)src + skip,
+                                  pitch, width, (size_t)l->heads) != DITATTN_OK)
+          return -1.0;
+      }
+    }
+    if (ditattn_synchronize(pb->ctx) != DITATTN_OK) return -1.0;
+    const double t = now_s() - t0;
+    if (rep > 0 && t < best) best = t;
+  }
+  return best;
+}
+
+/* One table line per P: without the key split, then (where the backend
+ * has it) with it. */
 static int run_op(problem *pb, int is_llsa, void *copy_buf) {
   const opts *o = pb->o;
   const char *name = is_llsa ? "llsa" : "ropeslr";
   const double row_bytes = (double)(3 * o->H * o->D) * (double)ditattn_dtype_size(o->dtype);
-  double t1 = 0.0;
-  for (int P = 1; P <= o->max_p; P *= 2) {
-    double slowest = 0.0, sum = 0.0, copy_slowest = 0.0;
-    for (int r = 0; r < P; r++) {
-      const int64_t row0 = o->N * r / P, M = o->N * (r + 1) / P - row0;
-      const double t = time_rows(pb, is_llsa, row0, M);
-      const double c = time_gather_copy(pb, copy_buf, M);
-      if (t < 0 || c < 0) {
-        fprintf(stderr, "gpu_rows: %s P=%d rank %d failed: %s\n", name, P, r,
-                ditattn_last_error(pb->ctx));
-        return 1;
+  dt_key_summary layout;
+  void *summary[2] = {NULL, NULL}; /* the summary, and a copy target for the exchange */
+  const int split = summary_layout(pb, is_llsa, &layout) && pb->ctx->ops->copy_2d &&
+                    ditattn_malloc(pb->ctx, layout.bytes, &summary[0]) == DITATTN_OK &&
+                    ditattn_malloc(pb->ctx, layout.bytes, &summary[1]) == DITATTN_OK &&
+                    rank_work(pb, is_llsa, 0, o->N, summary[0]) == DITATTN_OK;
+  int rc = 0;
+  for (int with = 0; with <= split && rc == 0; with++) {
+    double t1 = 0.0;
+    for (int P = 1; P <= o->max_p && rc == 0; P *= 2) {
+      double slowest = 0.0, sum = 0.0, copy_slowest = 0.0, sum_slowest = 0.0, sum_mb = 0.0;
+      for (int r = 0; r < P && rc == 0; r++) {
+        const int64_t row0 = o->N * r / P, M = o->N * (r + 1) / P - row0;
+        /* P = 1 holds the whole sequence: the plain forward, no split. */
+        const double t = time_rows(pb, is_llsa, row0, M, with && P > 1 ? summary[0] : NULL);
+        const double c = time_gather_copy(pb, copy_buf, M);
+        double sbytes = 0.0;
+        const double sc =
+            with ? time_summary_copy(pb, &layout, summary[1], summary[0], row0, M, &sbytes) : 0.0;
+        if (t < 0 || c < 0 || sc < 0) {
+          fprintf(stderr, "gpu_rows: %s P=%d rank %d failed: %s\n", name, P, r,
+                  ditattn_last_error(pb->ctx));
+          rc = 1;
+          break;
+        }
+        slowest = t > slowest ? t : slowest;
+        copy_slowest = c > copy_slowest ? c : copy_slowest;
+        sum_slowest = sc > sum_slowest ? sc : sum_slowest;
+        sum_mb = sbytes / 1e6 > sum_mb ? sbytes / 1e6 : sum_mb;
+        sum += t;
       }
-      slowest = t > slowest ? t : slowest;
-      copy_slowest = c > copy_slowest ? c : copy_slowest;
-      sum += t;
+      if (rc) break;
+      if (P == 1) t1 = slowest;
+      const double mb = (double)(o->N - o->N / P) * row_bytes / 1e6;
+      printf("rows %-7s %-4s D=%-4lld %-5s P=%-2d slowest rank %9.3f ms  mean %9.3f ms  compute "
+             "eff %5.2f | gather %7.1f MB/rank, same-GPU copy %7.3f ms",
+             name, o->dtype == DITATTN_BF16 ? "bf16" : "f32", (long long)o->D,
+             with ? "split" : "whole", P, 1e3 * slowest, 1e3 * sum / P, t1 / (P * slowest), mb,
+             1e3 * copy_slowest);
+      if (with) printf(" | summary %7.1f MB/rank, copy %7.3f ms", sum_mb, 1e3 * sum_slowest);
+      printf("\n");
+      fflush(stdout);
     }
-    if (P == 1) t1 = slowest;
-    const double mb = (double)(o->N - o->N / P) * row_bytes / 1e6;
-    printf("rows %-7s %-4s D=%-4lld P=%-2d slowest rank %9.3f ms  mean %9.3f ms  compute eff "
-           "%5.2f | gather %7.1f MB/rank, same-GPU copy %7.3f ms\n",
-           name, o->dtype == DITATTN_BF16 ? "bf16" : "f32", (long long)o->D, P, 1e3 * slowest,
-           1e3 * sum / P, t1 / (P * slowest), mb, 1e3 * copy_slowest);
-    fflush(stdout);
   }
-  return 0;
+  for (int i = 0; i < 2; i++) (void)ditattn_free(pb->ctx, summary[i]);
+  return rc;
 }
 
 static int parse(int argc, char **argv, opts *o) {
@@ -178,12 +278,14 @@ int main(int argc, char **argv) {
   }
   ditattn_context *ctx = NULL;
   ditattn_status st = ditattn_context_create(o.backend, &ctx);
-  if (st == DITATTN_OK && !ctx->ops->query_rows) {
+  /* The forward is called through the table (it takes a row range), so
+   * the API's dtype check is this program's to make. */
+  if (st == DITATTN_OK && (!ctx->ops->query_rows || !(ctx->ops->dtypes & (1u << o.dtype)))) {
     ditattn_context_destroy(ctx);
     st = DITATTN_ERR_UNSUPPORTED;
   }
   if (st != DITATTN_OK) {
-    fprintf(stderr, "gpu_rows: no %s context that computes ranges of rows: %s\n",
+    fprintf(stderr, "gpu_rows: no %s context that computes ranges of rows of this dtype: %s\n",
             ditattn_backend_name(o.backend), ditattn_strerror(st));
     return 1;
   }

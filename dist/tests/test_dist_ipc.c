@@ -11,6 +11,9 @@
  *     context's cache) and is exact again;
  *   - an export or open failing on one rank: every rank falls back to the
  *     ring with the same exact result, nothing stays mapped;
+ *   - RoPeSLR's key-side split (a synthetic two-array key summary on the
+ *     fake table): every unit reaches every rank from its owner, the bytes
+ *     and mappings add up, and a failed summary export falls back exactly;
  *   - ditattn_dist_free_cache leaves no device buffer or mapping behind, and
  *     the ring's staging buffers come from host_alloc and are all freed.
  * New "device" allocations are filled with NaN, so a row the gather failed
@@ -94,9 +97,13 @@ static ditattn_status fake_free(ditattn_context *ctx, void *ptr) {
   return DITATTN_OK;
 }
 
+static void *g_summary_buf;
+static int g_fail_export_summary;
+
 static ditattn_status fake_export(ditattn_context *ctx, void *base, void *handle) {
   const mapping *m = find(g_own, base);
-  if (g_fail_export) return dt_fail(ctx, DITATTN_ERR_DEVICE, "fake IPC export: injected");
+  if (g_fail_export || (g_fail_export_summary && base == g_summary_buf))
+    return dt_fail(ctx, DITATTN_ERR_DEVICE, "fake IPC export: injected");
   /* The contract: a whole allocation of mem_alloc, by its base. */
   if (!m) return dt_fail(ctx, DITATTN_ERR_DEVICE, "fake IPC export: %p is no allocation", base);
   const fake_handle h = {HANDLE_MAGIC, (int32_t)getpid(), m->fd, m->size};
@@ -161,16 +168,88 @@ static ditattn_status fake_host_free(ditattn_context *ctx, void *ptr) {
   return DITATTN_OK;
 }
 
+/* ------------------------------------------------------------ fake key summary */
+/* RoPeSLR's table gains a synthetic key summary (backend.h dt_key_summary)
+ * of two arrays with different spans: FILL writes a code naming (array,
+ * head, unit) into each unit this rank owns; READ checks that every unit
+ * of the buffer holds its code (so each was written by its owner and
+ * copied to every rank) and then runs ref/'s forward. */
+static const dt_backend_ops *g_ref;
+static int64_t g_summary_bad, g_summary_reads;
+/* g_summary_buf: the buffer FILL last wrote; g_fail_export_summary: its
+ * export fails on this rank (declared with fake_export). */
+
+static void fake_layout_of(const dt_ropeslr_fwd *p, dt_key_summary *s) {
+  const int64_t N = p->q->shape[2], spans[2] = {p->params.block, 3};
+  const size_t unit_bytes[2] = {sizeof(double), 2 * sizeof(double)};
+  memset(s, 0, sizeof *s);
+  s->arrays = 2;
+  s->heads = p->q->shape[0] * p->q->shape[1];
+  for (int a = 0; a < 2; a++) {
+    s->span[a] = spans[a];
+    s->units[a] = (N + spans[a] - 1) / spans[a];
+    s->unit_bytes[a] = unit_bytes[a];
+    s->offset[a] = s->bytes;
+    s->bytes += (size_t)(s->heads * s->units[a]) * unit_bytes[a];
+  }
+}
+
+static ditattn_status fake_slr_layout(ditattn_context *ctx, const dt_ropeslr_fwd *p,
+                                      dt_key_summary *s) {
+  (void)ctx;
+  fake_layout_of(p, s);
+  return DITATTN_OK;
+}
+
+static double unit_code(int a, int64_t h, int64_t c) { return 1e6 * a + 1e3 * (double)h + c + 0.5; }
+
+static ditattn_status fake_slr_forward(ditattn_context *ctx, const dt_ropeslr_fwd *p) {
+  dt_key_summary s;
+  fake_layout_of(p, &s);
+  for (int a = 0; a < s.arrays && p->summary.use != DT_SUMMARY_NONE; a++)
+    for (int64_t h = 0; h < s.heads; h++)
+      for (int64_t c = 0; c < s.units[a]; c++) {
+        double *u = (double *)((char *)p->summary.buf + s.offset[a] +
+                               (size_t)(h * s.units[a] + c) * s.unit_bytes[a]);
+        const int mine = c * s.span[a] >= p->summary.key_lo && c * s.span[a] < p->summary.key_hi;
+        if (p->summary.use == DT_SUMMARY_FILL && mine) {
+          u[0] = unit_code(a, h, c);
+          if (a == 1) u[1] = -u[0];
+        } else if (p->summary.use == DT_SUMMARY_READ)
+          g_summary_bad += u[0] != unit_code(a, h, c) || (a == 1 && u[1] != -unit_code(a, h, c));
+      }
+  if (p->summary.use == DT_SUMMARY_FILL) {
+    g_summary_buf = p->summary.buf;
+    return DITATTN_OK;
+  }
+  g_summary_reads += p->summary.use == DT_SUMMARY_READ;
+  dt_ropeslr_fwd whole = *p;
+  whole.summary.use = DT_SUMMARY_NONE;
+  return g_ref->ropeslr_forward(ctx, &whole);
+}
+
+/* Bytes of the units rank-piece [at, at + len) owns. */
+static int64_t fake_owned_bytes(const dt_key_summary *s, int64_t at, int64_t len) {
+  int64_t bytes = 0;
+  for (int a = 0; a < s->arrays; a++)
+    for (int64_t c = 0; c < s->units[a]; c++)
+      if (c * s->span[a] >= at && c * s->span[a] < at + len)
+        bytes += s->heads * (int64_t)s->unit_bytes[a];
+  return bytes;
+}
+
 /* ------------------------------------------------------------ cases */
 typedef enum fault {
   F_NONE = 0,
   F_IPC_OFF_ON_LAST, /* DITATTN_DIST_IPC=0 on the last rank only */
   F_EXPORT_ON_FIRST, /* export fails on rank 0 */
   F_OPEN_ON_LAST,    /* open fails on the last rank */
+  F_SUMMARY_ON_LAST, /* the key summary's export fails on the last rank */
   F_COUNT
 } fault;
 static const char *const fault_names[F_COUNT] = {
-    "none", "IPC off on the last rank", "export fails on rank 0", "open fails on the last rank"};
+    "none", "IPC off on the last rank", "export fails on rank 0", "open fails on the last rank",
+    "summary export fails on the last rank"};
 
 typedef enum op { OP_LLSA = 0, OP_ROPESLR, OP_DENSE, OP_COUNT } op;
 static const char *const op_names[OP_COUNT] = {"llsa", "ropeslr", "dense"};
@@ -217,6 +296,8 @@ static void run_case(ditattn_context *ctx, uint64_t seed, int ci, fault f, op o)
   if (f == F_IPC_OFF_ON_LAST && last) setenv("DITATTN_DIST_IPC", "0", 1);
   g_fail_export = f == F_EXPORT_ON_FIRST && g_rank == 0;
   g_fail_open = f == F_OPEN_ON_LAST && last;
+  g_fail_export_summary = f == F_SUMMARY_ON_LAST && last;
+  g_summary_buf = NULL; /* an earlier case's address may be reused for q, k, v */
   g_pinned_made = 0;
   g_copies_2d = 0;
   /* Two cases in three copy with copy_2d (the copy engines' entry), the
@@ -224,11 +305,14 @@ static void run_case(ditattn_context *ctx, uint64_t seed, int ci, fault f, op o)
   g_fake.copy_2d = ci % 3 ? fake_copy_2d : NULL;
   const ditattn_dist_slice slice = {N, offset, len};
   /* IPC needs a peer; any rank's refusal or failure means the ring. */
-  const int expect = g_size > 1 && f == F_NONE ? 3 : 1;
+  const int expect = g_size > 1 && (f == F_NONE || f == F_SUMMARY_ON_LAST) ? 3 : 1;
+  /* RoPeSLR over IPC splits its key summary, where copies have copy_2d. */
+  const int split = slr && expect == 3 && f == F_NONE && ci % 3 != 0;
   for (int call = 0; call < (f == F_NONE ? 2 : 1); call++) {
     for (int64_t i = 0; i < BH * len; i++) lse[i] = NAN;
     dtu_tensor_free(&ol);
     ol = dtu_tensor_new(B, H, len, D, 0, 0); /* NaN: poisoned */
+    g_summary_bad = g_summary_reads = 0;
     if (slr)
       st = ditattn_dist_ropeslr_forward(ctx, MPI_COMM_WORLD, &slice, &sp.params, &sp.weights,
                                         sp.pos + 3 * offset, &ql.t, &kl.t, &vl.t, &ol.t, lse);
@@ -239,13 +323,18 @@ static void run_case(ditattn_context *ctx, uint64_t seed, int ci, fault f, op o)
       st = ditattn_dist_dense_forward(ctx, MPI_COMM_WORLD, &slice, &ql.t, &kl.t, &vl.t, 0.0f, &ol.t,
                                       lse);
     unsetenv("DITATTN_DIST_IPC");
-    g_fail_export = g_fail_open = 0;
+    g_fail_export = g_fail_open = g_fail_export_summary = 0;
     ditattn_dist_stats stats;
     ditattn_dist_last_stats(&stats);
     dtu_check(st == DITATTN_OK, "case %d (%s) P=%d call %d: dist %s failed: %s", ci, fault_names[f],
               g_size, call, op_names[o], ditattn_last_error(ctx));
     dtu_check(stats.gpu_transfer == expect, "case %d (%s) P=%d: gpu_transfer %d, expected %d", ci,
               fault_names[f], g_size, stats.gpu_transfer, expect);
+    dtu_check(stats.keys_split == split && g_summary_reads == split && g_summary_bad == 0,
+              "case %d (%s) P=%d call %d: keys_split %d (expected %d), %lld summary reads, %lld "
+              "summary units wrong",
+              ci, fault_names[f], g_size, call, stats.keys_split, split, (long long)g_summary_reads,
+              (long long)g_summary_bad);
     const double e_out = dtu_rel_err_slice(&ol.t, &ref.t, offset);
     const double e_lse = dtu_rel_err_lse(lse, lse_ref, BH, len, N, offset);
     /* Gathers are exact; dense's ring (the fallback) merges partials. */
@@ -268,7 +357,19 @@ static void run_case(ditattn_context *ctx, uint64_t seed, int ci, fault f, op o)
                                : N;
       const int64_t row = BH * D * (int64_t)sizeof(float);
       const int64_t q_rows = o == OP_DENSE ? 0 : q_hi - q_lo - len; /* dense: no q */
-      const int64_t want = (2 * (N - len) + q_rows) * row;
+      /* Split: plus the summary units of every other piece. */
+      dt_key_summary sl;
+      const dt_ropeslr_fwd shape = {.params = sp.params, .q = &q.t};
+      if (split) fake_layout_of(&shape, &sl); /* sp is set for RoPeSLR only */
+      int64_t summary_bytes = 0;
+      int summary_peers = 0;
+      for (int r = 0, at = 0; r < g_size && split; at += (int)lengths[r], r++) {
+        const int64_t owned = fake_owned_bytes(&sl, at, lengths[r]);
+        if (r == part) continue;
+        summary_bytes += owned;
+        summary_peers += owned > 0;
+      }
+      const int64_t want = (2 * (N - len) + q_rows) * row + summary_bytes;
       dtu_check(stats.ring_bytes_received == want,
                 "case %d: IPC received %lld bytes, expected %lld (q rows [%lld, %lld))", ci,
                 (long long)stats.ring_bytes_received, (long long)want, (long long)q_lo,
@@ -280,9 +381,11 @@ static void run_case(ditattn_context *ctx, uint64_t seed, int ci, fault f, op o)
         const int holder = ci % 2 ? g_size - 1 - r : r; /* rank holding piece r */
         q_peers += o != OP_DENSE && holder != g_rank && at < q_hi && at + lengths[r] > q_lo;
       }
-      const int mapped = 2 * (g_size - 1) + q_peers, opened = call == 0 ? mapped : 0;
+      const int mapped = 2 * (g_size - 1) + q_peers + summary_peers;
+      const int opened = call == 0 ? mapped : 0;
       dtu_check(stats.ipc_opened == opened, "case %d call %d: %d peer buffers mapped, expected %d",
                 ci, call, stats.ipc_opened, opened);
+      /* A failed summary exchange maps no summary and keeps the rest. */
       dtu_check(live(g_opened) == mapped, "case %d: %d peer mappings kept, expected %d", ci,
                 live(g_opened), mapped);
       dtu_check((g_copies_2d > 0) == (ci % 3 != 0), "case %d: %d copy_2d calls", ci, g_copies_2d);
@@ -298,7 +401,12 @@ static void run_case(ditattn_context *ctx, uint64_t seed, int ci, fault f, op o)
     }
     /* P = 1 runs on the caller's tensors: no cache at all. Dense caches k
      * and v when it tried IPC (even if it then took its ring). */
-    const int cached = g_size == 1 ? 0 : o != OP_DENSE ? 3 : f == F_IPC_OFF_ON_LAST ? 0 : 2;
+    /* RoPeSLR adds its summary buffer where it tried the split. */
+    const int summary_buf = slr && expect == 3 && ci % 3 != 0;
+    const int cached = g_size == 1              ? 0
+                       : o != OP_DENSE          ? 3 + summary_buf
+                       : f == F_IPC_OFF_ON_LAST ? 0
+                                                : 2;
     dtu_check(live(g_own) == cached,
               "case %d (%s): %d device allocations between calls, expected %d", ci, fault_names[f],
               live(g_own), cached);
@@ -342,6 +450,9 @@ int main(int argc, char **argv) {
     g_fake.ipc_close = fake_close;
     g_fake.host_alloc = fake_host_alloc;
     g_fake.host_free = fake_host_free;
+    g_ref = ref;
+    g_fake.ropeslr_forward = fake_slr_forward;
+    g_fake.ropeslr_summary_layout = fake_slr_layout;
     ctx->ops = &g_fake;
     int ci = 0;
     for (int f = 0; f < F_COUNT; f++)
