@@ -44,6 +44,15 @@ __global__ void slr_pool_kernel(View<const T> q, View<const T> k, dt_gpu_ropeslr
 
 static const int kSlrSelectThreads = 128;
 
+/* Score of key block c for a query block: pq_G · pk_C, unfused double
+ * multiplies and adds over d in order (ref/ropeslr_select.c's operations,
+ * so the value equals ref/'s). kt: the head's pooled k, [D][n]. */
+DT_DEV double slr_score(const double *qrow, const double *kt, int D, int n, int c) {
+  double s = 0.0;
+  for (int d = 0; d < D; d++) s = add_rn(s, mul_rn(qrow[d], kt[(long long)d * n + c]));
+  return s;
+}
+
 /* One warp: K passes of "best ranked after the previous pick" over the n
  * scores sc (indices ix) of query block G into out, then the own block
  * replaces the last pick when force_own and not picked. */
@@ -82,9 +91,7 @@ __global__ void __launch_bounds__(kSlrSelectThreads)
   double *sc = p.scores + w * p.n;
   int *ix = p.idx + w * p.n;
   for (int c = lane; c < n; c += DT_WARP) {
-    double s = 0.0;
-    for (int d = 0; d < D; d++) s = add_rn(s, mul_rn(qrow[d], kt[(long long)d * n + c]));
-    sc[c] = s;
+    sc[c] = slr_score(qrow, kt, D, n, c);
     ix[c] = c;
   }
   slr_select_passes(sc, ix, n, (int)G, p, p.sel + row * p.K);
@@ -112,11 +119,7 @@ __global__ void __launch_bounds__(kSlrSortThreads)
   const double *qrow = p.pq64 + row * p.D;
   const double *kt = p.pk64 + bh * p.D * p.n; /* [D][n] */
   for (int c = threadIdx.x; c < n_pad; c += blockDim.x) {
-    double sc = -INFINITY;
-    if (c < n) {
-      sc = 0.0;
-      for (int d = 0; d < D; d++) sc = add_rn(sc, mul_rn(qrow[d], kt[(long long)d * n + c]));
-    }
+    const double sc = c < n ? slr_score(qrow, kt, D, n, c) : -INFINITY;
     key[c] = sc;
     ix[c] = c < n ? c : INT_MAX; /* padding ranks last */
     has_nan |= isnan(sc);
