@@ -13,19 +13,51 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The communicator's attribute "ranks sharing this host" (a collective
+ * MPI_Comm_split_type the first time, then a lookup: a sampler calls with
+ * the same communicator every step). */
+static int g_node_keyval = MPI_KEYVAL_INVALID;
+
+static int node_size_delete(MPI_Comm comm, int keyval, void *attr, void *extra) {
+  (void)comm, (void)keyval, (void)extra;
+  dt_free(attr);
+  return MPI_SUCCESS;
+}
+
+/* Ranks of comm on this rank's host; 0 if MPI failed. Collective on the
+ * first call with comm only, and then on every rank at once: the
+ * attribute is set on every rank by that same call. */
+static int node_size_of(MPI_Comm comm) {
+  if (g_node_keyval == MPI_KEYVAL_INVALID &&
+      MPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, node_size_delete, &g_node_keyval, NULL) !=
+          MPI_SUCCESS)
+    g_node_keyval = MPI_KEYVAL_INVALID;
+  int *cached = NULL, found = 0;
+  if (g_node_keyval != MPI_KEYVAL_INVALID &&
+      MPI_Comm_get_attr(comm, g_node_keyval, &cached, &found) == MPI_SUCCESS && found)
+    return *cached;
+  MPI_Comm node;
+  int node_size = 0;
+  if (MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) == MPI_SUCCESS) {
+    MPI_Comm_size(node, &node_size);
+    MPI_Comm_free(&node);
+  }
+  int *keep = node_size > 0 && g_node_keyval != MPI_KEYVAL_INVALID ? dt_malloc(sizeof *keep) : NULL;
+  if (keep) {
+    *keep = node_size;
+    if (MPI_Comm_set_attr(comm, g_node_keyval, keep) != MPI_SUCCESS) dt_free(keep);
+  }
+  return node_size;
+}
+
 int dt_dist_ipc_usable(dt_dist_job *job) {
   const dt_backend_ops *ops = job->ctx->ops;
   const char *env = getenv("DITATTN_DIST_IPC");
   int want = job->size > 1 && ops->ipc_export && ops->ipc_open && ops->ipc_close &&
              !(env && !strcmp(env, "0"));
-  /* IPC handles mean nothing on another host: every rank must share ours. */
-  MPI_Comm node;
-  int node_size = 0;
-  if (MPI_Comm_split_type(job->comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) ==
-      MPI_SUCCESS) {
-    MPI_Comm_size(node, &node_size);
-    MPI_Comm_free(&node);
-  }
+  /* IPC handles mean nothing on another host: every rank must share ours.
+   * (Asked on every rank whatever it wants: the first ask is collective.) */
+  const int node_size = node_size_of(job->comm);
   want = want && node_size == job->size;
   int all = 0;
   if (MPI_Allreduce(&want, &all, 1, MPI_INT, MPI_MIN, job->comm) != MPI_SUCCESS) return 0;
