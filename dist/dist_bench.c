@@ -242,10 +242,13 @@ static result time_group(const bench_opts *o, MPI_Comm group, int is_llsa, ditat
                        : 0.0;
     MPI_Allreduce(&ratio, &res.fetch_ratio, 1, MPI_DOUBLE, MPI_MAX, group);
     if (dev && r == 0 && rep == 0 && p > 1)
-      fprintf(stderr, "bench --dist: %s P=%d: slices crossed %s\n", name, p,
+      fprintf(stderr, "bench --dist: %s P=%d: slices crossed %s%s; rank 0 received %.1f MB\n", name,
+              p,
               s.gpu_transfer == 3   ? "device to device by IPC"
               : s.gpu_transfer == 2 ? "MPI as device pointers (CUDA-aware MPI)"
-                                    : "MPI staged through host memory");
+                                    : "MPI staged through host memory",
+              s.keys_split ? ", key-side work split across the ranks" : "",
+              1e-6 * (double)s.ring_bytes_received);
     if (wall < best) {
       best = wall;
       best_share = share_sum / p;
