@@ -103,11 +103,28 @@ typedef struct dt_gpu_llsa {
   int64_t q_lo, q_hi;
   int64_t blk_lo[DITATTN_LLSA_MAX_LEVELS + 1];
   int64_t blk_n[DITATTN_LLSA_MAX_LEVELS + 1];
+  /* Which pooled k, v the pool launch computes: dist/ splits them between
+   * the ranks as a key summary (backend.h dt_key_summary). Zero is the
+   * whole forward's DT_GPU_KV_ALL, so that a zeroed struct filled field by
+   * field (bench/gpu_check.c) keeps today's behaviour. */
+  int kv_pool;
+  int64_t kv_lo[DITATTN_LLSA_MAX_LEVELS + 1]; /* DT_GPU_KV_RANGE: level l's units */
+  int64_t kv_n[DITATTN_LLSA_MAX_LEVELS + 1];  /* [kv_lo[l], kv_lo[l] + kv_n[l]) */
 } dt_gpu_llsa;
 
-/* Pooled q, k, v of level `level` from the original tokens (spec §1). */
+enum {
+  DT_GPU_KV_ALL = 0,   /* pk64, pk and pv of every unit */
+  DT_GPU_KV_RANGE = 1, /* pk64 and pv of units [kv_lo, kv_lo + kv_n) only (summary fill) */
+  DT_GPU_KV_READY = 2  /* none: pk64 and pv are given (summary read), pk is cast from pk64 */
+};
+
+/* Pooled means of level `level` from the original tokens (spec §1): q of the
+ * query blocks [blk_lo, blk_lo + blk_n), k and v of the units kv_pool says. */
 int DT_GPU_FN(launch_llsa_pool)(const dt_gpu_llsa *p, int level, const ditattn_tensor *q,
                                 const ditattn_tensor *k, const ditattn_tensor *v, void *stream);
+/* pk = (float)pk64 over all of level `level`: what pooling would have
+ * written (DT_GPU_KV_READY, where pk64 comes from the key summary). */
+int DT_GPU_FN(launch_llsa_pk_from_pk64)(const dt_gpu_llsa *p, int level, void *stream);
 /* Candidates per query block of `level`: n_L at the coarsest level,
  * keff_{l+1}·b below it. */
 int64_t DT_GPU_FN(llsa_candidates)(const dt_gpu_llsa *p, int level);

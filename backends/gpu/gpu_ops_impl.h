@@ -220,15 +220,42 @@ static void *gpu_carve(gpu_carver *c, size_t count, size_t elem) {
 /* Selection scratch (scores + indices) is processed in row chunks of at most this. */
 #define GPU_SELECT_SCRATCH_BYTES ((size_t)256 << 20)
 
-static size_t gpu_llsa_layout(gpu_carver *c, dt_gpu_llsa *g, int64_t *scratch_rows) {
+/* The key summary (backend.h dt_key_summary) of an LLSA forward: for each
+ * level l, array 2(l-1) holds the pooled k in double and array 2l-1 the
+ * pooled v in f32, [B·H][n_l][D] each, unit c covering the tokens of block
+ * c, [c·span_l, (c+1)·span_l). The f32 pooled k is not in it: (float) of
+ * the double one, it is cast where it is read. Carves the arrays into g
+ * (base NULL: offsets only) and records them in s when non-NULL. */
+static void gpu_llsa_summary_carve(gpu_carver *c, dt_gpu_llsa *g, dt_key_summary *s) {
+  const size_t BH = (size_t)(g->B * g->H), D = (size_t)g->D;
+  for (int l = 1; l <= g->L; l++) {
+    const size_t rows = BH * (size_t)g->n[l];
+    const size_t k_at = c->used;
+    g->pk64[l - 1] = gpu_carve(c, rows, D * sizeof(double));
+    const size_t v_at = c->used;
+    g->pv[l - 1] = gpu_carve(c, rows, D * sizeof(float));
+    if (!s) continue;
+    const int ak = 2 * (l - 1), av = ak + 1;
+    s->units[ak] = s->units[av] = g->n[l];
+    s->span[ak] = s->span[av] = g->span[l];
+    s->unit_bytes[ak] = D * sizeof(double);
+    s->unit_bytes[av] = D * sizeof(float);
+    s->offset[ak] = k_at;
+    s->offset[av] = v_at;
+  }
+}
+
+/* Carves the workspace arrays of a forward that attends (NONE or READ;
+ * READ's pooled k and v are the caller's summary, not carved here). */
+static size_t gpu_llsa_layout(gpu_carver *c, dt_gpu_llsa *g, dt_summary_use use,
+                              int64_t *scratch_rows) {
   const size_t BH = (size_t)(g->B * g->H);
+  if (use == DT_SUMMARY_NONE) gpu_llsa_summary_carve(c, g, NULL);
   int64_t max_cand = 1;
   for (int l = 1; l <= g->L; l++) {
     size_t rows = BH * (size_t)g->n[l];
     g->pq64[l - 1] = gpu_carve(c, rows, (size_t)g->D * sizeof(double));
-    g->pk64[l - 1] = gpu_carve(c, rows, (size_t)g->D * sizeof(double));
     g->pk[l - 1] = gpu_carve(c, rows, (size_t)g->D * sizeof(float));
-    g->pv[l - 1] = gpu_carve(c, rows, (size_t)g->D * sizeof(float));
     g->sel[l - 1] = gpu_carve(c, rows, (size_t)g->keff[l - 1] * sizeof(int32_t));
     int64_t nc = DT_GPU_FN(llsa_candidates)(g, l);
     if (nc > max_cand) max_cand = nc;
@@ -243,6 +270,7 @@ static size_t gpu_llsa_layout(gpu_carver *c, dt_gpu_llsa *g, int64_t *scratch_ro
 
 static ditattn_status gpu_llsa_describe(ditattn_context *ctx, const dt_llsa_fwd *p,
                                         dt_gpu_llsa *g) {
+  const dt_summary_arg *sum = &p->summary;
   memset(g, 0, sizeof *g);
   g->B = p->q->shape[0];
   g->H = p->q->shape[1];
@@ -255,15 +283,27 @@ static ditattn_status gpu_llsa_describe(ditattn_context *ctx, const dt_llsa_fwd 
   g->span[0] = 1;
   g->q_lo = p->q_row0;
   g->q_hi = p->q_row0 + p->out->shape[2];
+  g->kv_pool = sum->use == DT_SUMMARY_FILL   ? DT_GPU_KV_RANGE
+               : sum->use == DT_SUMMARY_READ ? DT_GPU_KV_READY
+                                             : DT_GPU_KV_ALL;
   for (int l = 1; l <= g->L; l++) {
     g->n[l] = dt_ceil_div_pow(g->N, g->b, l);
     int64_t pw = dt_pow_sat(g->b, l);
     g->span[l] = pw < g->N ? pw : g->N;
     int64_t K = p->params.topk[l - 1];
     g->keff[l - 1] = K < g->n[l] ? K : g->n[l];
-    /* The level-l blocks that rows [q_lo, q_hi) touch. */
+    /* The level-l blocks that rows [q_lo, q_hi) touch (none for a fill). */
     g->blk_lo[l] = g->q_lo / g->span[l];
-    g->blk_n[l] = (g->q_hi - 1) / g->span[l] - g->blk_lo[l] + 1;
+    if (g->q_hi > g->q_lo && sum->use != DT_SUMMARY_FILL)
+      g->blk_n[l] = (g->q_hi - 1) / g->span[l] - g->blk_lo[l] + 1;
+    if (sum->use == DT_SUMMARY_FILL) { /* the units whose first token is in [key_lo, key_hi) */
+      int64_t lo = (sum->key_lo + g->span[l] - 1) / g->span[l];
+      int64_t hi = (sum->key_hi + g->span[l] - 1) / g->span[l];
+      if (hi > g->n[l]) hi = g->n[l];
+      if (lo > hi) lo = hi;
+      g->kv_lo[l] = lo;
+      g->kv_n[l] = hi - lo;
+    }
     if (g->n[l] > INT32_MAX)
       return dt_fail(ctx, DITATTN_ERR_UNSUPPORTED, "%s llsa: %lld level-%d blocks exceed int32",
                      DT_GPU_NAME, (long long)g->n[l], l);
@@ -271,6 +311,21 @@ static ditattn_status gpu_llsa_describe(ditattn_context *ctx, const dt_llsa_fwd 
   if (g->D > DT_GPU_MAX_D)
     return dt_fail(ctx, DITATTN_ERR_UNSUPPORTED, "%s llsa_forward: D = %lld > %d", DT_GPU_NAME,
                    (long long)g->D, DT_GPU_MAX_D);
+  return DITATTN_OK;
+}
+
+static ditattn_status gpu_llsa_summary_layout(ditattn_context *ctx, const dt_llsa_fwd *p,
+                                              dt_key_summary *s) {
+  dt_gpu_llsa g;
+  TRY(gpu_llsa_describe(ctx, p, &g));
+  memset(s, 0, sizeof *s);
+  s->arrays = 2 * g.L;
+  s->heads = g.B * g.H;
+  gpu_carver sizing = {NULL, 0, 0};
+  gpu_llsa_summary_carve(&sizing, &g, s);
+  if (sizing.overflow)
+    return dt_fail(ctx, DITATTN_ERR_OVERFLOW, "%s llsa key summary size", DT_GPU_NAME);
+  s->bytes = sizing.used;
   return DITATTN_OK;
 }
 
@@ -301,13 +356,32 @@ static ditattn_status gpu_llsa_export(ditattn_context *ctx, const dt_gpu_llsa *g
   return DITATTN_OK;
 }
 
+/* The pooled k and v (into the summary buffer) of the units g->kv_lo/kv_n
+ * say; nothing else, and no workspace. */
+static ditattn_status gpu_llsa_fill_summary(ditattn_context *ctx, const dt_llsa_fwd *p,
+                                            dt_gpu_llsa *g) {
+  gpu_carver given = {(char *)p->summary.buf, 0, 0};
+  gpu_llsa_summary_carve(&given, g, NULL);
+  if (given.overflow)
+    return dt_fail(ctx, DITATTN_ERR_OVERFLOW, "%s llsa key summary size", DT_GPU_NAME);
+  for (int l = 1; l <= g->L; l++)
+    GPU_TRY(ctx, DT_GPU_FN(launch_llsa_pool)(g, l, p->q, p->k, p->v, ctx->stream),
+            "llsa summary pool");
+  return DITATTN_OK;
+}
+
 static ditattn_status gpu_llsa_forward(ditattn_context *ctx, const dt_llsa_fwd *p) {
-  if (p->out->shape[2] == 0) return DITATTN_OK; /* no query rows (a dist/ rank's empty slice) */
+  const dt_summary_use use = p->summary.use;
+  /* Nothing to compute: an empty key range to fill, or no query rows (a
+   * dist/ rank's empty slice). */
+  if (use == DT_SUMMARY_FILL ? p->summary.key_hi <= p->summary.key_lo : p->out->shape[2] == 0)
+    return DITATTN_OK;
   dt_gpu_llsa g;
   TRY(gpu_llsa_describe(ctx, p, &g));
+  if (use == DT_SUMMARY_FILL) return gpu_llsa_fill_summary(ctx, p, &g);
   gpu_carver sizing = {NULL, 0, 0};
   int64_t chunk_rows;
-  size_t ncand_max = gpu_llsa_layout(&sizing, &g, &chunk_rows);
+  size_t ncand_max = gpu_llsa_layout(&sizing, &g, use, &chunk_rows);
   double *scores = gpu_carve(&sizing, (size_t)chunk_rows, ncand_max * sizeof(double));
   (void)gpu_carve(&sizing, (size_t)chunk_rows, ncand_max * sizeof(int32_t));
   if (sizing.overflow)
@@ -315,13 +389,23 @@ static ditattn_status gpu_llsa_forward(ditattn_context *ctx, const dt_llsa_fwd *
   void *ws;
   TRY(gpu_workspace(ctx, sizing.used, &ws));
   gpu_carver carver = {(char *)ws, 0, 0};
-  (void)gpu_llsa_layout(&carver, &g, &chunk_rows);
+  (void)gpu_llsa_layout(&carver, &g, use, &chunk_rows);
   scores = gpu_carve(&carver, (size_t)chunk_rows, ncand_max * sizeof(double));
   int32_t *idx = gpu_carve(&carver, (size_t)chunk_rows, ncand_max * sizeof(int32_t));
+  if (use == DT_SUMMARY_READ) { /* pooled k (double) and v: every rank's share, exchanged */
+    gpu_carver given = {(char *)p->summary.buf, 0, 0};
+    gpu_llsa_summary_carve(&given, &g, NULL);
+    if (given.overflow)
+      return dt_fail(ctx, DITATTN_ERR_OVERFLOW, "%s llsa key summary size", DT_GPU_NAME);
+  }
 
-  /* §1: exact means over the original tokens, every level. */
-  for (int l = 1; l <= g.L; l++)
+  /* §1: exact means over the original tokens, every level (READ: q only,
+   * and the f32 pooled k from the summary's double one). */
+  for (int l = 1; l <= g.L; l++) {
     GPU_TRY(ctx, DT_GPU_FN(launch_llsa_pool)(&g, l, p->q, p->k, p->v, ctx->stream), "llsa pool");
+    if (use == DT_SUMMARY_READ)
+      GPU_TRY(ctx, DT_GPU_FN(launch_llsa_pk_from_pk64)(&g, l, ctx->stream), "llsa pooled k cast");
+  }
   /* §2: coarsest level first, then each finer level from its parent's picks. */
   for (int l = g.L; l >= 1; l--) {
     const int64_t rows = g.B * g.H * g.blk_n[l];
@@ -417,6 +501,7 @@ static const dt_backend_ops gpu_ops_table = {
     .copy_2d = gpu_bound_copy_2d,
     .host_alloc = gpu_bound_host_alloc,
     .host_free = gpu_bound_host_free,
+    .llsa_summary_layout = gpu_llsa_summary_layout,
     .ropeslr_summary_layout = gpu_ropeslr_summary_layout,
 };
 

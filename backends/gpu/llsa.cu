@@ -71,37 +71,79 @@ struct LlsaKeys {
 };
 
 /* ---------------------------------------------------------------- pooling */
-/* One thread per (b·h, c, d) of one level: q and k means kept in double for
- * the selection, k and v means in f32 for the attention. q means only for
- * the query blocks whose rows are computed ([blk_lo, blk_lo + blk_n): all
- * of them in a whole call): no other pooled q is read. */
+/* The level-l units one pool launch covers: pooled q for [q_lo, q_hi),
+ * pooled k and v for [kv_lo, kv_hi), and threads for their hull [lo, lo + n).
+ * The hull wastes no thread in any mode: the whole forward's kv range holds
+ * its q range, a summary fill has no q range and a summary read no kv range. */
+struct PoolUnits {
+  long long lo, n, q_lo, q_hi, kv_lo, kv_hi;
+  bool with_pk; /* the f32 pooled k too (not part of the key summary) */
+};
+
+static PoolUnits pool_units(const dt_gpu_llsa *p, int level) {
+  PoolUnits u;
+  u.q_lo = p->blk_lo[level];
+  u.q_hi = u.q_lo + p->blk_n[level];
+  u.kv_lo = 0;
+  u.kv_hi = p->kv_pool == DT_GPU_KV_ALL ? p->n[level] : 0;
+  if (p->kv_pool == DT_GPU_KV_RANGE) {
+    u.kv_lo = p->kv_lo[level];
+    u.kv_hi = u.kv_lo + p->kv_n[level];
+  }
+  u.with_pk = p->kv_pool == DT_GPU_KV_ALL;
+  const bool no_q = u.q_hi <= u.q_lo, no_kv = u.kv_hi <= u.kv_lo;
+  long long lo = u.q_lo < u.kv_lo ? u.q_lo : u.kv_lo, hi = u.q_hi > u.kv_hi ? u.q_hi : u.kv_hi;
+  if (no_q) lo = u.kv_lo, hi = u.kv_hi;
+  if (no_kv) lo = u.q_lo, hi = u.q_hi;
+  u.lo = lo;
+  u.n = no_q && no_kv ? 0 : hi - lo;
+  return u;
+}
+
+/* Blocks of `threads` for a grid-stride loop over `total` elements. */
+static unsigned pool_blocks(long long total, long long threads) {
+  const long long blocks = (total + threads - 1) / threads;
+  return (unsigned)(blocks > (1 << 20) ? 1 << 20 : blocks);
+}
+
+/* One thread per (b·h, c, d) of the units u of one level: q and k means
+ * kept in double for the selection, k and v means in f32 for the attention.
+ * Outputs are [B·H][n_l][D] whatever the range. */
 template <typename T>
 __global__ void llsa_pool_kernel(View<const T> q, View<const T> k, View<const T> v, dt_gpu_llsa p,
-                                 int level, long long total) {
+                                 int level, PoolUnits u, long long total) {
   const long long nl = p.n[level], span = p.span[level], D = p.D;
   for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
        e += (long long)gridDim.x * blockDim.x) {
-    const long long d = e % D, c = e / D % nl, bh = e / D / nl;
+    const long long d = e % D, c = u.lo + e / D % u.n, bh = e / D / u.n;
     const long long j0 = c * span, j1 = p.N - j0 > span ? j0 + span : p.N;
     const long long at = (bh * nl + c) * D + d;
-    const double mk = block_mean(k, bh, j0, j1, d);
-    if (c >= p.blk_lo[level] && c < p.blk_lo[level] + p.blk_n[level])
-      p.pq64[level - 1][at] = block_mean(q, bh, j0, j1, d);
-    p.pk64[level - 1][at] = mk;
-    p.pk[level - 1][at] = (float)mk;
-    p.pv[level - 1][at] = (float)block_mean(v, bh, j0, j1, d);
+    if (c >= u.q_lo && c < u.q_hi) p.pq64[level - 1][at] = block_mean(q, bh, j0, j1, d);
+    if (c >= u.kv_lo && c < u.kv_hi) {
+      const double mk = block_mean(k, bh, j0, j1, d);
+      p.pk64[level - 1][at] = mk;
+      if (u.with_pk) p.pk[level - 1][at] = (float)mk;
+      p.pv[level - 1][at] = (float)block_mean(v, bh, j0, j1, d);
+    }
   }
 }
 
 template <typename T>
 static int llsa_pool_typed(const dt_gpu_llsa *p, int level, const ditattn_tensor *q,
                            const ditattn_tensor *k, const ditattn_tensor *v, gpuStream_t s) {
-  const long long total = p->B * p->H * p->n[level] * p->D, threads = 256;
-  long long blocks = (total + threads - 1) / threads;
-  if (blocks > (1 << 20)) blocks = 1 << 20;
-  llsa_pool_kernel<T><<<(unsigned)blocks, (unsigned)threads, 0, s>>>(
-      make_view<const T>(q), make_view<const T>(k), make_view<const T>(v), *p, level, total);
+  const PoolUnits u = pool_units(p, level);
+  const long long total = p->B * p->H * u.n * p->D, threads = 256;
+  if (total <= 0) return 0;
+  llsa_pool_kernel<T><<<pool_blocks(total, threads), (unsigned)threads, 0, s>>>(
+      make_view<const T>(q), make_view<const T>(k), make_view<const T>(v), *p, level, u, total);
   return launch_status();
+}
+
+/* The pool kernel's f32 pooled k, (float)mk, from the same double mk. */
+__global__ void llsa_pk_cast_kernel(const double *pk64, float *pk, long long total) {
+  for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
+       e += (long long)gridDim.x * blockDim.x)
+    pk[e] = (float)pk64[e];
 }
 
 /* ---------------------------------------------------------------- selection */
@@ -182,6 +224,14 @@ int DT_GPU_FN(launch_llsa_pool)(const dt_gpu_llsa *p, int level, const ditattn_t
   case DITATTN_F16: return llsa_pool_typed<f16_t>(p, level, q, k, v, s);
   }
   return DT_GPU_NOT_IMPLEMENTED;
+}
+
+int DT_GPU_FN(launch_llsa_pk_from_pk64)(const dt_gpu_llsa *p, int level, void *stream) {
+  const long long total = p->B * p->H * p->n[level] * p->D, threads = 256;
+  if (total <= 0) return 0;
+  llsa_pk_cast_kernel<<<pool_blocks(total, threads), (unsigned)threads, 0, (gpuStream_t)stream>>>(
+      p->pk64[level - 1], p->pk[level - 1], total);
+  return launch_status();
 }
 
 int64_t DT_GPU_FN(llsa_candidates)(const dt_gpu_llsa *p, int level) {
