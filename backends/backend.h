@@ -47,14 +47,14 @@ typedef struct dt_pool {
  * every level; RoPeSLR: the block factors S_C | z_C) are each computed once,
  * by the rank owning the block, then exchanged, and every rank's forward
  * reads them instead of computing all of them itself. A summary is a set
- * of arrays [heads][units][unit_bytes] in one device buffer; unit c of
+ * of arrays [rows][units][unit_bytes] in one device buffer; unit c of
  * array a covers tokens [c·span[a], (c+1)·span[a]) and belongs to the rank
  * whose slice holds its first token. Values do not depend on who computes a
  * unit: the same kernel, the same summation order. */
 #define DT_KEY_SUMMARY_MAX 16 /* LLSA: 2 per level, up to DITATTN_LLSA_MAX_LEVELS */
 typedef struct dt_key_summary {
   int arrays;
-  int64_t heads; /* B·H */
+  int64_t rows[DT_KEY_SUMMARY_MAX]; /* B·H, or B·H·D for a [B·H][D][units] array */
   int64_t units[DT_KEY_SUMMARY_MAX], span[DT_KEY_SUMMARY_MAX];
   size_t unit_bytes[DT_KEY_SUMMARY_MAX], offset[DT_KEY_SUMMARY_MAX];
   size_t bytes; /* of the whole buffer */
@@ -71,6 +71,11 @@ typedef struct dt_summary_arg {
   dt_summary_use use;
   void *buf; /* device, laid out as the backend's *_summary_layout says */
   int64_t key_lo, key_hi;
+  /* READ: rows of k and v may still be arriving on the context's side
+   * stream (dist/'s gather): the forward runs ops->side_join before it
+   * first reads k or v rows (its attention; pooled k and v come from buf),
+   * so the copies overlap its pooling and selection. 0: nothing pending. */
+  int join_side;
 } dt_summary_arg;
 
 typedef struct dt_llsa_fwd {
@@ -191,6 +196,14 @@ typedef struct dt_backend_ops {
                                         dt_key_summary *layout);
   ditattn_status (*ropeslr_summary_layout)(ditattn_context *ctx, const dt_ropeslr_fwd *p,
                                            dt_key_summary *layout);
+  /* A second stream for copies that overlap the context's stream (NULL:
+   * none). side_fork: the side stream waits for the work queued so far on
+   * the stream; side_copy_2d: copy_2d queued on the side stream; side_join:
+   * the stream waits, on the device, for the side stream's work so far. */
+  ditattn_status (*side_fork)(ditattn_context *ctx);
+  ditattn_status (*side_copy_2d)(ditattn_context *ctx, void *dst, size_t dpitch, const void *src,
+                                 size_t spitch, size_t width, size_t height);
+  ditattn_status (*side_join)(ditattn_context *ctx);
 } dt_backend_ops;
 
 /* Bytes of an IPC handle (CUDA_IPC_HANDLE_SIZE, HIP_IPC_HANDLE_SIZE). */

@@ -103,7 +103,8 @@ void dt_gather_cache_close_slot(ditattn_context *ctx, dt_gather_cache *cache, in
  * status. */
 ditattn_status dt_dist_device_gather_qkv(dt_dist_job *job, const ditattn_tensor *q,
                                          const ditattn_tensor *k, const ditattn_tensor *v,
-                                         int64_t q_span, ditattn_tensor gathered[3]);
+                                         int64_t q_span, int64_t defer_span,
+                                         ditattn_tensor gathered[3], int *deferred);
 
 /* The same for k and v only (gathered[1], gathered[2]; gathered[0] unset),
  * by IPC only: call when dt_dist_ipc_usable; a failure (agreed) leaves the
@@ -124,9 +125,9 @@ ditattn_tensor dt_dist_rows_at(const ditattn_tensor *whole, void *base, int64_t 
  * (B, H, N, D)) copied from the same rows of the buffer at peer: one
  * strided copy by the copy engines where the backend has copy_2d, else a
  * device copy by ditattn_pool_mean with block 1 (exact). Queued on ctx's
- * stream. */
+ * stream, or (side, copy_2d only) on its side stream. */
 ditattn_status dt_dist_copy_rows(ditattn_context *ctx, const ditattn_tensor *whole,
-                                 const void *peer, int64_t from, int64_t rows);
+                                 const void *peer, int64_t from, int64_t rows, int side);
 
 /* Exports buf[slot] once (its handle then stays in own_handles). */
 ditattn_status dt_dist_ipc_export(ditattn_context *ctx, dt_gather_cache *cache, int slot);
@@ -145,7 +146,8 @@ ditattn_status dt_dist_ipc_peer_tables(ditattn_context *ctx, dt_gather_cache *ca
  * buffers, mapped once and kept in the cache while the peer's handle stays the same. Returns the
  * agreed status; on success no peer reads this rank's buffers any more. */
 ditattn_status dt_dist_ipc_allgather(dt_dist_job *job, dt_gather_cache *cache,
-                                     ditattn_tensor *whole, int nx, int64_t q_span);
+                                     ditattn_tensor *whole, int nx, int64_t q_span,
+                                     int64_t early_end);
 
 /* LLSA and RoPeSLR forward on a GPU context, once the job has begun:
  * q, k, v all-gathered (dt_dist_device_gather_qkv), then the backend's
@@ -171,6 +173,9 @@ ditattn_status dt_dist_device_ropeslr_run(dt_dist_job *job, const ditattn_ropesl
  * everything itself (DT_SUMMARY_NONE). */
 typedef ditattn_status (*dt_summary_fill_fn)(ditattn_context *ctx, const dt_summary_arg *share,
                                              const void *user);
+/* The largest span of the layout's arrays: how far past its slice a
+ * rank's share reads k and v. */
+int64_t dt_dist_summary_max_span(const dt_key_summary *layout);
 ditattn_status dt_dist_summary_share(dt_dist_job *job, const dt_key_summary *layout,
                                      dt_summary_fill_fn fill, const void *user, void **buf);
 /* Units [*lo, *hi) of array a that rank r owns (those whose first token

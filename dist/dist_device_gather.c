@@ -6,6 +6,7 @@
  * like the ring's pack), so the copies overlap the transfers. */
 #include "dist_device.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct gather {
@@ -41,28 +42,42 @@ static ditattn_status whole_tensors(dt_dist_job *job, const ditattn_tensor *x, i
   return dt_dist_agree(job, local);
 }
 
-/* This rank's rows into its buffers, then the peers' by IPC. Agreed. */
+/* This rank's rows into its buffers, then the peers' by IPC (those past
+ * early_end >= 0 of k and v on the side stream). Agreed. */
 static ditattn_status ipc_gather(dt_dist_job *job, dt_gather_cache *cache, gather *g,
-                                 const ditattn_tensor *xs, int64_t q_span) {
+                                 const ditattn_tensor *xs, int64_t q_span, int64_t early_end) {
   double t0 = MPI_Wtime();
   ditattn_status local = gather_step(g, 0, job->rank, xs);
   if (local == DITATTN_OK) local = ditattn_synchronize(job->ctx); /* peers read it next */
   dt_dist_tick(&t0, &job->stats.compute_s);
   TRY(dt_dist_agree(job, local));
-  return dt_dist_ipc_allgather(job, cache, g->whole, 3, q_span);
+  return dt_dist_ipc_allgather(job, cache, g->whole, 3, q_span, early_end);
 }
 
 ditattn_status dt_dist_device_gather_qkv(dt_dist_job *job, const ditattn_tensor *q,
                                          const ditattn_tensor *k, const ditattn_tensor *v,
-                                         int64_t q_span, ditattn_tensor gathered[3]) {
+                                         int64_t q_span, int64_t defer_span,
+                                         ditattn_tensor gathered[3], int *deferred) {
+  const dt_backend_ops *ops = job->ctx->ops;
+  const char *env = getenv("DITATTN_DIST_OVERLAP");
+  *deferred = 0;
+  int64_t early_end = -1;
+  if (defer_span > 0 && ops->copy_2d && ops->side_fork && ops->side_copy_2d && ops->side_join &&
+      !(env && !strcmp(env, "0"))) {
+    const int64_t end = job->offset[job->rank] + job->length[job->rank];
+    early_end = (end + defer_span - 1) / defer_span * defer_span;
+    if (early_end > job->n_global) early_end = job->n_global;
+  }
   dt_gather_cache *cache = NULL;
   TRY(whole_tensors(job, q, 1, &cache, gathered));
   const ditattn_tensor xs[3] = {*q, *k, *v};
   gather g = {job->ctx, job, gathered, 0};
   /* Any rank's IPC failure (e.g. devices that cannot map each other's
    * memory): every rank falls back to the ring, which rewrites all rows. */
-  if (dt_dist_ipc_usable(job) && ipc_gather(job, cache, &g, xs, q_span) == DITATTN_OK)
+  if (dt_dist_ipc_usable(job) && ipc_gather(job, cache, &g, xs, q_span, early_end) == DITATTN_OK) {
+    *deferred = early_end >= 0;
     return DITATTN_OK;
+  }
   return dt_device_ring_run_n(job, xs, 3, gather_step, &g);
 }
 
@@ -72,5 +87,5 @@ ditattn_status dt_dist_device_gather_kv_ipc(dt_dist_job *job, const ditattn_tens
   TRY(whole_tensors(job, k, 0, &cache, gathered));
   const ditattn_tensor xs[3] = {*k, *k, *v}; /* xs[0] unused */
   gather g = {job->ctx, job, gathered, 1};
-  return ipc_gather(job, cache, &g, xs, -1);
+  return ipc_gather(job, cache, &g, xs, -1, -1);
 }

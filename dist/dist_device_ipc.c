@@ -89,14 +89,15 @@ static void need_range(const dt_dist_job *job, int r, int i, int64_t q_span, int
 }
 
 ditattn_status dt_dist_copy_rows(ditattn_context *ctx, const ditattn_tensor *whole,
-                                 const void *peer, int64_t from, int64_t rows) {
+                                 const void *peer, int64_t from, int64_t rows, int side) {
   if (ctx->ops->copy_2d) {
     const size_t esize = ditattn_dtype_size(whole->dtype);
     const size_t pitch = (size_t)whole->stride[1] * esize,
                  width = (size_t)(rows * whole->shape[3]) * esize;
     const size_t skip = (size_t)(from * whole->stride[2]) * esize;
-    return ctx->ops->copy_2d(ctx, (char *)whole->data + skip, pitch, (const char *)peer + skip,
-                             pitch, width, (size_t)(whole->shape[0] * whole->shape[1]));
+    return (side ? ctx->ops->side_copy_2d : ctx->ops->copy_2d)(
+        ctx, (char *)whole->data + skip, pitch, (const char *)peer + skip, pitch, width,
+        (size_t)(whole->shape[0] * whole->shape[1]));
   }
   const ditattn_tensor src = dt_dist_rows_at(whole, (void *)peer, from, rows);
   ditattn_tensor dst = dt_dist_rows_at(whole, whole->data, from, rows);
@@ -131,14 +132,18 @@ ditattn_status dt_dist_ipc_map(dt_dist_job *job, dt_gather_cache *cache, int src
   return st;
 }
 
-/* Maps the peers' buffers, queues the copies of the rows this rank needs
- * and waits for them. handles: this call's P*DT_GATHER_SLOTS handles. */
+/* Maps the peers' buffers and queues the copies of the rows this rank
+ * needs. Without deferral (early_end < 0) it waits for them. Deferred:
+ * rows of k and v past [.., early_end) are queued on the side stream and
+ * nobody waits here (dt_dist_ipc_allgather). handles: this call's
+ * P*DT_GATHER_SLOTS handles. */
 static ditattn_status copy_from_peers(dt_dist_job *job, dt_gather_cache *cache,
                                       ditattn_tensor *whole, int nx, const unsigned char *handles,
-                                      int64_t q_span, int64_t row_bytes) {
+                                      int64_t q_span, int64_t row_bytes, int64_t early_end) {
   ditattn_context *ctx = job->ctx;
   const int P = job->size, me = job->rank;
-  ditattn_status st = DITATTN_OK;
+  const int64_t own_end = job->offset[me] + job->length[me];
+  ditattn_status st = early_end >= 0 ? ctx->ops->side_fork(ctx) : DITATTN_OK;
   /* Rank me+s reads from me+s+1 first: not everyone from rank 0 at once. */
   for (int s = 1; s < P && st == DITATTN_OK; s++) {
     const int src = (me + s) % P;
@@ -151,10 +156,22 @@ static ditattn_status copy_from_peers(dt_dist_job *job, dt_gather_cache *cache,
       const size_t at = (size_t)(src * DT_GATHER_SLOTS + i) * DT_IPC_HANDLE_BYTES;
       st = dt_dist_ipc_map(job, cache, src, i, handles + at, &peer);
       if (st != DITATTN_OK) break;
-      st = dt_dist_copy_rows(ctx, &whole[i], peer, from, rows);
       job->stats.ring_bytes_received += rows * row_bytes;
+      if (early_end < 0 || i == 0) { /* q: all of it early (few rows, read first) */
+        st = dt_dist_copy_rows(ctx, &whole[i], peer, from, rows, 0);
+        continue;
+      }
+      /* k, v: the rows the share reads past this rank's slice early, the
+       * rest on the side stream. */
+      int64_t early =
+          from >= own_end ? (early_end < from + rows ? early_end : from + rows) - from : 0;
+      if (early < 0) early = 0;
+      if (early > 0) st = dt_dist_copy_rows(ctx, &whole[i], peer, from, early, 0);
+      if (st == DITATTN_OK && rows > early)
+        st = dt_dist_copy_rows(ctx, &whole[i], peer, from + early, rows - early, 1);
     }
   }
+  if (early_end >= 0) return st;
   /* The copies must be done before the peers go on (and may reuse their
    * buffers in their next call). */
   ditattn_status sync = ditattn_synchronize(ctx);
@@ -199,7 +216,8 @@ ditattn_status dt_dist_ipc_export(ditattn_context *ctx, dt_gather_cache *cache, 
 }
 
 ditattn_status dt_dist_ipc_allgather(dt_dist_job *job, dt_gather_cache *cache,
-                                     ditattn_tensor *whole, int nx, int64_t q_span) {
+                                     ditattn_tensor *whole, int nx, int64_t q_span,
+                                     int64_t early_end) {
   ditattn_context *ctx = job->ctx;
   const int P = job->size;
   const ditattn_tensor *kt = &whole[nx - 1]; /* always gathered (q may not be) */
@@ -221,12 +239,17 @@ ditattn_status dt_dist_ipc_allgather(dt_dist_job *job, dt_gather_cache *cache,
         MPI_Allgather(cache->own_handles, bytes, MPI_BYTE, handles, bytes, MPI_BYTE, job->comm);
     if (err != MPI_SUCCESS) local = dt_dist_mpi_fail(ctx, err, "MPI_Allgather (IPC handles)");
     if (local == DITATTN_OK)
-      local = copy_from_peers(job, cache, whole, nx, handles, q_span, row_bytes);
+      local = copy_from_peers(job, cache, whole, nx, handles, q_span, row_bytes, early_end);
     /* Collective: once it returns, no peer reads this rank's buffers in
-     * this call any more. */
+     * this call any more (deferred: once the job's last agreement returns,
+     * which follows every rank's side_join and synchronize). */
     st = dt_dist_agree(job, local);
   }
   dt_dist_tick(&t0, &job->stats.comm_wait_s);
+  if (st != DITATTN_OK && early_end >= 0) {
+    /* The ring rewrites every row next: no side copy may still be writing. */
+    if (ctx->ops->side_join(ctx) == DITATTN_OK) (void)ditattn_synchronize(ctx);
+  }
   if (st != DITATTN_OK) {
     /* Nothing half-known survives a failure: the next call maps afresh. */
     dt_gather_cache_close_peers(ctx, cache);

@@ -34,34 +34,38 @@ static ditattn_status fill_share(ditattn_context *ctx, const dt_summary_arg *sha
   return r->forward(ctx, r->whole, 0, share, r->user);
 }
 
-/* DT_SUMMARY_READ with every rank's share of the key summary when the ranks
- * share one host by IPC and the backend can split its key-side work
- * (DITATTN_DIST_SPLIT_KEYS=0 turns it off), else DT_SUMMARY_NONE. */
-static dt_summary_arg key_summary(dt_dist_job *job, const ditattn_tensor whole[3],
-                                  rows_forward_fn forward, summary_layout_fn layout_of,
-                                  const void *user) {
-  dt_summary_arg none = {DT_SUMMARY_NONE, NULL, 0, 0};
+/* 1 unless DITATTN_DIST_SPLIT_KEYS=0. */
+static int split_enabled(void) {
   const char *env = getenv("DITATTN_DIST_SPLIT_KEYS");
-  dt_key_summary layout;
-  ditattn_status local = env && !strcmp(env, "0") ? DITATTN_ERR_UNSUPPORTED
-                                                  : layout_of(job->ctx, whole, user, &layout);
-  if (job->stats.gpu_transfer != DT_DIST_XFER_IPC || dt_dist_agree(job, local) != DITATTN_OK)
-    return none;
+  return !(env && !strcmp(env, "0"));
+}
+
+/* DT_SUMMARY_READ with every rank's share of the key summary (laid out by
+ * layout) when the gather went by IPC, else DT_SUMMARY_NONE (also when the
+ * share fails on any rank). */
+static dt_summary_arg key_summary(dt_dist_job *job, const ditattn_tensor whole[3],
+                                  rows_forward_fn forward, const dt_key_summary *layout,
+                                  const void *user) {
+  const dt_summary_arg none = {DT_SUMMARY_NONE, NULL, 0, 0, 0};
+  if (job->stats.gpu_transfer != DT_DIST_XFER_IPC) return none;
   const rows_job r = {whole, forward, user};
   void *buf = NULL;
-  if (dt_dist_summary_share(job, &layout, fill_share, &r, &buf) != DITATTN_OK) {
+  if (dt_dist_summary_share(job, layout, fill_share, &r, &buf) != DITATTN_OK) {
     dt_clear_error(job->ctx); /* the forward computes everything itself */
     return none;
   }
   job->stats.keys_split = 1;
-  const dt_summary_arg read = {DT_SUMMARY_READ, buf, 0, 0};
+  const dt_summary_arg read = {DT_SUMMARY_READ, buf, 0, 0, 0};
   return read;
 }
 
 /* Gathers q, k, v (q only over q_span-aligned blocks where IPC copies),
  * splits the key-side work when it can, runs forward for this rank's rows
  * and waits for it (so that compute_s holds it and a device failure is
- * reported by this call); ends the job. */
+ * reported by this call); ends the job. With the split, the gather's bulk
+ * k/v copies run on the side stream under the share, the exchange and the
+ * forward's pooling and selection; the forward joins them before its
+ * attention. */
 static ditattn_status gather_then_forward(dt_dist_job *job, const ditattn_tensor *q,
                                           const ditattn_tensor *k, const ditattn_tensor *v,
                                           int64_t q_span, rows_forward_fn forward,
@@ -70,16 +74,35 @@ static ditattn_status gather_then_forward(dt_dist_job *job, const ditattn_tensor
   /* One rank holds the whole sequence: its own tensors, nothing to gather. */
   ditattn_tensor whole[3] = {*q, *k, *v};
   ditattn_status st = DITATTN_OK;
-  if (job->size == 1)
+  dt_key_summary layout;
+  int split = 0, deferred = 0;
+  if (job->size == 1) {
     job->stats.gpu_transfer = dt_dist_device_transfer(ctx->backend);
-  else
-    st = dt_dist_device_gather_qkv(job, q, k, v, q_span, whole); /* the cache's buffers */
+  } else {
+    ditattn_tensor shapes[3] = {*q, *k, *v}; /* the layout reads shapes only */
+    for (int i = 0; i < 3; i++) shapes[i].shape[2] = job->n_global;
+    split = split_enabled() && layout_of(ctx, shapes, user, &layout) == DITATTN_OK;
+    st = dt_dist_device_gather_qkv(job, q, k, v, q_span,
+                                   split ? dt_dist_summary_max_span(&layout) : 0, whole,
+                                   &deferred); /* the cache's buffers */
+  }
   if (st == DITATTN_OK) {
-    dt_summary_arg summary = {DT_SUMMARY_NONE, NULL, 0, 0};
-    if (job->size > 1) summary = key_summary(job, whole, forward, layout_of, user);
+    dt_summary_arg summary = {DT_SUMMARY_NONE, NULL, 0, 0, 0};
+    if (split) summary = key_summary(job, whole, forward, &layout, user);
+    ditattn_status local = DITATTN_OK;
+    /* READ joins the gather's copies before its attention; NONE reads k and
+     * v from its start. */
+    summary.join_side = deferred && summary.use == DT_SUMMARY_READ;
+    if (deferred && !summary.join_side) local = ctx->ops->side_join(ctx);
     double t0 = MPI_Wtime();
-    ditattn_status local = forward(ctx, whole, job->offset[job->rank], &summary, user);
-    if (local == DITATTN_OK) local = ditattn_synchronize(ctx);
+    if (local == DITATTN_OK) local = forward(ctx, whole, job->offset[job->rank], &summary, user);
+    /* No side copy outlives the call, whatever failed. */
+    if (deferred) {
+      ditattn_status joined = ctx->ops->side_join(ctx);
+      if (local == DITATTN_OK) local = joined;
+    }
+    ditattn_status synced = ditattn_synchronize(ctx);
+    if (local == DITATTN_OK) local = synced;
     dt_dist_tick(&t0, &job->stats.compute_s);
     st = dt_dist_agree(job, local);
   }
@@ -107,7 +130,7 @@ static ditattn_status llsa_rows(ditattn_context *ctx, const ditattn_tensor whole
 
 static ditattn_status llsa_layout(ditattn_context *ctx, const ditattn_tensor whole[3],
                                   const void *user, dt_key_summary *layout) {
-  const dt_summary_arg none = {DT_SUMMARY_NONE, NULL, 0, 0};
+  const dt_summary_arg none = {DT_SUMMARY_NONE, NULL, 0, 0, 0};
   const dt_llsa_fwd p = llsa_problem(whole, 0, &none, user);
   return ctx->ops->llsa_summary_layout ? ctx->ops->llsa_summary_layout(ctx, &p, layout)
                                        : DITATTN_ERR_UNSUPPORTED;
@@ -150,7 +173,7 @@ static ditattn_status ropeslr_rows(ditattn_context *ctx, const ditattn_tensor wh
 
 static ditattn_status ropeslr_layout(ditattn_context *ctx, const ditattn_tensor whole[3],
                                      const void *user, dt_key_summary *layout) {
-  const dt_summary_arg none = {DT_SUMMARY_NONE, NULL, 0, 0};
+  const dt_summary_arg none = {DT_SUMMARY_NONE, NULL, 0, 0, 0};
   const dt_ropeslr_fwd p = ropeslr_problem(whole, 0, &none, user);
   return ctx->ops->ropeslr_summary_layout ? ctx->ops->ropeslr_summary_layout(ctx, &p, layout)
                                           : DITATTN_ERR_UNSUPPORTED;

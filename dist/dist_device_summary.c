@@ -21,13 +21,19 @@ void dt_dist_summary_units(const dt_dist_job *job, int r, const dt_key_summary *
   *lo = l, *hi = h;
 }
 
+int64_t dt_dist_summary_max_span(const dt_key_summary *layout) {
+  int64_t span = 1;
+  for (int a = 0; a < layout->arrays; a++) span = layout->span[a] > span ? layout->span[a] : span;
+  return span;
+}
+
 /* Bytes of rank r's units, all arrays. */
 static int64_t owned_bytes(const dt_dist_job *job, int r, const dt_key_summary *layout) {
   int64_t total = 0;
   for (int a = 0; a < layout->arrays; a++) {
     int64_t lo, hi;
     dt_dist_summary_units(job, r, layout, a, &lo, &hi);
-    total += (hi - lo) * (int64_t)layout->unit_bytes[a] * layout->heads;
+    total += (hi - lo) * (int64_t)layout->unit_bytes[a] * layout->rows[a];
   }
   return total;
 }
@@ -52,7 +58,7 @@ static ditattn_status copy_peer_units(dt_dist_job *job, dt_gather_cache *cache,
       const size_t pitch = (size_t)layout->units[a] * layout->unit_bytes[a];
       const size_t skip = layout->offset[a] + (size_t)lo * layout->unit_bytes[a];
       st = ctx->ops->copy_2d(ctx, own + skip, pitch, (const char *)peer + skip, pitch,
-                             (size_t)(hi - lo) * layout->unit_bytes[a], (size_t)layout->heads);
+                             (size_t)(hi - lo) * layout->unit_bytes[a], (size_t)layout->rows[a]);
     }
     if (st == DITATTN_OK) job->stats.ring_bytes_received += owned_bytes(job, src, layout);
   }
@@ -102,7 +108,7 @@ ditattn_status dt_dist_summary_share(dt_dist_job *job, const dt_key_summary *lay
   double t0 = MPI_Wtime();
   const int64_t first = job->offset[job->rank];
   const dt_summary_arg share = {DT_SUMMARY_FILL, cache->buf[DT_GATHER_SUMMARY], first,
-                                first + job->length[job->rank]};
+                                first + job->length[job->rank], 0};
   local = share.key_hi > share.key_lo ? fill(ctx, &share, user) : DITATTN_OK;
   if (local == DITATTN_OK) local = ditattn_synchronize(ctx); /* peers read it next */
   dt_dist_tick(&t0, &job->stats.compute_s);

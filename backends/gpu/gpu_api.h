@@ -47,6 +47,12 @@ int DT_GPU_FN(copy_2d)(void *dst, size_t dpitch, const void *src, size_t spitch,
 /* Page-locked host memory. */
 int DT_GPU_FN(host_alloc)(void **ptr, size_t bytes);
 int DT_GPU_FN(host_free)(void *ptr);
+/* A second stream (non-blocking) and an event for ordering it against
+ * another stream; stream_wait makes `waiter` wait on the device for the
+ * work queued on `signaller` so far (records event on it). */
+int DT_GPU_FN(side_stream_create)(void **stream, void **event);
+int DT_GPU_FN(side_stream_destroy)(void *stream, void *event);
+int DT_GPU_FN(stream_wait)(void *waiter, void *signaller, void *event);
 
 /* ------------------------------------------------------------ small ops */
 /* y[c] = mean of x over tokens [c·block, min((c+1)·block, N)); same dtype. */

@@ -81,6 +81,12 @@ GPU_BOUND(copy_2d,
           (ctx, dst, dpitch, src, spitch, width, height))
 GPU_BOUND(host_alloc, (ditattn_context * ctx, size_t bytes, void **ptr), (ctx, bytes, ptr))
 GPU_BOUND(host_free, (ditattn_context * ctx, void *ptr), (ctx, ptr))
+GPU_BOUND(side_fork, (ditattn_context * ctx), (ctx))
+GPU_BOUND(side_copy_2d,
+          (ditattn_context * ctx, void *dst, size_t dpitch, const void *src, size_t spitch,
+           size_t width, size_t height),
+          (ctx, dst, dpitch, src, spitch, width, height))
+GPU_BOUND(side_join, (ditattn_context * ctx), (ctx))
 
 #undef GPU_BOUND
 

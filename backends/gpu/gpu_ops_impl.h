@@ -22,6 +22,9 @@ typedef struct gpu_state {
   size_t ws_bytes;
   void *stream; /* stream the workspace was last used on */
   int device;   /* bound device (ditattn_context_create_on_device), or -1: current */
+  /* The side stream for copies overlapping the stream (dist/'s gather),
+   * made on first use, and the event that orders the two. */
+  void *side, *side_event;
 } gpu_state;
 
 static ditattn_status gpu_check(ditattn_context *ctx, int err, const char *what) {
@@ -78,6 +81,10 @@ static void gpu_fini(ditattn_context *ctx) {
     (void)DT_GPU_FN(stream_sync)(st->stream);
     (void)DT_GPU_FN(free)(st->ws);
   }
+  if (st->side) {
+    (void)DT_GPU_FN(stream_sync)(st->side);
+    (void)DT_GPU_FN(side_stream_destroy)(st->side, st->side_event);
+  }
   dt_free(st);
   ctx->backend_state = NULL;
 }
@@ -91,7 +98,35 @@ static ditattn_status gpu_set_stream(ditattn_context *ctx, void *stream) {
 }
 
 static ditattn_status gpu_synchronize(ditattn_context *ctx) {
+  /* The side stream's work is the caller's to join first (side_join):
+   * dist/ waits for the stream alone while its copies still run. */
   GPU_TRY(ctx, DT_GPU_FN(stream_sync)(ctx->stream), "synchronize");
+  return DITATTN_OK;
+}
+
+/* ------------------------------------------------------------ side stream */
+static ditattn_status gpu_side_fork(ditattn_context *ctx) {
+  gpu_state *st = gpu_st(ctx);
+  if (!st->side)
+    GPU_TRY(ctx, DT_GPU_FN(side_stream_create)(&st->side, &st->side_event), "side stream");
+  GPU_TRY(ctx, DT_GPU_FN(stream_wait)(st->side, ctx->stream, st->side_event), "side stream fork");
+  return DITATTN_OK;
+}
+
+static ditattn_status gpu_side_copy_2d(ditattn_context *ctx, void *dst, size_t dpitch,
+                                       const void *src, size_t spitch, size_t width,
+                                       size_t height) {
+  gpu_state *st = gpu_st(ctx);
+  if (!st->side) return dt_fail(ctx, DITATTN_ERR_INTERNAL, "side copy before side_fork");
+  GPU_TRY(ctx, DT_GPU_FN(copy_2d)(dst, dpitch, src, spitch, width, height, st->side),
+          "side stream copy");
+  return DITATTN_OK;
+}
+
+static ditattn_status gpu_side_join(ditattn_context *ctx) {
+  gpu_state *st = gpu_st(ctx);
+  if (st->side)
+    GPU_TRY(ctx, DT_GPU_FN(stream_wait)(ctx->stream, st->side, st->side_event), "side stream join");
   return DITATTN_OK;
 }
 
@@ -320,7 +355,7 @@ static ditattn_status gpu_llsa_summary_layout(ditattn_context *ctx, const dt_lls
   TRY(gpu_llsa_describe(ctx, p, &g));
   memset(s, 0, sizeof *s);
   s->arrays = 2 * g.L;
-  s->heads = g.B * g.H;
+  for (int a = 0; a < s->arrays; a++) s->rows[a] = g.B * g.H;
   gpu_carver sizing = {NULL, 0, 0};
   gpu_llsa_summary_carve(&sizing, &g, s);
   if (sizing.overflow)
@@ -415,7 +450,8 @@ static ditattn_status gpu_llsa_forward(ditattn_context *ctx, const dt_llsa_fwd *
               "llsa select");
     }
   }
-  /* §3 */
+  /* §3: the first read of k and v rows (dist/ may still be copying them). */
+  if (p->summary.join_side) TRY(gpu_side_join(ctx));
   GPU_TRY(ctx, DT_GPU_FN(launch_llsa_attend)(&g, p->q, p->k, p->v, p->out, p->lse, ctx->stream),
           "llsa attend");
   if (p->selection) {
@@ -503,6 +539,9 @@ static const dt_backend_ops gpu_ops_table = {
     .host_free = gpu_bound_host_free,
     .llsa_summary_layout = gpu_llsa_summary_layout,
     .ropeslr_summary_layout = gpu_ropeslr_summary_layout,
+    .side_fork = gpu_bound_side_fork,
+    .side_copy_2d = gpu_bound_side_copy_2d,
+    .side_join = gpu_bound_side_join,
 };
 
 const dt_backend_ops *DT_GPU_TABLE(void) { return &gpu_ops_table; }

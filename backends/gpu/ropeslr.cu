@@ -38,7 +38,8 @@ __global__ void slr_pool_kernel(View<const T> q, View<const T> k, dt_gpu_ropeslr
     const long long j0 = c * p.b, j1 = p.N - j0 > p.b ? j0 + p.b : p.N;
     if (c >= p.G_lo && c < p.G_lo + p.G_n) /* only the selected query blocks are read */
       p.pq64[e] = block_mean(q, bh, j0, j1, d);
-    p.pk64[(bh * p.D + d) * p.n + c] = block_mean(k, bh, j0, j1, d);
+    if (!p.keys_ready && c >= p.C_lo && c < p.C_lo + p.C_n)
+      p.pk64[(bh * p.D + d) * p.n + c] = block_mean(k, bh, j0, j1, d);
   }
 }
 
@@ -389,6 +390,21 @@ static int slr_factors_typed(const dt_gpu_ropeslr &p, const View<const T> &kv,
   return launch_status();
 }
 
+/* A dist/ rank's share of the key summary: pooled k (the pool kernel with
+ * no query blocks) and factors of key blocks [C_lo, C_lo + C_n). */
+template <typename T>
+static int slr_key_share_typed(const dt_gpu_ropeslr &p, const ditattn_tensor *k,
+                               const ditattn_tensor *v, const ditattn_ropeslr_weights *w,
+                               gpuStream_t s) {
+  const View<const T> kv = make_view<const T>(k), vv = make_view<const T>(v);
+  dt_gpu_ropeslr share = p;
+  share.G_n = 0;
+  const long long total = p.B * p.H * p.n * p.D;
+  slr_pool_kernel<T><<<slr_grid(total), kSlrThreads, 0, s>>>(kv, kv, share, total);
+  const int st = launch_status();
+  return st ? st : slr_factors_typed<T>(p, kv, vv, w, s);
+}
+
 template <typename T>
 static int slr_forward_typed(const dt_gpu_ropeslr &p, const ditattn_tensor *q,
                              const ditattn_tensor *k, const ditattn_tensor *v,
@@ -416,7 +432,8 @@ static int slr_forward_typed(const dt_gpu_ropeslr &p, const ditattn_tensor *q,
     slr_select_kernel<<<blocks_for(nr, (int)warps), kSlrSelectThreads, 0, s>>>(p, r0, nr);
     if ((st = launch_status())) return st;
   }
-  /* §2 sparse branch: out = o_s */
+  /* §2 sparse branch: out = o_s; its first read of k and v rows */
+  if (p.join_stream && (st = DT_GPU_FN(stream_wait)(s, p.join_stream, p.join_event))) return st;
   AttendArgs a = attend_args(p.N, p.b, (int)p.D, p.scale, lse);
   long long groups;
   attend_restrict_rows(&a, p.q_lo, p.q_hi, &groups);
@@ -446,7 +463,7 @@ static int slr_forward_typed(const dt_gpu_ropeslr &p, const ditattn_tensor *q,
     if ((st = launch_status())) return st;
   }
   /* §3 factors (unless dist/ brought every block's) and readout */
-  if (!p.factors_ready && (st = slr_factors_typed<T>(p, kv, vv, w, s))) return st;
+  if (!p.keys_ready && (st = slr_factors_typed<T>(p, kv, vv, w, s))) return st;
   slr_total_kernel<<<slr_grid(BH * p.r * D1), kSlrThreads, 0, s>>>(p, BH * p.r * D1);
   if ((st = launch_status())) return st;
   if (BH * p.G_n > INT_MAX) return DT_GPU_NOT_IMPLEMENTED;
@@ -490,15 +507,9 @@ extern "C" int DT_GPU_FN(launch_ropeslr_factors)(const dt_gpu_ropeslr *p, const 
   if (p->n > INT_MAX || p->D > DT_GPU_MAX_D) return DT_GPU_NOT_IMPLEMENTED;
   gpuStream_t s = (gpuStream_t)stream;
   switch (k->dtype) {
-  case DITATTN_F32:
-    return slr_factors_typed<float>(*p, make_view<const float>(k), make_view<const float>(v),
-                                    weights, s);
-  case DITATTN_BF16:
-    return slr_factors_typed<bf16_t>(*p, make_view<const bf16_t>(k), make_view<const bf16_t>(v),
-                                     weights, s);
-  case DITATTN_F16:
-    return slr_factors_typed<f16_t>(*p, make_view<const f16_t>(k), make_view<const f16_t>(v),
-                                    weights, s);
+  case DITATTN_F32: return slr_key_share_typed<float>(*p, k, v, weights, s);
+  case DITATTN_BF16: return slr_key_share_typed<bf16_t>(*p, k, v, weights, s);
+  case DITATTN_F16: return slr_key_share_typed<f16_t>(*p, k, v, weights, s);
   }
   return DT_GPU_NOT_IMPLEMENTED;
 }

@@ -29,11 +29,15 @@ typedef struct dt_gpu_ropeslr {
   /* Query rows [q_lo, q_hi) are computed (out and lse row 0 is row q_lo),
    * query blocks [G_lo, G_lo + G_n) are selected: those the rows touch. */
   int64_t q_lo, q_hi, G_lo, G_n;
-  /* Key blocks [C_lo, C_lo + C_n) get their factors computed (all of them in
-   * a whole call); factors_ready: SC holds every block's (dist/ exchanged
-   * them), so the forward computes no key features or factors. */
+  /* Key blocks [C_lo, C_lo + C_n) get their factors and pooled k computed
+   * (all of them in a whole call); keys_ready: SC and pk64 hold every
+   * block's (dist/ exchanged them), so the forward computes no key
+   * features, factors or pooled k. join_stream/join_event (non-NULL): the
+   * forward makes its stream wait for join_stream before it reads k or v
+   * rows (dist/'s gather copies still arriving there). */
   int64_t C_lo, C_n;
-  int factors_ready;
+  int keys_ready;
+  void *join_stream, *join_event;
 } dt_gpu_ropeslr;
 
 /* Whole forward: selection, sparse branch into out (+ lse, device, may be
@@ -44,8 +48,9 @@ int DT_GPU_FN(launch_ropeslr_forward)(const dt_gpu_ropeslr *p, const ditattn_ten
                                       const ditattn_ropeslr_weights *weights, float *lse,
                                       void *stream);
 
-/* Key features and factors S_C | z_C of key blocks [C_lo, C_lo + C_n)
- * only, into p->SC (a dist/ rank's share of the key summary). */
+/* Pooled k, key features and factors S_C | z_C of key blocks [C_lo,
+ * C_lo + C_n) only, into p->pk64 and p->SC (a dist/ rank's share of the
+ * key summary). */
 int DT_GPU_FN(launch_ropeslr_factors)(const dt_gpu_ropeslr *p, const ditattn_tensor *k,
                                       const ditattn_tensor *v,
                                       const ditattn_ropeslr_weights *weights, void *stream);

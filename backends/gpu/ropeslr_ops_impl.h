@@ -6,18 +6,20 @@
 #include "ropeslr_api.h"
 
 /* Carves p's arrays (base NULL: sizes only); 0 on size overflow. With a
- * dist/ key summary, SC is the caller's buffer (not carved); computing a
- * share of it (fill) needs only the positions and key features; reading
- * it needs no key features. */
+ * dist/ key summary, SC and pk64 are the caller's buffer (not carved);
+ * computing a share of it (fill) needs only the positions and key
+ * features; reading it needs no key features. */
 static int gpu_slr_layout(gpu_carver *c, dt_gpu_ropeslr *p, dt_summary_use use) {
   const size_t BH = (size_t)(p->B * p->H), n = (size_t)p->n, N = (size_t)p->N;
   const size_t D = (size_t)p->D, r = (size_t)p->r, rd1 = r * (D + 1);
   p->pos = gpu_carve(c, N, 3 * sizeof(int32_t));
   if (use != DT_SUMMARY_READ) p->g = gpu_carve(c, BH * N, r * sizeof(double));
-  if (use == DT_SUMMARY_NONE) p->SC = gpu_carve(c, BH * n, rd1 * sizeof(double));
+  if (use == DT_SUMMARY_NONE) {
+    p->SC = gpu_carve(c, BH * n, rd1 * sizeof(double));
+    p->pk64 = gpu_carve(c, BH * n, D * sizeof(double));
+  }
   if (use == DT_SUMMARY_FILL) return !c->overflow;
   p->pq64 = gpu_carve(c, BH * n, D * sizeof(double));
-  p->pk64 = gpu_carve(c, BH * n, D * sizeof(double));
   p->sel = gpu_carve(c, BH * n, (size_t)p->K * sizeof(int32_t));
   p->scores = gpu_carve(c, (size_t)p->select_rows, n * sizeof(double));
   p->idx = gpu_carve(c, (size_t)p->select_rows, n * sizeof(int32_t));
@@ -50,21 +52,45 @@ static void gpu_slr_describe(const dt_ropeslr_fwd *f, dt_gpu_ropeslr *p) {
     p->C_lo = (f->summary.key_lo + p->b - 1) / p->b;
     p->C_n = (f->summary.key_hi + p->b - 1) / p->b - p->C_lo;
   }
-  p->factors_ready = f->summary.use == DT_SUMMARY_READ;
+  p->keys_ready = f->summary.use == DT_SUMMARY_READ;
+}
+
+/* The key summary: block factors S_C | z_C ([BH][n][r(D+1)] doubles), then
+ * pooled k ([BH][D][n] doubles: rows B·H·D, units n). With base, points p's
+ * SC and pk64 into it. Returns 0 on size overflow. */
+static int gpu_slr_summary_carve(gpu_carver *c, dt_gpu_ropeslr *p, dt_key_summary *s) {
+  const size_t BH = (size_t)(p->B * p->H), n = (size_t)p->n, D = (size_t)p->D;
+  size_t factor_bytes;
+  if (!dt_mul_size((size_t)p->r, (D + 1) * sizeof(double), &factor_bytes)) return 0;
+  const size_t sc_at = c->used;
+  p->SC = gpu_carve(c, BH * n, factor_bytes);
+  const size_t pk_at = c->used;
+  p->pk64 = gpu_carve(c, BH * n, D * sizeof(double));
+  if (s) {
+    memset(s, 0, sizeof *s);
+    s->arrays = 2;
+    s->rows[0] = (int64_t)BH;
+    s->units[0] = p->n;
+    s->span[0] = p->b;
+    s->unit_bytes[0] = factor_bytes;
+    s->offset[0] = sc_at;
+    s->rows[1] = (int64_t)(BH * D);
+    s->units[1] = p->n;
+    s->span[1] = p->b;
+    s->unit_bytes[1] = sizeof(double);
+    s->offset[1] = pk_at;
+    s->bytes = c->used;
+  }
+  return !c->overflow;
 }
 
 static ditattn_status gpu_ropeslr_summary_layout(ditattn_context *ctx, const dt_ropeslr_fwd *f,
                                                  dt_key_summary *s) {
   dt_gpu_ropeslr p;
   gpu_slr_describe(f, &p);
-  memset(s, 0, sizeof *s);
-  s->arrays = 1;
-  s->heads = p.B * p.H;
-  s->units[0] = p.n;
-  s->span[0] = p.b;
-  if (!dt_mul_size((size_t)p.r, (size_t)(p.D + 1) * sizeof(double), &s->unit_bytes[0]) ||
-      !dt_mul_size(s->unit_bytes[0], (size_t)(s->heads * p.n), &s->bytes))
-    return dt_fail(ctx, DITATTN_ERR_OVERFLOW, "%s ropeslr factors size", DT_GPU_NAME);
+  gpu_carver sizing = {NULL, 0, 0};
+  if (!gpu_slr_summary_carve(&sizing, &p, s))
+    return dt_fail(ctx, DITATTN_ERR_OVERFLOW, "%s ropeslr key summary size", DT_GPU_NAME);
   return DITATTN_OK;
 }
 
@@ -92,7 +118,14 @@ static ditattn_status gpu_ropeslr_forward(ditattn_context *ctx, const dt_ropeslr
   TRY(gpu_workspace(ctx, sizing.used, &ws));
   gpu_carver carver = {(char *)ws, 0, 0};
   (void)gpu_slr_layout(&carver, &p, use);
-  if (use != DT_SUMMARY_NONE) p.SC = f->summary.buf;
+  if (use != DT_SUMMARY_NONE) {
+    gpu_carver in_summary = {(char *)f->summary.buf, 0, 0};
+    (void)gpu_slr_summary_carve(&in_summary, &p, NULL);
+  }
+  if (f->summary.join_side && gpu_st(ctx)->side) {
+    p.join_stream = gpu_st(ctx)->side;
+    p.join_event = gpu_st(ctx)->side_event;
+  }
   GPU_TRY(
       ctx,
       DT_GPU_FN(copy_h2d)((void *)p.pos, f->pos, (size_t)p.N * 3 * sizeof(int32_t), ctx->stream),

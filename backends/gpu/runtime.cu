@@ -80,4 +80,32 @@ int DT_GPU_FN(host_alloc)(void **ptr, size_t bytes) {
 
 int DT_GPU_FN(host_free)(void *ptr) { return ptr ? (int)gpuFreeHost(ptr) : 0; }
 
+int DT_GPU_FN(side_stream_create)(void **stream, void **event) {
+  gpuStream_t s = nullptr;
+  gpuEvent_t e = nullptr;
+  *stream = *event = nullptr;
+  /* Non-blocking: no implicit ordering with the legacy default stream a
+   * caller's context may use. */
+  int err = (int)gpuStreamCreateWithFlags(&s, gpuStreamNonBlocking);
+  if (!err) err = (int)gpuEventCreateWithFlags(&e, gpuEventDisableTiming);
+  if (err) {
+    if (s) (void)gpuStreamDestroy(s);
+    return err;
+  }
+  *stream = (void *)s;
+  *event = (void *)e;
+  return 0;
+}
+
+int DT_GPU_FN(side_stream_destroy)(void *stream, void *event) {
+  int err = event ? (int)gpuEventDestroy((gpuEvent_t)event) : 0;
+  int err2 = stream ? (int)gpuStreamDestroy((gpuStream_t)stream) : 0;
+  return err ? err : err2;
+}
+
+int DT_GPU_FN(stream_wait)(void *waiter, void *signaller, void *event) {
+  int err = (int)gpuEventRecord((gpuEvent_t)event, (gpuStream_t)signaller);
+  return err ? err : (int)gpuStreamWaitEvent((gpuStream_t)waiter, (gpuEvent_t)event, 0);
+}
+
 } // extern "C"

@@ -78,7 +78,7 @@ static ditattn_status op_call(problem *pb, int is_llsa, int64_t row0, int64_t M,
 static int summary_layout(problem *pb, int is_llsa, dt_key_summary *layout) {
   const dt_backend_ops *ops = pb->ctx->ops;
   if (is_llsa ? !ops->llsa_summary_layout : !ops->ropeslr_summary_layout) return 0;
-  const dt_summary_arg none = {DT_SUMMARY_NONE, NULL, 0, 0};
+  const dt_summary_arg none = {DT_SUMMARY_NONE, NULL, 0, 0, 0};
   ditattn_tensor out = pb->out;
   if (is_llsa) {
     const dt_llsa_fwd p = {
@@ -107,12 +107,12 @@ static int summary_layout(problem *pb, int is_llsa, dt_key_summary *layout) {
 static ditattn_status rank_work(problem *pb, int is_llsa, int64_t row0, int64_t M, void *summary) {
   ditattn_status st;
   if (summary) {
-    const dt_summary_arg fill = {DT_SUMMARY_FILL, summary, row0, row0 + M},
-                         read = {DT_SUMMARY_READ, summary, 0, 0};
+    const dt_summary_arg fill = {DT_SUMMARY_FILL, summary, row0, row0 + M, 0},
+                         read = {DT_SUMMARY_READ, summary, 0, 0, 0};
     st = op_call(pb, is_llsa, row0, M, &fill);
     if (st == DITATTN_OK) st = op_call(pb, is_llsa, row0, M, &read);
   } else {
-    const dt_summary_arg none = {DT_SUMMARY_NONE, NULL, 0, 0};
+    const dt_summary_arg none = {DT_SUMMARY_NONE, NULL, 0, 0, 0};
     st = op_call(pb, is_llsa, row0, M, &none);
   }
   return st == DITATTN_OK ? ditattn_synchronize(pb->ctx) : st;
@@ -145,7 +145,7 @@ static double time_gather_copy(problem *pb, void *dst_buf, int64_t M) {
       ditattn_tensor to = *src; /* whole-sequence, like src, in the copy target */
       to.data = (char *)dst_buf + (size_t)i * (size_t)(pb->o->H * pb->o->N * pb->o->D) *
                                       ditattn_dtype_size(pb->o->dtype);
-      if (dt_dist_copy_rows(pb->ctx, &to, src->data, 0, n) != DITATTN_OK) return -1.0;
+      if (dt_dist_copy_rows(pb->ctx, &to, src->data, 0, n, 0) != DITATTN_OK) return -1.0;
     }
     if (ditattn_synchronize(pb->ctx) != DITATTN_OK) return -1.0;
     const double t = now_s() - t0;
@@ -173,9 +173,9 @@ static double time_summary_copy(problem *pb, const dt_key_summary *l, void *dst,
         if (to[part] <= from[part]) continue;
         const size_t skip = l->offset[a] + (size_t)from[part] * l->unit_bytes[a],
                      width = (size_t)(to[part] - from[part]) * l->unit_bytes[a];
-        if (rep == 0) *bytes += (double)width * (double)l->heads;
+        if (rep == 0) *bytes += (double)width * (double)l->rows[a];
         if (pb->ctx->ops->copy_2d(pb->ctx, (char *)dst + skip, pitch, (const char *)src + skip,
-                                  pitch, width, (size_t)l->heads) != DITATTN_OK)
+                                  pitch, width, (size_t)l->rows[a]) != DITATTN_OK)
           return -1.0;
       }
     }

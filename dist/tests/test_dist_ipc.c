@@ -153,6 +153,41 @@ static ditattn_status fake_copy_2d(ditattn_context *ctx, void *dst, size_t dpitc
   return DITATTN_OK;
 }
 
+/* The side stream: copies wait in a queue until side_join performs them,
+ * so anything that reads their rows before joining reads NaN. */
+enum { MAX_PENDING = 512 };
+typedef struct pending_copy {
+  void *dst;
+  const void *src;
+  size_t dpitch, spitch, width, height;
+} pending_copy;
+static pending_copy g_pending[MAX_PENDING];
+static int g_npending, g_side_copies, g_joins;
+
+static ditattn_status fake_side_fork(ditattn_context *ctx) {
+  (void)ctx;
+  return DITATTN_OK;
+}
+
+static ditattn_status fake_side_copy_2d(ditattn_context *ctx, void *dst, size_t dpitch,
+                                        const void *src, size_t spitch, size_t width,
+                                        size_t height) {
+  if (g_npending == MAX_PENDING) return dt_fail(ctx, DITATTN_ERR_INTERNAL, "fake side: queue full");
+  g_pending[g_npending++] = (pending_copy){dst, src, dpitch, spitch, width, height};
+  g_side_copies++;
+  return DITATTN_OK;
+}
+
+static ditattn_status fake_side_join(ditattn_context *ctx) {
+  for (int i = 0; i < g_npending; i++) {
+    const pending_copy *c = &g_pending[i];
+    (void)fake_copy_2d(ctx, c->dst, c->dpitch, c->src, c->spitch, c->width, c->height);
+  }
+  g_npending = 0;
+  g_joins++;
+  return DITATTN_OK;
+}
+
 static ditattn_status fake_host_alloc(ditattn_context *ctx, size_t bytes, void **ptr) {
   *ptr = malloc(bytes ? bytes : 1);
   if (!*ptr) return dt_fail(ctx, DITATTN_ERR_OUT_OF_MEMORY, "fake pinned: %zu bytes", bytes);
@@ -184,13 +219,13 @@ static void fake_layout_of(const dt_ropeslr_fwd *p, dt_key_summary *s) {
   const size_t unit_bytes[2] = {sizeof(double), 2 * sizeof(double)};
   memset(s, 0, sizeof *s);
   s->arrays = 2;
-  s->heads = p->q->shape[0] * p->q->shape[1];
   for (int a = 0; a < 2; a++) {
+    s->rows[a] = p->q->shape[0] * p->q->shape[1] * (a == 1 ? 2 : 1); /* any row count works */
     s->span[a] = spans[a];
     s->units[a] = (N + spans[a] - 1) / spans[a];
     s->unit_bytes[a] = unit_bytes[a];
     s->offset[a] = s->bytes;
-    s->bytes += (size_t)(s->heads * s->units[a]) * unit_bytes[a];
+    s->bytes += (size_t)(s->rows[a] * s->units[a]) * unit_bytes[a];
   }
 }
 
@@ -203,11 +238,32 @@ static ditattn_status fake_slr_layout(ditattn_context *ctx, const dt_ropeslr_fwd
 
 static double unit_code(int a, int64_t h, int64_t c) { return 1e6 * a + 1e3 * (double)h + c + 0.5; }
 
+/* 1 if any element of rows [r0, r1) of x (f32, contiguous) is NaN. */
+static int rows_have_nan(const ditattn_tensor *x, int64_t r0, int64_t r1) {
+  const float *base = x->data;
+  for (int64_t bh = 0; bh < x->shape[0] * x->shape[1]; bh++)
+    for (int64_t i = r0 * x->shape[3]; i < r1 * x->shape[3]; i++)
+      if (isnan(base[bh * x->shape[2] * x->shape[3] + i])) return 1;
+  return 0;
+}
+
 static ditattn_status fake_slr_forward(ditattn_context *ctx, const dt_ropeslr_fwd *p) {
   dt_key_summary s;
   fake_layout_of(p, &s);
+  /* A share reads the k and v rows of its units, past its slice too: the
+   * gather must have copied them (not left them to the side stream). */
+  for (int a = 0; a < s.arrays && p->summary.use == DT_SUMMARY_FILL; a++)
+    for (int64_t c = 0; c < s.units[a]; c++)
+      if (c * s.span[a] >= p->summary.key_lo && c * s.span[a] < p->summary.key_hi) {
+        const int64_t r1 =
+            (c + 1) * s.span[a] < p->k->shape[2] ? (c + 1) * s.span[a] : p->k->shape[2];
+        g_summary_bad +=
+            rows_have_nan(p->k, c * s.span[a], r1) + rows_have_nan(p->v, c * s.span[a], r1);
+      }
+  /* What the GPU forward does before its attention. */
+  if (p->summary.join_side) (void)ctx->ops->side_join(ctx);
   for (int a = 0; a < s.arrays && p->summary.use != DT_SUMMARY_NONE; a++)
-    for (int64_t h = 0; h < s.heads; h++)
+    for (int64_t h = 0; h < s.rows[a]; h++)
       for (int64_t c = 0; c < s.units[a]; c++) {
         double *u = (double *)((char *)p->summary.buf + s.offset[a] +
                                (size_t)(h * s.units[a] + c) * s.unit_bytes[a]);
@@ -234,7 +290,7 @@ static int64_t fake_owned_bytes(const dt_key_summary *s, int64_t at, int64_t len
   for (int a = 0; a < s->arrays; a++)
     for (int64_t c = 0; c < s->units[a]; c++)
       if (c * s->span[a] >= at && c * s->span[a] < at + len)
-        bytes += s->heads * (int64_t)s->unit_bytes[a];
+        bytes += s->rows[a] * (int64_t)s->unit_bytes[a];
   return bytes;
 }
 
@@ -313,6 +369,7 @@ static void run_case(ditattn_context *ctx, uint64_t seed, int ci, fault f, op o)
     dtu_tensor_free(&ol);
     ol = dtu_tensor_new(B, H, len, D, 0, 0); /* NaN: poisoned */
     g_summary_bad = g_summary_reads = 0;
+    g_side_copies = g_joins = 0;
     if (slr)
       st = ditattn_dist_ropeslr_forward(ctx, MPI_COMM_WORLD, &slice, &sp.params, &sp.weights,
                                         sp.pos + 3 * offset, &ql.t, &kl.t, &vl.t, &ol.t, lse);
@@ -330,6 +387,14 @@ static void run_case(ditattn_context *ctx, uint64_t seed, int ci, fault f, op o)
               g_size, call, op_names[o], ditattn_last_error(ctx));
     dtu_check(stats.gpu_transfer == expect, "case %d (%s) P=%d: gpu_transfer %d, expected %d", ci,
               fault_names[f], g_size, stats.gpu_transfer, expect);
+    /* With the split the bulk k/v copies go on the side stream (copy_2d
+     * cases): none may be left unjoined. */
+    const int may_defer = slr && g_size > 1 && ci % 3 != 0; /* the gather may defer */
+    dtu_check(g_npending == 0 && (g_side_copies == 0 || g_joins > 0) &&
+                  (may_defer || g_side_copies == 0),
+              "case %d (%s) P=%d call %d: %d side copies pending, %d queued, %d joins", ci,
+              fault_names[f], g_size, call, g_npending, g_side_copies, g_joins);
+    g_npending = 0;
     dtu_check(stats.keys_split == split && g_summary_reads == split && g_summary_bad == 0,
               "case %d (%s) P=%d call %d: keys_split %d (expected %d), %lld summary reads, %lld "
               "summary units wrong",
@@ -453,6 +518,9 @@ int main(int argc, char **argv) {
     g_ref = ref;
     g_fake.ropeslr_forward = fake_slr_forward;
     g_fake.ropeslr_summary_layout = fake_slr_layout;
+    g_fake.side_fork = fake_side_fork;
+    g_fake.side_copy_2d = fake_side_copy_2d;
+    g_fake.side_join = fake_side_join;
     ctx->ops = &g_fake;
     int ci = 0;
     for (int f = 0; f < F_COUNT; f++)
