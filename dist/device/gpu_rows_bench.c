@@ -11,7 +11,10 @@
  * bandwidth. Where the backend can split the key-side work (backend.h
  * dt_key_summary), a second table times what a rank computes with it: its
  * share of the key summary, then its rows reading the whole summary; and
- * the copies of the peers' summary units. Not a substitute for a run on P
+ * the copies of the peers' summary units; and the same rank work with its
+ * gather's k/v copies (from this GPU) queued on the side stream under it,
+ * as dist/ overlaps them (the copies share this GPU's memory bandwidth with
+ * the compute: on P GPUs they come over the link instead). Not a substitute for a run on P
  * GPUs: it leaves out the interconnect. Usage:
  *   ditattn_dist_gpu_rows [--n N] [--heads H] [--d D] [--dtype bf16|f32]
  *                         [--reps R] [--op llsa|ropeslr|both] [--max-p P]
@@ -104,13 +107,27 @@ static int summary_layout(problem *pb, int is_llsa, dt_key_summary *layout) {
  * (summary NULL) the whole forward for its rows; with one, its FILL share
  * (tokens [row0, row0 + M)) and then the forward reading the summary
  * (which holds every unit: the share rewrites the same values). */
-static ditattn_status rank_work(problem *pb, int is_llsa, int64_t row0, int64_t M, void *summary) {
-  ditattn_status st;
+static ditattn_status rank_work(problem *pb, int is_llsa, int64_t row0, int64_t M, void *summary,
+                                void *overlap_buf) {
+  ditattn_status st = DITATTN_OK;
+  ditattn_context *ctx = pb->ctx;
   if (summary) {
+    /* overlap_buf: the gather's k/v copies of the other N − M rows queued
+     * on the side stream first (into overlap_buf, from this GPU's k and v),
+     * joined by the forward before its attention, as dist/ does. */
+    if (overlap_buf) st = ctx->ops->side_fork(ctx);
+    for (int i = 1; i < 3 && overlap_buf && st == DITATTN_OK; i++) {
+      ditattn_tensor to = i == 1 ? pb->k : pb->v;
+      to.data = (char *)overlap_buf + (size_t)i * (size_t)(pb->o->H * pb->o->N * pb->o->D) *
+                                          ditattn_dtype_size(pb->o->dtype);
+      const void *from = i == 1 ? pb->k.data : pb->v.data;
+      if (pb->o->N > M) st = dt_dist_copy_rows(ctx, &to, from, 0, pb->o->N - M, 1);
+    }
     const dt_summary_arg fill = {DT_SUMMARY_FILL, summary, row0, row0 + M, 0},
-                         read = {DT_SUMMARY_READ, summary, 0, 0, 0};
-    st = op_call(pb, is_llsa, row0, M, &fill);
+                         read = {DT_SUMMARY_READ, summary, 0, 0, overlap_buf != NULL};
+    if (st == DITATTN_OK) st = op_call(pb, is_llsa, row0, M, &fill);
     if (st == DITATTN_OK) st = op_call(pb, is_llsa, row0, M, &read);
+    if (overlap_buf && st == DITATTN_OK) st = ctx->ops->side_join(ctx);
   } else {
     const dt_summary_arg none = {DT_SUMMARY_NONE, NULL, 0, 0, 0};
     st = op_call(pb, is_llsa, row0, M, &none);
@@ -119,11 +136,12 @@ static ditattn_status rank_work(problem *pb, int is_llsa, int64_t row0, int64_t 
 }
 
 /* Best of reps (after one warm-up) of rank_work, in seconds; < 0 on failure. */
-static double time_rows(problem *pb, int is_llsa, int64_t row0, int64_t M, void *summary) {
+static double time_rows(problem *pb, int is_llsa, int64_t row0, int64_t M, void *summary,
+                        void *overlap_buf) {
   double best = 1e300;
   for (int rep = 0; rep <= pb->o->reps; rep++) {
     const double t0 = now_s();
-    if (rank_work(pb, is_llsa, row0, M, summary) != DITATTN_OK) return -1.0;
+    if (rank_work(pb, is_llsa, row0, M, summary, overlap_buf) != DITATTN_OK) return -1.0;
     const double t = now_s() - t0;
     if (rep > 0 && t < best) best = t;
   }
@@ -197,27 +215,32 @@ static int run_op(problem *pb, int is_llsa, void *copy_buf) {
   const int split = summary_layout(pb, is_llsa, &layout) && pb->ctx->ops->copy_2d &&
                     ditattn_malloc(pb->ctx, layout.bytes, &summary[0]) == DITATTN_OK &&
                     ditattn_malloc(pb->ctx, layout.bytes, &summary[1]) == DITATTN_OK &&
-                    rank_work(pb, is_llsa, 0, o->N, summary[0]) == DITATTN_OK;
+                    rank_work(pb, is_llsa, 0, o->N, summary[0], NULL) == DITATTN_OK;
+  const int overlap = split && pb->ctx->ops->side_fork;
   int rc = 0;
   for (int with = 0; with <= split && rc == 0; with++) {
     double t1 = 0.0;
     for (int P = 1; P <= o->max_p && rc == 0; P *= 2) {
       double slowest = 0.0, sum = 0.0, copy_slowest = 0.0, sum_slowest = 0.0, sum_mb = 0.0;
+      double ov_slowest = 0.0;
       for (int r = 0; r < P && rc == 0; r++) {
         const int64_t row0 = o->N * r / P, M = o->N * (r + 1) / P - row0;
         /* P = 1 holds the whole sequence: the plain forward, no split. */
-        const double t = time_rows(pb, is_llsa, row0, M, with && P > 1 ? summary[0] : NULL);
+        const double t = time_rows(pb, is_llsa, row0, M, with && P > 1 ? summary[0] : NULL, NULL);
+        const double ov =
+            with && overlap && P > 1 ? time_rows(pb, is_llsa, row0, M, summary[0], copy_buf) : 0.0;
         const double c = time_gather_copy(pb, copy_buf, M);
         double sbytes = 0.0;
         const double sc =
             with ? time_summary_copy(pb, &layout, summary[1], summary[0], row0, M, &sbytes) : 0.0;
-        if (t < 0 || c < 0 || sc < 0) {
+        if (t < 0 || c < 0 || sc < 0 || ov < 0) {
           fprintf(stderr, "gpu_rows: %s P=%d rank %d failed: %s\n", name, P, r,
                   ditattn_last_error(pb->ctx));
           rc = 1;
           break;
         }
         slowest = t > slowest ? t : slowest;
+        ov_slowest = ov > ov_slowest ? ov : ov_slowest;
         copy_slowest = c > copy_slowest ? c : copy_slowest;
         sum_slowest = sc > sum_slowest ? sc : sum_slowest;
         sum_mb = sbytes / 1e6 > sum_mb ? sbytes / 1e6 : sum_mb;
@@ -232,6 +255,9 @@ static int run_op(problem *pb, int is_llsa, void *copy_buf) {
              with ? "split" : "whole", P, 1e3 * slowest, 1e3 * sum / P, t1 / (P * slowest), mb,
              1e3 * copy_slowest);
       if (with) printf(" | summary %7.1f MB/rank, copy %7.3f ms", sum_mb, 1e3 * sum_slowest);
+      if (ov_slowest > 0)
+        printf(" | with k/v copies overlapped: slowest %9.3f ms, eff %5.2f", 1e3 * ov_slowest,
+               t1 / (P * ov_slowest));
       printf("\n");
       fflush(stdout);
     }
