@@ -96,8 +96,10 @@ typedef struct dt_gpu_llsa {
   int64_t n[DITATTN_LLSA_MAX_LEVELS + 1];    /* n[l] = ceil(N / b^l), n[0] = N */
   int64_t span[DITATTN_LLSA_MAX_LEVELS + 1]; /* min(b^l, N): tokens of a full level-l block */
   int64_t keff[DITATTN_LLSA_MAX_LEVELS];     /* min(K_l, n_l): selection width kept on device */
-  /* Pooled means, [B·H][n_l][D]: double for the selection (bit-identical to
-   * ref/), f32 for the attention. */
+  /* Pooled means: double for the selection (bit-identical to ref/), f32
+   * for the attention, [B·H][n_l][D] except pk64, [B·H][D][n_l] (the
+   * selection's lanes, one candidate block each, read consecutive
+   * addresses). */
   double *pq64[DITATTN_LLSA_MAX_LEVELS];
   double *pk64[DITATTN_LLSA_MAX_LEVELS];
   float *pk[DITATTN_LLSA_MAX_LEVELS];

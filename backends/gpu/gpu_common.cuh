@@ -33,12 +33,25 @@ template <typename T> static inline View<T> make_view(const ditattn_tensor *t) {
 }
 
 /* Mean of channel d over tokens [j0, j1), accumulated in double in token
- * order: the same operations as ref/, so the result is bit-identical. */
+ * order: the same operations as ref/, so the result is bit-identical. The
+ * loads of 8 tokens are issued before their adds (the adds stay in order):
+ * with one thread per output, a long block (LLSA's coarse levels: b^l
+ * tokens) is otherwise one dependent load after another. */
 template <typename T>
 DT_DEV double block_mean(const View<const T> &x, long long bh, long long j0, long long j1,
                          long long d) {
+  const T *at = x.row(bh, j0) + d;
+  const long long step = x.sn;
   double acc = 0.0;
-  for (long long j = j0; j < j1; j++) acc = add_rn(acc, (double)to_f32(x.row(bh, j)[d]));
+  long long j = j0;
+  for (; j + 8 <= j1; j += 8, at += 8 * step) {
+    float v[8];
+#pragma unroll
+    for (int u = 0; u < 8; u++) v[u] = to_f32(at[u * step]);
+#pragma unroll
+    for (int u = 0; u < 8; u++) acc = add_rn(acc, (double)v[u]);
+  }
+  for (; j < j1; j++, at += step) acc = add_rn(acc, (double)to_f32(*at));
   return acc / (double)(j1 - j0);
 }
 

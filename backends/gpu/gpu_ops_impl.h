@@ -273,7 +273,9 @@ static void gpu_llsa_summary_carve(gpu_carver *c, dt_gpu_llsa *g, dt_key_summary
     const int ak = 2 * (l - 1), av = ak + 1;
     s->units[ak] = s->units[av] = g->n[l];
     s->span[ak] = s->span[av] = g->span[l];
-    s->unit_bytes[ak] = D * sizeof(double);
+    s->rows[ak] = (int64_t)(BH * D); /* pk64 is [B·H][D][n_l] */
+    s->rows[av] = (int64_t)BH;
+    s->unit_bytes[ak] = sizeof(double);
     s->unit_bytes[av] = D * sizeof(float);
     s->offset[ak] = k_at;
     s->offset[av] = v_at;
@@ -355,7 +357,6 @@ static ditattn_status gpu_llsa_summary_layout(ditattn_context *ctx, const dt_lls
   TRY(gpu_llsa_describe(ctx, p, &g));
   memset(s, 0, sizeof *s);
   s->arrays = 2 * g.L;
-  for (int a = 0; a < s->arrays; a++) s->rows[a] = g.B * g.H;
   gpu_carver sizing = {NULL, 0, 0};
   gpu_llsa_summary_carve(&sizing, &g, s);
   if (sizing.overflow)

@@ -108,7 +108,7 @@ static unsigned pool_blocks(long long total, long long threads) {
 
 /* One thread per (b·h, c, d) of the units u of one level: q and k means
  * kept in double for the selection, k and v means in f32 for the attention.
- * Outputs are [B·H][n_l][D] whatever the range. */
+ * Outputs are laid out as dt_gpu_llsa says, whatever the range. */
 template <typename T>
 __global__ void llsa_pool_kernel(View<const T> q, View<const T> k, View<const T> v, dt_gpu_llsa p,
                                  int level, PoolUnits u, long long total) {
@@ -121,7 +121,7 @@ __global__ void llsa_pool_kernel(View<const T> q, View<const T> k, View<const T>
     if (c >= u.q_lo && c < u.q_hi) p.pq64[level - 1][at] = block_mean(q, bh, j0, j1, d);
     if (c >= u.kv_lo && c < u.kv_hi) {
       const double mk = block_mean(k, bh, j0, j1, d);
-      p.pk64[level - 1][at] = mk;
+      p.pk64[level - 1][(bh * D + d) * nl + c] = mk; /* [B·H][D][n_l] */
       if (u.with_pk) p.pk[level - 1][at] = (float)mk;
       p.pv[level - 1][at] = (float)block_mean(v, bh, j0, j1, d);
     }
@@ -140,10 +140,13 @@ static int llsa_pool_typed(const dt_gpu_llsa *p, int level, const ditattn_tensor
 }
 
 /* The pool kernel's f32 pooled k, (float)mk, from the same double mk. */
-__global__ void llsa_pk_cast_kernel(const double *pk64, float *pk, long long total) {
+__global__ void llsa_pk_cast_kernel(const double *pk64, float *pk, long long nl, long long D,
+                                    long long total) {
   for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
-       e += (long long)gridDim.x * blockDim.x)
-    pk[e] = (float)pk64[e];
+       e += (long long)gridDim.x * blockDim.x) {
+    const long long d = e % D, c = e / D % nl, bh = e / D / nl;
+    pk[e] = (float)pk64[(bh * D + d) * nl + c];
+  }
 }
 
 /* ---------------------------------------------------------------- selection */
@@ -166,7 +169,7 @@ __global__ void __launch_bounds__(kSelectThreads)
   const long long bh = lw / cnt, g = p.blk_lo[level] + lw % cnt, row = bh * nl + g;
   const int D = (int)p.D;
   const double *qrow = p.pq64[level - 1] + row * p.D;
-  const double *kbase = p.pk64[level - 1] + bh * nl * p.D;
+  const double *kt = p.pk64[level - 1] + bh * p.D * nl; /* [D][n_l] */
   double *sc = scores + w * ncand;
   int *ix = idx + w * ncand;
   const int32_t *parents = nullptr;
@@ -183,9 +186,8 @@ __global__ void __launch_bounds__(kSelectThreads)
       ix[j] = DT_WA_NO_INDEX;
       continue;
     }
-    const double *krow = kbase + c * p.D;
     double s = 0.0;
-    for (int d = 0; d < D; d++) s = add_rn(s, mul_rn(qrow[d], krow[d]));
+    for (int d = 0; d < D; d++) s = add_rn(s, mul_rn(qrow[d], kt[(long long)d * nl + c]));
     sc[j] = s;
     ix[j] = (int)c;
   }
@@ -230,7 +232,7 @@ int DT_GPU_FN(launch_llsa_pk_from_pk64)(const dt_gpu_llsa *p, int level, void *s
   const long long total = p->B * p->H * p->n[level] * p->D, threads = 256;
   if (total <= 0) return 0;
   llsa_pk_cast_kernel<<<pool_blocks(total, threads), (unsigned)threads, 0, (gpuStream_t)stream>>>(
-      p->pk64[level - 1], p->pk[level - 1], total);
+      p->pk64[level - 1], p->pk[level - 1], p->n[level], p->D, total);
   return launch_status();
 }
 
