@@ -32,11 +32,23 @@ template <typename T> static inline View<T> make_view(const ditattn_tensor *t) {
   return v;
 }
 
+/* acc += x[0], x[step], ... x[(U-1)·step] in that order, the U loads
+ * issued before the adds. */
+template <int U, typename T> DT_DEV double add_batch(double acc, const T *x, long long step) {
+  float v[U];
+#pragma unroll
+  for (int u = 0; u < U; u++) v[u] = to_f32(x[u * step]);
+#pragma unroll
+  for (int u = 0; u < U; u++) acc = add_rn(acc, (double)v[u]);
+  return acc;
+}
+
 /* Mean of channel d over tokens [j0, j1), accumulated in double in token
  * order: the same operations as ref/, so the result is bit-identical. The
- * loads of 8 tokens are issued before their adds (the adds stay in order):
+ * loads go out 32 (then 8) tokens at a time ahead of their in-order adds:
  * with one thread per output, a long block (LLSA's coarse levels: b^l
- * tokens) is otherwise one dependent load after another. */
+ * tokens, with few outputs when a dist/ rank pools its share) is otherwise
+ * bound by one load's latency per token. */
 template <typename T>
 DT_DEV double block_mean(const View<const T> &x, long long bh, long long j0, long long j1,
                          long long d) {
@@ -44,13 +56,8 @@ DT_DEV double block_mean(const View<const T> &x, long long bh, long long j0, lon
   const long long step = x.sn;
   double acc = 0.0;
   long long j = j0;
-  for (; j + 8 <= j1; j += 8, at += 8 * step) {
-    float v[8];
-#pragma unroll
-    for (int u = 0; u < 8; u++) v[u] = to_f32(at[u * step]);
-#pragma unroll
-    for (int u = 0; u < 8; u++) acc = add_rn(acc, (double)v[u]);
-  }
+  for (; j + 32 <= j1; j += 32, at += 32 * step) acc = add_batch<32>(acc, at, step);
+  for (; j + 8 <= j1; j += 8, at += 8 * step) acc = add_batch<8>(acc, at, step);
   for (; j < j1; j++, at += step) acc = add_rn(acc, (double)to_f32(*at));
   return acc / (double)(j1 - j0);
 }
