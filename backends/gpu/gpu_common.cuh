@@ -43,6 +43,23 @@ template <int U, typename T> DT_DEV double add_batch(double acc, const T *x, lon
   return acc;
 }
 
+/* Σ_d q[d]·kt[d·stride] over d = 0 .. D-1, unfused double multiplies and
+ * adds in d order (ref/'s selection scores, bit for bit), the loads of 8
+ * terms issued ahead of their adds. */
+DT_DEV double dot_strided(const double *q, const double *kt, long long stride, int D) {
+  double s = 0.0;
+  int d = 0;
+  for (; d + 8 <= D; d += 8) {
+    double k8[8];
+#pragma unroll
+    for (int u = 0; u < 8; u++) k8[u] = kt[(long long)(d + u) * stride];
+#pragma unroll
+    for (int u = 0; u < 8; u++) s = add_rn(s, mul_rn(q[d + u], k8[u]));
+  }
+  for (; d < D; d++) s = add_rn(s, mul_rn(q[d], kt[(long long)d * stride]));
+  return s;
+}
+
 /* Mean of channel d over tokens [j0, j1), accumulated in double in token
  * order: the same operations as ref/, so the result is bit-identical. The
  * loads go out 32 (then 8) tokens at a time ahead of their in-order adds:

@@ -152,19 +152,20 @@ __global__ void llsa_pk_cast_kernel(const double *pk64, float *pk, long long nl,
 /* ---------------------------------------------------------------- selection */
 static const int kSelectThreads = 128;
 
-/* One warp per query-block row. Each lane scores candidates j = lane,
- * lane + DT_WARP, ... into its own scratch entries, in double with unfused
+/* One thread block per query-block row. Its threads score candidates
+ * j = t, t + blockDim, ... into the row's scratch, in double with unfused
  * multiplies and adds over d = 0 .. D-1 from the double pooled means: the
  * operations of ref/llsa_select.c, so scores and therefore selections equal
- * ref/'s exactly, ties included. Then keff passes each pick the best
- * candidate ranked after the previous pick (dt_wa_lane_scan + butterfly).
- * A lane only reads scratch it wrote itself. */
+ * ref/'s exactly, ties included. Then its first warp runs keff passes, each
+ * picking the best candidate ranked after the previous pick
+ * (dt_wa_lane_scan + butterfly). A block, not a warp, scores a row: a dist/
+ * rank selects few rows of the coarsest level (n_L candidates each), and
+ * with a warp per row their dot products were a latency-bound chain. */
 __global__ void __launch_bounds__(kSelectThreads)
     select_kernel(dt_gpu_llsa p, int level, long long row0, long long rows, long long ncand,
                   double *scores, int *idx) {
-  const int lane = threadIdx.x % DT_WARP;
-  const long long w = blockIdx.x * (long long)(kSelectThreads / DT_WARP) + threadIdx.x / DT_WARP;
-  if (w >= rows) return; /* uniform over the warp */
+  const long long w = blockIdx.x;
+  if (w >= rows) return; /* uniform over the block */
   const long long nl = p.n[level], cnt = p.blk_n[level], lw = row0 + w;
   const long long bh = lw / cnt, g = p.blk_lo[level] + lw % cnt, row = bh * nl + g;
   const int D = (int)p.D;
@@ -175,7 +176,7 @@ __global__ void __launch_bounds__(kSelectThreads)
   const int32_t *parents = nullptr;
   if (level < p.L) parents = p.sel[level] + (bh * p.n[level + 1] + g / p.b) * p.keff[level];
 
-  for (long long j = lane; j < ncand; j += DT_WARP) {
+  for (long long j = threadIdx.x; j < ncand; j += blockDim.x) {
     long long c = j;
     if (parents) {
       const long long par = parents[j / p.b];
@@ -186,11 +187,12 @@ __global__ void __launch_bounds__(kSelectThreads)
       ix[j] = DT_WA_NO_INDEX;
       continue;
     }
-    double s = 0.0;
-    for (int d = 0; d < D; d++) s = add_rn(s, mul_rn(qrow[d], kt[(long long)d * nl + c]));
-    sc[j] = s;
+    sc[j] = dot_strided(qrow, kt + c, nl, D);
     ix[j] = (int)c;
   }
+  __syncthreads(); /* the row's scores, from every warp, are visible to the first */
+  if (threadIdx.x >= DT_WARP) return;
+  const int lane = threadIdx.x;
 
   const long long keff = p.keff[level - 1];
   int32_t *out = p.sel[level - 1] + row * keff;
@@ -244,9 +246,9 @@ int DT_GPU_FN(launch_llsa_select)(const dt_gpu_llsa *p, int level, int64_t row0,
                                   double *scores, int32_t *idx, void *stream) {
   const long long ncand = DT_GPU_FN(llsa_candidates)(p, level);
   if (ncand > INT_MAX || p->n[level] > INT_MAX) return DT_GPU_NOT_IMPLEMENTED;
-  const int warps = kSelectThreads / DT_WARP;
-  select_kernel<<<blocks_for(rows, warps), kSelectThreads, 0, (gpuStream_t)stream>>>(
-      *p, level, row0, rows, ncand, scores, idx);
+  if (rows > INT_MAX) return DT_GPU_NOT_IMPLEMENTED;
+  select_kernel<<<(unsigned)rows, kSelectThreads, 0, (gpuStream_t)stream>>>(*p, level, row0, rows,
+                                                                            ncand, scores, idx);
   return launch_status();
 }
 

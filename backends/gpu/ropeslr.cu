@@ -49,9 +49,7 @@ static const int kSlrSelectThreads = 128;
  * multiplies and adds over d in order (ref/ropeslr_select.c's operations,
  * so the value equals ref/'s). kt: the head's pooled k, [D][n]. */
 DT_DEV double slr_score(const double *qrow, const double *kt, int D, int n, int c) {
-  double s = 0.0;
-  for (int d = 0; d < D; d++) s = add_rn(s, mul_rn(qrow[d], kt[(long long)d * n + c]));
-  return s;
+  return dot_strided(qrow, kt + c, n, D);
 }
 
 /* One warp: K passes of "best ranked after the previous pick" over the n
