@@ -152,21 +152,23 @@ __global__ void llsa_pk_cast_kernel(const double *pk64, float *pk, long long nl,
 /* ---------------------------------------------------------------- selection */
 static const int kSelectThreads = 128;
 
-/* One thread block per query-block row. Its threads score candidates
- * j = t, t + blockDim, ... into the row's scratch, in double with unfused
- * multiplies and adds over d = 0 .. D-1 from the double pooled means: the
- * operations of ref/llsa_select.c, so scores and therefore selections equal
- * ref/'s exactly, ties included. Then its first warp runs keff passes, each
+/* tpr threads per query-block row (a warp, or the whole block where the
+ * candidates are many): they score candidates j = t, t + tpr, ... into the
+ * row's scratch, in double with unfused multiplies and adds over
+ * d = 0 .. D-1 from the double pooled means: the operations of
+ * ref/llsa_select.c, so scores and therefore selections equal ref/'s
+ * exactly, ties included. Then the row's first warp runs keff passes, each
  * picking the best candidate ranked after the previous pick
- * (dt_wa_lane_scan + butterfly). A block, not a warp, scores a row: a dist/
- * rank selects few rows of the coarsest level (n_L candidates each), and
- * with a warp per row their dot products were a latency-bound chain. */
+ * (dt_wa_lane_scan + butterfly). A block per row at the coarsest level
+ * (n_L candidates): a dist/ rank selects few of its rows, and a warp per
+ * row left their dot products a latency-bound chain. */
 __global__ void __launch_bounds__(kSelectThreads)
     select_kernel(dt_gpu_llsa p, int level, long long row0, long long rows, long long ncand,
-                  double *scores, int *idx) {
-  const long long w = blockIdx.x;
-  if (w >= rows) return; /* uniform over the block */
-  const long long nl = p.n[level], cnt = p.blk_n[level], lw = row0 + w;
+                  int tpr, double *scores, int *idx) {
+  const int t = threadIdx.x % tpr;
+  const long long w = blockIdx.x * (long long)(blockDim.x / tpr) + threadIdx.x / tpr;
+  const bool active = w < rows;
+  const long long nl = p.n[level], cnt = p.blk_n[level], lw = row0 + (active ? w : 0);
   const long long bh = lw / cnt, g = p.blk_lo[level] + lw % cnt, row = bh * nl + g;
   const int D = (int)p.D;
   const double *qrow = p.pq64[level - 1] + row * p.D;
@@ -176,7 +178,7 @@ __global__ void __launch_bounds__(kSelectThreads)
   const int32_t *parents = nullptr;
   if (level < p.L) parents = p.sel[level] + (bh * p.n[level + 1] + g / p.b) * p.keff[level];
 
-  for (long long j = threadIdx.x; j < ncand; j += blockDim.x) {
+  for (long long j = t; active && j < ncand; j += tpr) {
     long long c = j;
     if (parents) {
       const long long par = parents[j / p.b];
@@ -190,9 +192,9 @@ __global__ void __launch_bounds__(kSelectThreads)
     sc[j] = dot_strided(qrow, kt + c, nl, D);
     ix[j] = (int)c;
   }
-  __syncthreads(); /* the row's scores, from every warp, are visible to the first */
-  if (threadIdx.x >= DT_WARP) return;
-  const int lane = threadIdx.x;
+  if (tpr > DT_WARP) __syncthreads(); /* a row's scores, from its warps, seen by its first */
+  if (!active || t >= DT_WARP) return;
+  const int lane = t;
 
   const long long keff = p.keff[level - 1];
   int32_t *out = p.sel[level - 1] + row * keff;
@@ -246,9 +248,13 @@ int DT_GPU_FN(launch_llsa_select)(const dt_gpu_llsa *p, int level, int64_t row0,
                                   double *scores, int32_t *idx, void *stream) {
   const long long ncand = DT_GPU_FN(llsa_candidates)(p, level);
   if (ncand > INT_MAX || p->n[level] > INT_MAX) return DT_GPU_NOT_IMPLEMENTED;
-  if (rows > INT_MAX) return DT_GPU_NOT_IMPLEMENTED;
-  select_kernel<<<(unsigned)rows, kSelectThreads, 0, (gpuStream_t)stream>>>(*p, level, row0, rows,
-                                                                            ncand, scores, idx);
+  /* A warp per row for a few candidates (the children of the parent's
+   * picks), a block per row for many (the coarsest level). */
+  const int tpr = ncand >= 4 * kSelectThreads ? kSelectThreads : DT_WARP;
+  const long long per_block = kSelectThreads / tpr, blocks = (rows + per_block - 1) / per_block;
+  if (blocks > INT_MAX) return DT_GPU_NOT_IMPLEMENTED;
+  select_kernel<<<(unsigned)blocks, kSelectThreads, 0, (gpuStream_t)stream>>>(
+      *p, level, row0, rows, ncand, tpr, scores, idx);
   return launch_status();
 }
 
