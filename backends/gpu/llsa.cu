@@ -152,8 +152,8 @@ __global__ void llsa_pk_cast_kernel(const double *pk64, float *pk, long long nl,
 /* ---------------------------------------------------------------- selection */
 static const int kSelectThreads = 128;
 
-/* tpr threads per query-block row (a warp, or the whole block where the
- * candidates are many): they score candidates j = t, t + tpr, ... into the
+/* TPR threads per query-block row (a warp, or the whole block where the
+ * candidates are many): they score candidates j = t, t + TPR, ... into the
  * row's scratch, in double with unfused multiplies and adds over
  * d = 0 .. D-1 from the double pooled means: the operations of
  * ref/llsa_select.c, so scores and therefore selections equal ref/'s
@@ -162,11 +162,12 @@ static const int kSelectThreads = 128;
  * (dt_wa_lane_scan + butterfly). A block per row at the coarsest level
  * (n_L candidates): a dist/ rank selects few of its rows, and a warp per
  * row left their dot products a latency-bound chain. */
+template <int TPR>
 __global__ void __launch_bounds__(kSelectThreads)
     select_kernel(dt_gpu_llsa p, int level, long long row0, long long rows, long long ncand,
-                  int tpr, double *scores, int *idx) {
-  const int t = threadIdx.x % tpr;
-  const long long w = blockIdx.x * (long long)(blockDim.x / tpr) + threadIdx.x / tpr;
+                  double *scores, int *idx) {
+  const int t = threadIdx.x % TPR;
+  const long long w = blockIdx.x * (long long)(kSelectThreads / TPR) + threadIdx.x / TPR;
   const bool active = w < rows;
   const long long nl = p.n[level], cnt = p.blk_n[level], lw = row0 + (active ? w : 0);
   const long long bh = lw / cnt, g = p.blk_lo[level] + lw % cnt, row = bh * nl + g;
@@ -178,7 +179,7 @@ __global__ void __launch_bounds__(kSelectThreads)
   const int32_t *parents = nullptr;
   if (level < p.L) parents = p.sel[level] + (bh * p.n[level + 1] + g / p.b) * p.keff[level];
 
-  for (long long j = t; active && j < ncand; j += tpr) {
+  for (long long j = t; active && j < ncand; j += TPR) {
     long long c = j;
     if (parents) {
       const long long par = parents[j / p.b];
@@ -192,7 +193,7 @@ __global__ void __launch_bounds__(kSelectThreads)
     sc[j] = dot_strided(qrow, kt + c, nl, D);
     ix[j] = (int)c;
   }
-  if (tpr > DT_WARP) __syncthreads(); /* a row's scores, from its warps, seen by its first */
+  if (TPR > DT_WARP) __syncthreads(); /* a row's scores, from its warps, seen by its first */
   if (!active || t >= DT_WARP) return;
   const int lane = t;
 
@@ -250,11 +251,16 @@ int DT_GPU_FN(launch_llsa_select)(const dt_gpu_llsa *p, int level, int64_t row0,
   if (ncand > INT_MAX || p->n[level] > INT_MAX) return DT_GPU_NOT_IMPLEMENTED;
   /* A warp per row for a few candidates (the children of the parent's
    * picks), a block per row for many (the coarsest level). */
-  const int tpr = ncand >= 4 * kSelectThreads ? kSelectThreads : DT_WARP;
-  const long long per_block = kSelectThreads / tpr, blocks = (rows + per_block - 1) / per_block;
+  const bool by_block = ncand >= 4 * kSelectThreads;
+  const long long per_block = by_block ? 1 : kSelectThreads / DT_WARP;
+  const long long blocks = (rows + per_block - 1) / per_block;
   if (blocks > INT_MAX) return DT_GPU_NOT_IMPLEMENTED;
-  select_kernel<<<(unsigned)blocks, kSelectThreads, 0, (gpuStream_t)stream>>>(
-      *p, level, row0, rows, ncand, tpr, scores, idx);
+  if (by_block)
+    select_kernel<kSelectThreads><<<(unsigned)blocks, kSelectThreads, 0, (gpuStream_t)stream>>>(
+        *p, level, row0, rows, ncand, scores, idx);
+  else
+    select_kernel<DT_WARP><<<(unsigned)blocks, kSelectThreads, 0, (gpuStream_t)stream>>>(
+        *p, level, row0, rows, ncand, scores, idx);
   return launch_status();
 }
 
