@@ -41,13 +41,19 @@ static int split_enabled(void) {
 }
 
 /* DT_SUMMARY_READ with every rank's share of the key summary (laid out by
- * layout) when the gather went by IPC, else DT_SUMMARY_NONE (also when the
- * share fails on any rank). */
+ * layout; NULL where this rank cannot or will not split) when the gather
+ * went by IPC and every rank splits, else DT_SUMMARY_NONE (also when the
+ * share fails on any rank). Collective. */
 static dt_summary_arg key_summary(dt_dist_job *job, const ditattn_tensor whole[3],
                                   rows_forward_fn forward, const dt_key_summary *layout,
                                   const void *user) {
   const dt_summary_arg none = {DT_SUMMARY_NONE, NULL, 0, 0, 0};
-  if (job->stats.gpu_transfer != DT_DIST_XFER_IPC) return none;
+  if (job->stats.gpu_transfer != DT_DIST_XFER_IPC) return none; /* agreed: the same everywhere */
+  /* One rank's DITATTN_DIST_SPLIT_KEYS=0 (or a backend without a layout)
+   * keeps every rank out: the share is collective. */
+  int want = layout != NULL, all = 0;
+  if (MPI_Allreduce(&want, &all, 1, MPI_INT, MPI_MIN, job->comm) != MPI_SUCCESS || !all)
+    return none;
   const rows_job r = {whole, forward, user};
   void *buf = NULL;
   if (dt_dist_summary_share(job, layout, fill_share, &r, &buf) != DITATTN_OK) {
@@ -88,7 +94,7 @@ static ditattn_status gather_then_forward(dt_dist_job *job, const ditattn_tensor
   }
   if (st == DITATTN_OK) {
     dt_summary_arg summary = {DT_SUMMARY_NONE, NULL, 0, 0, 0};
-    if (split) summary = key_summary(job, whole, forward, &layout, user);
+    if (job->size > 1) summary = key_summary(job, whole, forward, split ? &layout : NULL, user);
     ditattn_status local = DITATTN_OK;
     /* READ joins the gather's copies before its attention; NONE reads k and
      * v from its start. */

@@ -297,15 +297,19 @@ static int64_t fake_owned_bytes(const dt_key_summary *s, int64_t at, int64_t len
 /* ------------------------------------------------------------ cases */
 typedef enum fault {
   F_NONE = 0,
-  F_IPC_OFF_ON_LAST, /* DITATTN_DIST_IPC=0 on the last rank only */
-  F_EXPORT_ON_FIRST, /* export fails on rank 0 */
-  F_OPEN_ON_LAST,    /* open fails on the last rank */
-  F_SUMMARY_ON_LAST, /* the key summary's export fails on the last rank */
+  F_IPC_OFF_ON_LAST,   /* DITATTN_DIST_IPC=0 on the last rank only */
+  F_EXPORT_ON_FIRST,   /* export fails on rank 0 */
+  F_OPEN_ON_LAST,      /* open fails on the last rank */
+  F_SUMMARY_ON_LAST,   /* the key summary's export fails on the last rank */
+  F_SPLIT_OFF_ON_LAST, /* DITATTN_DIST_SPLIT_KEYS=0 on the last rank only */
   F_COUNT
 } fault;
-static const char *const fault_names[F_COUNT] = {
-    "none", "IPC off on the last rank", "export fails on rank 0", "open fails on the last rank",
-    "summary export fails on the last rank"};
+static const char *const fault_names[F_COUNT] = {"none",
+                                                 "IPC off on the last rank",
+                                                 "export fails on rank 0",
+                                                 "open fails on the last rank",
+                                                 "summary export fails on the last rank",
+                                                 "key split off on the last rank"};
 
 typedef enum op { OP_LLSA = 0, OP_ROPESLR, OP_DENSE, OP_COUNT } op;
 static const char *const op_names[OP_COUNT] = {"llsa", "ropeslr", "dense"};
@@ -350,6 +354,7 @@ static void run_case(ditattn_context *ctx, uint64_t seed, int ci, fault f, op o)
 
   const int last = g_rank == g_size - 1;
   if (f == F_IPC_OFF_ON_LAST && last) setenv("DITATTN_DIST_IPC", "0", 1);
+  if (f == F_SPLIT_OFF_ON_LAST && last) setenv("DITATTN_DIST_SPLIT_KEYS", "0", 1);
   g_fail_export = f == F_EXPORT_ON_FIRST && g_rank == 0;
   g_fail_open = f == F_OPEN_ON_LAST && last;
   g_fail_export_summary = f == F_SUMMARY_ON_LAST && last;
@@ -361,7 +366,8 @@ static void run_case(ditattn_context *ctx, uint64_t seed, int ci, fault f, op o)
   g_fake.copy_2d = ci % 3 ? fake_copy_2d : NULL;
   const ditattn_dist_slice slice = {N, offset, len};
   /* IPC needs a peer; any rank's refusal or failure means the ring. */
-  const int expect = g_size > 1 && (f == F_NONE || f == F_SUMMARY_ON_LAST) ? 3 : 1;
+  const int expect =
+      g_size > 1 && (f == F_NONE || f == F_SUMMARY_ON_LAST || f == F_SPLIT_OFF_ON_LAST) ? 3 : 1;
   /* RoPeSLR over IPC splits its key summary, where copies have copy_2d. */
   const int split = slr && expect == 3 && f == F_NONE && ci % 3 != 0;
   for (int call = 0; call < (f == F_NONE ? 2 : 1); call++) {
@@ -380,6 +386,7 @@ static void run_case(ditattn_context *ctx, uint64_t seed, int ci, fault f, op o)
       st = ditattn_dist_dense_forward(ctx, MPI_COMM_WORLD, &slice, &ql.t, &kl.t, &vl.t, 0.0f, &ol.t,
                                       lse);
     unsetenv("DITATTN_DIST_IPC");
+    unsetenv("DITATTN_DIST_SPLIT_KEYS");
     g_fail_export = g_fail_open = g_fail_export_summary = 0;
     ditattn_dist_stats stats;
     ditattn_dist_last_stats(&stats);
@@ -467,7 +474,7 @@ static void run_case(ditattn_context *ctx, uint64_t seed, int ci, fault f, op o)
     /* P = 1 runs on the caller's tensors: no cache at all. Dense caches k
      * and v when it tried IPC (even if it then took its ring). */
     /* RoPeSLR adds its summary buffer where it tried the split. */
-    const int summary_buf = slr && expect == 3 && ci % 3 != 0;
+    const int summary_buf = slr && expect == 3 && ci % 3 != 0 && f != F_SPLIT_OFF_ON_LAST;
     const int cached = g_size == 1              ? 0
                        : o != OP_DENSE          ? 3 + summary_buf
                        : f == F_IPC_OFF_ON_LAST ? 0
@@ -502,6 +509,8 @@ int main(int argc, char **argv) {
   setenv("DITATTN_DIST_DEVICE_PATH", "1", 1);
   unsetenv("DITATTN_DIST_CUDA_AWARE");
   unsetenv("DITATTN_DIST_IPC");
+  unsetenv("DITATTN_DIST_SPLIT_KEYS");
+  unsetenv("DITATTN_DIST_OVERLAP");
   ditattn_context *ctx = NULL;
   ditattn_status st = ditattn_context_create(DITATTN_BACKEND_REF, &ctx);
   dtu_check(st == DITATTN_OK, "ref context: %s", ditattn_strerror(st));
