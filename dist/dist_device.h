@@ -99,11 +99,16 @@ void dt_gather_cache_close_slot(ditattn_context *ctx, dt_gather_cache *cache, in
  * slices pass around the ring. q_span > 0: the forward reads q only within
  * the span-aligned blocks of tokens that this rank's rows touch (LLSA:
  * b^L, RoPeSLR: b), and the IPC gather copies no other q rows (the rest of
- * gathered[0] is stale; the ring fills it anyway). Returns the agreed
- * status. */
+ * gathered[0] is stale; the ring fills it anyway). early_end >= 0 (the
+ * key split's share reads k and v up to there), the IPC route and a
+ * backend with a side stream (ops->side_*; DITATTN_DIST_OVERLAP=0 turns it
+ * off): q and the k/v rows from this rank's slice end to early_end are
+ * copied and waited for, the other k/v rows only queued on the side stream
+ * (*deferred = 1): the caller must side_join before anything reads them,
+ * and before the job ends. Returns the agreed status. */
 ditattn_status dt_dist_device_gather_qkv(dt_dist_job *job, const ditattn_tensor *q,
                                          const ditattn_tensor *k, const ditattn_tensor *v,
-                                         int64_t q_span, int64_t defer_span,
+                                         int64_t q_span, int64_t early_end,
                                          ditattn_tensor gathered[3], int *deferred);
 
 /* The same for k and v only (gathered[1], gathered[2]; gathered[0] unset),
@@ -173,9 +178,10 @@ ditattn_status dt_dist_device_ropeslr_run(dt_dist_job *job, const ditattn_ropesl
  * everything itself (DT_SUMMARY_NONE). */
 typedef ditattn_status (*dt_summary_fill_fn)(ditattn_context *ctx, const dt_summary_arg *share,
                                              const void *user);
-/* The largest span of the layout's arrays: how far past its slice a
- * rank's share reads k and v. */
-int64_t dt_dist_summary_max_span(const dt_key_summary *layout);
+/* The token a share of the units whose first token is in [.., end) reads
+ * k and v up to: the largest end of such a unit over the arrays (spans
+ * need not divide each other), at most n. */
+int64_t dt_dist_summary_reach(const dt_key_summary *layout, int64_t end, int64_t n);
 ditattn_status dt_dist_summary_share(dt_dist_job *job, const dt_key_summary *layout,
                                      dt_summary_fill_fn fill, const void *user, void **buf);
 /* Units [*lo, *hi) of array a that rank r owns (those whose first token

@@ -56,18 +56,14 @@ static ditattn_status ipc_gather(dt_dist_job *job, dt_gather_cache *cache, gathe
 
 ditattn_status dt_dist_device_gather_qkv(dt_dist_job *job, const ditattn_tensor *q,
                                          const ditattn_tensor *k, const ditattn_tensor *v,
-                                         int64_t q_span, int64_t defer_span,
+                                         int64_t q_span, int64_t early_end,
                                          ditattn_tensor gathered[3], int *deferred) {
   const dt_backend_ops *ops = job->ctx->ops;
   const char *env = getenv("DITATTN_DIST_OVERLAP");
   *deferred = 0;
-  int64_t early_end = -1;
-  if (defer_span > 0 && ops->copy_2d && ops->side_fork && ops->side_copy_2d && ops->side_join &&
-      !(env && !strcmp(env, "0"))) {
-    const int64_t end = job->offset[job->rank] + job->length[job->rank];
-    early_end = (end + defer_span - 1) / defer_span * defer_span;
-    if (early_end > job->n_global) early_end = job->n_global;
-  }
+  if (!(ops->copy_2d && ops->side_fork && ops->side_copy_2d && ops->side_join) ||
+      (env && !strcmp(env, "0")))
+    early_end = -1;
   dt_gather_cache *cache = NULL;
   TRY(whole_tensors(job, q, 1, &cache, gathered));
   const ditattn_tensor xs[3] = {*q, *k, *v};

@@ -88,8 +88,10 @@ static ditattn_status gather_then_forward(dt_dist_job *job, const ditattn_tensor
     ditattn_tensor shapes[3] = {*q, *k, *v}; /* the layout reads shapes only */
     for (int i = 0; i < 3; i++) shapes[i].shape[2] = job->n_global;
     split = split_enabled() && layout_of(ctx, shapes, user, &layout) == DITATTN_OK;
-    st = dt_dist_device_gather_qkv(job, q, k, v, q_span,
-                                   split ? dt_dist_summary_max_span(&layout) : 0, whole,
+    /* Past its slice, this rank's share reads k and v up to early_end. */
+    const int64_t end = job->offset[job->rank] + job->length[job->rank];
+    const int64_t early_end = split ? dt_dist_summary_reach(&layout, end, job->n_global) : -1;
+    st = dt_dist_device_gather_qkv(job, q, k, v, q_span, early_end, whole,
                                    &deferred); /* the cache's buffers */
   }
   if (st == DITATTN_OK) {

@@ -21,10 +21,13 @@ void dt_dist_summary_units(const dt_dist_job *job, int r, const dt_key_summary *
   *lo = l, *hi = h;
 }
 
-int64_t dt_dist_summary_max_span(const dt_key_summary *layout) {
-  int64_t span = 1;
-  for (int a = 0; a < layout->arrays; a++) span = layout->span[a] > span ? layout->span[a] : span;
-  return span;
+int64_t dt_dist_summary_reach(const dt_key_summary *layout, int64_t end, int64_t n) {
+  int64_t reach = end;
+  for (int a = 0; a < layout->arrays; a++) {
+    const int64_t span = layout->span[a], unit_end = (end + span - 1) / span * span;
+    reach = unit_end > reach ? unit_end : reach;
+  }
+  return reach < n ? reach : n;
 }
 
 /* Bytes of rank r's units, all arrays. */
