@@ -107,6 +107,14 @@ static inline unsigned blocks_for(long long work, int threads) {
   return (unsigned)(b < 1 ? 1 : b);
 }
 
+/* Blocks of `threads` for a grid-stride loop over `work` elements: at most
+ * 2^20 (the loop covers the rest), at least 1. */
+static inline unsigned stride_grid(long long work, int threads) {
+  long long b = (work + threads - 1) / threads;
+  if (b > (1 << 20)) b = 1 << 20;
+  return (unsigned)(b < 1 ? 1 : b);
+}
+
 /* Calls f.template run<T, DMAX>() for the element type of `dtype` and the
  * head-dimension class DMAX in {64, 128, 256} that holds D. */
 template <typename T, typename F> static int dispatch_dmax(int D, const F &f) {

@@ -100,12 +100,6 @@ static PoolUnits pool_units(const dt_gpu_llsa *p, int level) {
   return u;
 }
 
-/* Blocks of `threads` for a grid-stride loop over `total` elements. */
-static unsigned pool_blocks(long long total, long long threads) {
-  const long long blocks = (total + threads - 1) / threads;
-  return (unsigned)(blocks > (1 << 20) ? 1 << 20 : blocks);
-}
-
 /* One thread per (b·h, c, d) of the units u of one level: q and k means
  * kept in double for the selection, k and v means in f32 for the attention.
  * Outputs are laid out as dt_gpu_llsa says, whatever the range. */
@@ -134,7 +128,7 @@ static int llsa_pool_typed(const dt_gpu_llsa *p, int level, const ditattn_tensor
   const PoolUnits u = pool_units(p, level);
   const long long total = p->B * p->H * u.n * p->D, threads = 256;
   if (total <= 0) return 0;
-  llsa_pool_kernel<T><<<pool_blocks(total, threads), (unsigned)threads, 0, s>>>(
+  llsa_pool_kernel<T><<<stride_grid(total, (int)threads), (unsigned)threads, 0, s>>>(
       make_view<const T>(q), make_view<const T>(k), make_view<const T>(v), *p, level, u, total);
   return launch_status();
 }
@@ -236,8 +230,9 @@ int DT_GPU_FN(launch_llsa_pool)(const dt_gpu_llsa *p, int level, const ditattn_t
 int DT_GPU_FN(launch_llsa_pk_from_pk64)(const dt_gpu_llsa *p, int level, void *stream) {
   const long long total = p->B * p->H * p->n[level] * p->D, threads = 256;
   if (total <= 0) return 0;
-  llsa_pk_cast_kernel<<<pool_blocks(total, threads), (unsigned)threads, 0, (gpuStream_t)stream>>>(
-      p->pk64[level - 1], p->pk[level - 1], p->n[level], p->D, total);
+  llsa_pk_cast_kernel<<<stride_grid(total, (int)threads), (unsigned)threads, 0,
+                        (gpuStream_t)stream>>>(p->pk64[level - 1], p->pk[level - 1], p->n[level],
+                                               p->D, total);
   return launch_status();
 }
 

@@ -14,11 +14,7 @@ namespace DT_GPU_NS {
 
 static const int kSlrThreads = 256;
 
-static inline unsigned slr_grid(long long total) {
-  long long blocks = (total + kSlrThreads - 1) / kSlrThreads;
-  if (blocks > (1 << 20)) blocks = 1 << 20;
-  return (unsigned)(blocks < 1 ? 1 : blocks);
-}
+static inline unsigned slr_grid(long long total) { return stride_grid(total, kSlrThreads); }
 
 #define SLR_FOR(e, total)                                                                          \
   for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < (total);                \

@@ -5,12 +5,8 @@
 namespace DT_GPU_NS {
 
 static const int kThreads = 256;
-static const unsigned kMaxBlocks = 1u << 20;
 
-static inline unsigned grid_for(long long work) {
-  unsigned b = blocks_for(work, kThreads);
-  return b > kMaxBlocks ? kMaxBlocks : b;
-}
+static inline unsigned grid_for(long long work) { return stride_grid(work, kThreads); }
 
 /* ------------------------------------------------------------ pooling */
 template <typename Tin, typename Tout>
