@@ -60,6 +60,16 @@ typedef struct dt_key_summary {
   size_t bytes; /* of the whole buffer */
 } dt_key_summary;
 
+/* Units [*lo, *hi) of an array of `units` units of `span` tokens whose
+ * first token lies in [key_lo, key_hi): a FILL share, or a rank's units. */
+static inline void dt_summary_units(int64_t key_lo, int64_t key_hi, int64_t span, int64_t units,
+                                    int64_t *lo, int64_t *hi) {
+  int64_t l = (key_lo + span - 1) / span, h = (key_hi + span - 1) / span;
+  if (h > units) h = units;
+  if (l > h) l = h;
+  *lo = l, *hi = h;
+}
+
 typedef enum dt_summary_use {
   DT_SUMMARY_NONE = 0, /* the forward computes every summary itself (buf unused) */
   DT_SUMMARY_FILL = 1, /* compute only the units whose first token lies in

@@ -13,12 +13,8 @@
 
 void dt_dist_summary_units(const dt_dist_job *job, int r, const dt_key_summary *layout, int a,
                            int64_t *lo, int64_t *hi) {
-  const int64_t span = layout->span[a], units = layout->units[a];
-  const int64_t first = job->offset[r], end = first + job->length[r];
-  int64_t l = (first + span - 1) / span, h = (end + span - 1) / span;
-  if (h > units) h = units;
-  if (l > h) l = h;
-  *lo = l, *hi = h;
+  const int64_t first = job->offset[r];
+  dt_summary_units(first, first + job->length[r], layout->span[a], layout->units[a], lo, hi);
 }
 
 int64_t dt_dist_summary_reach(const dt_key_summary *layout, int64_t end, int64_t n) {

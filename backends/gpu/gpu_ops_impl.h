@@ -334,12 +334,9 @@ static ditattn_status gpu_llsa_describe(ditattn_context *ctx, const dt_llsa_fwd 
     if (g->q_hi > g->q_lo && sum->use != DT_SUMMARY_FILL)
       g->blk_n[l] = (g->q_hi - 1) / g->span[l] - g->blk_lo[l] + 1;
     if (sum->use == DT_SUMMARY_FILL) { /* the units whose first token is in [key_lo, key_hi) */
-      int64_t lo = (sum->key_lo + g->span[l] - 1) / g->span[l];
-      int64_t hi = (sum->key_hi + g->span[l] - 1) / g->span[l];
-      if (hi > g->n[l]) hi = g->n[l];
-      if (lo > hi) lo = hi;
-      g->kv_lo[l] = lo;
-      g->kv_n[l] = hi - lo;
+      int64_t hi;
+      dt_summary_units(sum->key_lo, sum->key_hi, g->span[l], g->n[l], &g->kv_lo[l], &hi);
+      g->kv_n[l] = hi - g->kv_lo[l];
     }
     if (g->n[l] > INT32_MAX)
       return dt_fail(ctx, DITATTN_ERR_UNSUPPORTED, "%s llsa: %lld level-%d blocks exceed int32",
@@ -392,14 +389,21 @@ static ditattn_status gpu_llsa_export(ditattn_context *ctx, const dt_gpu_llsa *g
   return DITATTN_OK;
 }
 
-/* The pooled k and v (into the summary buffer) of the units g->kv_lo/kv_n
- * say; nothing else, and no workspace. */
-static ditattn_status gpu_llsa_fill_summary(ditattn_context *ctx, const dt_llsa_fwd *p,
-                                            dt_gpu_llsa *g) {
+/* Points g's pooled k (double) and v into the caller's key summary. */
+static ditattn_status gpu_llsa_in_summary(ditattn_context *ctx, const dt_llsa_fwd *p,
+                                          dt_gpu_llsa *g) {
   gpu_carver given = {(char *)p->summary.buf, 0, 0};
   gpu_llsa_summary_carve(&given, g, NULL);
   if (given.overflow)
     return dt_fail(ctx, DITATTN_ERR_OVERFLOW, "%s llsa key summary size", DT_GPU_NAME);
+  return DITATTN_OK;
+}
+
+/* The pooled k and v (into the summary buffer) of the units g->kv_lo/kv_n
+ * say; nothing else, and no workspace. */
+static ditattn_status gpu_llsa_fill_summary(ditattn_context *ctx, const dt_llsa_fwd *p,
+                                            dt_gpu_llsa *g) {
+  TRY(gpu_llsa_in_summary(ctx, p, g));
   for (int l = 1; l <= g->L; l++)
     GPU_TRY(ctx, DT_GPU_FN(launch_llsa_pool)(g, l, p->q, p->k, p->v, ctx->stream),
             "llsa summary pool");
@@ -428,12 +432,8 @@ static ditattn_status gpu_llsa_forward(ditattn_context *ctx, const dt_llsa_fwd *
   (void)gpu_llsa_layout(&carver, &g, use, &chunk_rows);
   scores = gpu_carve(&carver, (size_t)chunk_rows, ncand_max * sizeof(double));
   int32_t *idx = gpu_carve(&carver, (size_t)chunk_rows, ncand_max * sizeof(int32_t));
-  if (use == DT_SUMMARY_READ) { /* pooled k (double) and v: every rank's share, exchanged */
-    gpu_carver given = {(char *)p->summary.buf, 0, 0};
-    gpu_llsa_summary_carve(&given, &g, NULL);
-    if (given.overflow)
-      return dt_fail(ctx, DITATTN_ERR_OVERFLOW, "%s llsa key summary size", DT_GPU_NAME);
-  }
+  /* READ: pooled k (double) and v are every rank's share, exchanged. */
+  if (use == DT_SUMMARY_READ) TRY(gpu_llsa_in_summary(ctx, p, &g));
 
   /* §1: exact means over the original tokens, every level (READ: q only,
    * and the f32 pooled k from the summary's double one). */

@@ -5,6 +5,38 @@
  * the caller's host array. */
 #include "ropeslr_api.h"
 
+/* The key summary: block factors S_C | z_C ([BH][n][r(D+1)] doubles), then
+ * pooled k ([BH][D][n] doubles: rows B·H·D, units n), carved into p's SC
+ * and pk64 (base NULL: sizes only); its layout into s when non-NULL. A
+ * size overflow sets c->overflow. */
+static void gpu_slr_summary_carve(gpu_carver *c, dt_gpu_ropeslr *p, dt_key_summary *s) {
+  const size_t BH = (size_t)(p->B * p->H), n = (size_t)p->n, D = (size_t)p->D;
+  size_t factor_bytes;
+  if (!dt_mul_size((size_t)p->r, (D + 1) * sizeof(double), &factor_bytes)) {
+    c->overflow = 1;
+    return;
+  }
+  const size_t sc_at = c->used;
+  p->SC = gpu_carve(c, BH * n, factor_bytes);
+  const size_t pk_at = c->used;
+  p->pk64 = gpu_carve(c, BH * n, D * sizeof(double));
+  if (s) {
+    memset(s, 0, sizeof *s);
+    s->arrays = 2;
+    s->rows[0] = (int64_t)BH;
+    s->units[0] = p->n;
+    s->span[0] = p->b;
+    s->unit_bytes[0] = factor_bytes;
+    s->offset[0] = sc_at;
+    s->rows[1] = (int64_t)(BH * D);
+    s->units[1] = p->n;
+    s->span[1] = p->b;
+    s->unit_bytes[1] = sizeof(double);
+    s->offset[1] = pk_at;
+    s->bytes = c->used;
+  }
+}
+
 /* Carves p's arrays (base NULL: sizes only); 0 on size overflow. With a
  * dist/ key summary, SC and pk64 are the caller's buffer (not carved);
  * computing a share of it (fill) needs only the positions and key
@@ -14,10 +46,7 @@ static int gpu_slr_layout(gpu_carver *c, dt_gpu_ropeslr *p, dt_summary_use use) 
   const size_t D = (size_t)p->D, r = (size_t)p->r, rd1 = r * (D + 1);
   p->pos = gpu_carve(c, N, 3 * sizeof(int32_t));
   if (use != DT_SUMMARY_READ) p->g = gpu_carve(c, BH * N, r * sizeof(double));
-  if (use == DT_SUMMARY_NONE) {
-    p->SC = gpu_carve(c, BH * n, rd1 * sizeof(double));
-    p->pk64 = gpu_carve(c, BH * n, D * sizeof(double));
-  }
+  if (use == DT_SUMMARY_NONE) gpu_slr_summary_carve(c, p, NULL);
   if (use == DT_SUMMARY_FILL) return !c->overflow;
   p->pq64 = gpu_carve(c, BH * n, D * sizeof(double));
   p->sel = gpu_carve(c, BH * n, (size_t)p->K * sizeof(int32_t));
@@ -49,39 +78,11 @@ static void gpu_slr_describe(const dt_ropeslr_fwd *f, dt_gpu_ropeslr *p) {
   p->C_lo = 0;
   p->C_n = p->n;
   if (f->summary.use == DT_SUMMARY_FILL) { /* blocks whose first token is in [key_lo, key_hi) */
-    p->C_lo = (f->summary.key_lo + p->b - 1) / p->b;
-    p->C_n = (f->summary.key_hi + p->b - 1) / p->b - p->C_lo;
+    int64_t hi;
+    dt_summary_units(f->summary.key_lo, f->summary.key_hi, p->b, p->n, &p->C_lo, &hi);
+    p->C_n = hi - p->C_lo;
   }
   p->keys_ready = f->summary.use == DT_SUMMARY_READ;
-}
-
-/* The key summary: block factors S_C | z_C ([BH][n][r(D+1)] doubles), then
- * pooled k ([BH][D][n] doubles: rows B·H·D, units n). With base, points p's
- * SC and pk64 into it. Returns 0 on size overflow. */
-static int gpu_slr_summary_carve(gpu_carver *c, dt_gpu_ropeslr *p, dt_key_summary *s) {
-  const size_t BH = (size_t)(p->B * p->H), n = (size_t)p->n, D = (size_t)p->D;
-  size_t factor_bytes;
-  if (!dt_mul_size((size_t)p->r, (D + 1) * sizeof(double), &factor_bytes)) return 0;
-  const size_t sc_at = c->used;
-  p->SC = gpu_carve(c, BH * n, factor_bytes);
-  const size_t pk_at = c->used;
-  p->pk64 = gpu_carve(c, BH * n, D * sizeof(double));
-  if (s) {
-    memset(s, 0, sizeof *s);
-    s->arrays = 2;
-    s->rows[0] = (int64_t)BH;
-    s->units[0] = p->n;
-    s->span[0] = p->b;
-    s->unit_bytes[0] = factor_bytes;
-    s->offset[0] = sc_at;
-    s->rows[1] = (int64_t)(BH * D);
-    s->units[1] = p->n;
-    s->span[1] = p->b;
-    s->unit_bytes[1] = sizeof(double);
-    s->offset[1] = pk_at;
-    s->bytes = c->used;
-  }
-  return !c->overflow;
 }
 
 static ditattn_status gpu_ropeslr_summary_layout(ditattn_context *ctx, const dt_ropeslr_fwd *f,
@@ -89,7 +90,8 @@ static ditattn_status gpu_ropeslr_summary_layout(ditattn_context *ctx, const dt_
   dt_gpu_ropeslr p;
   gpu_slr_describe(f, &p);
   gpu_carver sizing = {NULL, 0, 0};
-  if (!gpu_slr_summary_carve(&sizing, &p, s))
+  gpu_slr_summary_carve(&sizing, &p, s);
+  if (sizing.overflow)
     return dt_fail(ctx, DITATTN_ERR_OVERFLOW, "%s ropeslr key summary size", DT_GPU_NAME);
   return DITATTN_OK;
 }
@@ -120,7 +122,7 @@ static ditattn_status gpu_ropeslr_forward(ditattn_context *ctx, const dt_ropeslr
   (void)gpu_slr_layout(&carver, &p, use);
   if (use != DT_SUMMARY_NONE) {
     gpu_carver in_summary = {(char *)f->summary.buf, 0, 0};
-    (void)gpu_slr_summary_carve(&in_summary, &p, NULL);
+    gpu_slr_summary_carve(&in_summary, &p, NULL);
   }
   if (f->summary.join_side && gpu_st(ctx)->side) {
     p.join_stream = gpu_st(ctx)->side;
