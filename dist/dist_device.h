@@ -15,6 +15,10 @@ enum {
   DT_DIST_XFER_IPC = 3
 };
 
+/* 1 when environment variable `name` is set to exactly `value` (the
+ * switches DITATTN_DIST_*). */
+int dt_dist_env_is(const char *name, const char *value);
+
 /* 1 when ctx's tensors live in device memory (CUDA, HIP contexts); also for
  * host contexts when DITATTN_DIST_DEVICE_PATH=1 (a test hook: REF/CPU then
  * run the device path on host memory, so CI covers it without a GPU). */

@@ -39,10 +39,10 @@ static void cache_free(ditattn_context *ctx, void *ext) {
 
 /* A buffer must not be freed while a peer still has it mapped (CUDA: "undefined
  * behavior"), so before any rank frees buffers that peers may have mapped,
- * every rank unmaps the peers' buffers and all meet in a barrier. Returns
- * nonzero when the collective itself failed. */
-static int unmap_everywhere(ditattn_context *ctx, dt_gather_cache *cache, MPI_Comm comm) {
-  if (cache) dt_gather_cache_close_peers(ctx, cache);
+ * every rank unmaps the peers' buffers (of one slot, or all for -1) and all
+ * meet in a barrier. Returns nonzero when the collective itself failed. */
+static int unmap_everywhere(ditattn_context *ctx, dt_gather_cache *cache, MPI_Comm comm, int slot) {
+  if (cache) dt_gather_cache_close_slot(ctx, cache, slot);
   return MPI_Barrier(comm) != MPI_SUCCESS;
 }
 
@@ -66,7 +66,7 @@ ditattn_status dt_gather_cache_get(dt_dist_job *job, const ditattn_tensor *like,
    * depend on that): a new shape anywhere unmaps everywhere first. */
   int any = 0;
   if (MPI_Allreduce(&reshape, &any, 1, MPI_INT, MPI_MAX, job->comm) != MPI_SUCCESS ||
-      (any && unmap_everywhere(ctx, cache, job->comm)))
+      (any && unmap_everywhere(ctx, cache, job->comm, -1)))
     return dt_fail(ctx, DITATTN_ERR_MPI, "gather cache: collective failed");
   if (foreign)
     return dt_fail(ctx, DITATTN_ERR_INTERNAL, "context extension slot holds foreign state");
@@ -102,13 +102,9 @@ ditattn_status dt_gather_cache_summary(dt_dist_job *job, dt_gather_cache *cache,
   const int grow = cache->summary_bytes < bytes;
   int any = 0;
   /* Only summary buffers are freed: only their mappings must go first. */
-  if (MPI_Allreduce(&grow, &any, 1, MPI_INT, MPI_MAX, job->comm) != MPI_SUCCESS)
+  if (MPI_Allreduce(&grow, &any, 1, MPI_INT, MPI_MAX, job->comm) != MPI_SUCCESS ||
+      (any && unmap_everywhere(ctx, cache, job->comm, DT_GATHER_SUMMARY)))
     return dt_fail(ctx, DITATTN_ERR_MPI, "key summary buffer: collective failed");
-  if (any) {
-    dt_gather_cache_close_slot(ctx, cache, DT_GATHER_SUMMARY);
-    if (MPI_Barrier(job->comm) != MPI_SUCCESS)
-      return dt_fail(ctx, DITATTN_ERR_MPI, "key summary buffer: collective failed");
-  }
   ditattn_status local = DITATTN_OK;
   if (grow) {
     void **buf = &cache->buf[DT_GATHER_SUMMARY];
@@ -126,7 +122,7 @@ ditattn_status ditattn_dist_free_cache(ditattn_context *ctx, MPI_Comm comm) {
   dt_gather_cache *cache = ctx && ctx->ext_free == cache_free ? ctx->ext : NULL;
   /* Every rank unmaps its peers' buffers before any rank frees its own. */
   const int mpi_failed =
-      ctx ? unmap_everywhere(ctx, cache, comm) : MPI_Barrier(comm) != MPI_SUCCESS;
+      ctx ? unmap_everywhere(ctx, cache, comm, -1) : MPI_Barrier(comm) != MPI_SUCCESS;
   if (!ctx) return DITATTN_ERR_NULL_POINTER;
   dt_clear_error(ctx);
   if (cache) {

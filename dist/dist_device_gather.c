@@ -6,7 +6,6 @@
  * like the ring's pack), so the copies overlap the transfers. */
 #include "dist_device.h"
 
-#include <stdlib.h>
 #include <string.h>
 
 typedef struct gather {
@@ -59,10 +58,9 @@ ditattn_status dt_dist_device_gather_qkv(dt_dist_job *job, const ditattn_tensor 
                                          int64_t q_span, int64_t early_end,
                                          ditattn_tensor gathered[3], int *deferred) {
   const dt_backend_ops *ops = job->ctx->ops;
-  const char *env = getenv("DITATTN_DIST_OVERLAP");
   *deferred = 0;
   if (!(ops->copy_2d && ops->side_fork && ops->side_copy_2d && ops->side_join) ||
-      (env && !strcmp(env, "0")))
+      dt_dist_env_is("DITATTN_DIST_OVERLAP", "0"))
     early_end = -1;
   dt_gather_cache *cache = NULL;
   TRY(whole_tensors(job, q, 1, &cache, gathered));

@@ -10,7 +10,6 @@
  * the same shape maps nothing new. */
 #include "dist_device.h"
 
-#include <stdlib.h>
 #include <string.h>
 
 /* The communicator's attribute "ranks sharing this host" (a collective
@@ -52,9 +51,8 @@ static int node_size_of(MPI_Comm comm) {
 
 int dt_dist_ipc_usable(dt_dist_job *job) {
   const dt_backend_ops *ops = job->ctx->ops;
-  const char *env = getenv("DITATTN_DIST_IPC");
   int want = job->size > 1 && ops->ipc_export && ops->ipc_open && ops->ipc_close &&
-             !(env && !strcmp(env, "0"));
+             !dt_dist_env_is("DITATTN_DIST_IPC", "0");
   /* IPC handles mean nothing on another host: every rank must share ours.
    * (Asked on every rank whatever it wants: the first ask is collective.) */
   const int node_size = node_size_of(job->comm);

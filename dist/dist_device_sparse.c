@@ -10,7 +10,6 @@
  * the selected blocks, the low-rank factors; see docs/dist.md.) */
 #include "dist_device.h"
 
-#include <stdlib.h>
 #include <string.h>
 
 /* The backend's forward on the gathered tensors for this rank's rows, or
@@ -32,12 +31,6 @@ static ditattn_status fill_share(ditattn_context *ctx, const dt_summary_arg *sha
                                  const void *user) {
   const rows_job *r = user;
   return r->forward(ctx, r->whole, 0, share, r->user);
-}
-
-/* 1 unless DITATTN_DIST_SPLIT_KEYS=0. */
-static int split_enabled(void) {
-  const char *env = getenv("DITATTN_DIST_SPLIT_KEYS");
-  return !(env && !strcmp(env, "0"));
 }
 
 /* DT_SUMMARY_READ with every rank's share of the key summary (laid out by
@@ -87,7 +80,8 @@ static ditattn_status gather_then_forward(dt_dist_job *job, const ditattn_tensor
   } else {
     ditattn_tensor shapes[3] = {*q, *k, *v}; /* the layout reads shapes only */
     for (int i = 0; i < 3; i++) shapes[i].shape[2] = job->n_global;
-    split = split_enabled() && layout_of(ctx, shapes, user, &layout) == DITATTN_OK;
+    split = !dt_dist_env_is("DITATTN_DIST_SPLIT_KEYS", "0") &&
+            layout_of(ctx, shapes, user, &layout) == DITATTN_OK;
     /* Past its slice, this rank's share reads k and v up to early_end. */
     const int64_t end = job->offset[job->rank] + job->length[job->rank];
     const int64_t early_end = split ? dt_dist_summary_reach(&layout, end, job->n_global) : -1;

@@ -9,14 +9,18 @@
 #include <mpi-ext.h>
 #endif
 
+int dt_dist_env_is(const char *name, const char *value) {
+  const char *env = getenv(name);
+  return env && !strcmp(env, value);
+}
+
 int dt_dist_is_device(const ditattn_context *ctx) {
   if (!ctx) return 0;
   if (ctx->backend == DITATTN_BACKEND_CUDA || ctx->backend == DITATTN_BACKEND_HIP) return 1;
   /* Test hook: host memory is valid "device" memory for REF/CPU, so their
    * contexts can run the device-memory path, and CI covers its ring, staging
    * and merge logic without a GPU. */
-  const char *hook = getenv("DITATTN_DIST_DEVICE_PATH");
-  return hook && !strcmp(hook, "1");
+  return dt_dist_env_is("DITATTN_DIST_DEVICE_PATH", "1");
 }
 
 /* Open MPI built with CUDA support (compile time) and running with it on. */
@@ -29,9 +33,8 @@ static int mpi_is_cuda_aware(void) {
 }
 
 int dt_dist_device_transfer(ditattn_backend backend) {
-  const char *force = getenv("DITATTN_DIST_CUDA_AWARE");
-  if (force && !strcmp(force, "0")) return DT_DIST_XFER_STAGED;
-  if (force && !strcmp(force, "1")) return DT_DIST_XFER_DEVICE;
+  if (dt_dist_env_is("DITATTN_DIST_CUDA_AWARE", "0")) return DT_DIST_XFER_STAGED;
+  if (dt_dist_env_is("DITATTN_DIST_CUDA_AWARE", "1")) return DT_DIST_XFER_DEVICE;
   return backend == DITATTN_BACKEND_CUDA && mpi_is_cuda_aware() ? DT_DIST_XFER_DEVICE
                                                                 : DT_DIST_XFER_STAGED;
 }
