@@ -50,17 +50,21 @@ typedef struct problem {
   dt_slr_bench_problem slr;
 } problem;
 
-/* The backend's forward for query rows [row0, row0 + M) with the key
- * summary argument sum (or its FILL share), queued. */
+/* The op's problem over rows [row0, row0 + M) with key summary argument
+ * sum, handed to the backend's forward, or (layout non-NULL) to its key
+ * summary layout entry (UNSUPPORTED where it has none). Queued. */
 static ditattn_status op_call(problem *pb, int is_llsa, int64_t row0, int64_t M,
-                              const dt_summary_arg *sum) {
+                              const dt_summary_arg *sum, dt_key_summary *layout) {
   ditattn_context *ctx = pb->ctx;
+  const dt_backend_ops *ops = ctx->ops;
   ditattn_tensor out = pb->out;
   out.shape[2] = M;
   if (is_llsa) {
     const dt_llsa_fwd p = {
         ditattn_llsa_params_default(), &pb->q, &pb->k, &pb->v, &out, NULL, NULL, row0, *sum};
-    return ctx->ops->llsa_forward(ctx, &p);
+    if (!layout) return ops->llsa_forward(ctx, &p);
+    return ops->llsa_summary_layout ? ops->llsa_summary_layout(ctx, &p, layout)
+                                    : DITATTN_ERR_UNSUPPORTED;
   }
   const dt_ropeslr_fwd p = {pb->slr.params,
                             ditattn_ropeslr_topk(&pb->slr.params, pb->o->N),
@@ -74,33 +78,15 @@ static ditattn_status op_call(problem *pb, int is_llsa, int64_t row0, int64_t M,
                             NULL,
                             row0,
                             *sum};
-  return ctx->ops->ropeslr_forward(ctx, &p);
+  if (!layout) return ops->ropeslr_forward(ctx, &p);
+  return ops->ropeslr_summary_layout ? ops->ropeslr_summary_layout(ctx, &p, layout)
+                                     : DITATTN_ERR_UNSUPPORTED;
 }
 
 /* The op's key summary layout; 0 when the backend cannot split its keys. */
 static int summary_layout(problem *pb, int is_llsa, dt_key_summary *layout) {
-  const dt_backend_ops *ops = pb->ctx->ops;
-  if (is_llsa ? !ops->llsa_summary_layout : !ops->ropeslr_summary_layout) return 0;
   const dt_summary_arg none = {DT_SUMMARY_NONE, NULL, 0, 0, 0};
-  ditattn_tensor out = pb->out;
-  if (is_llsa) {
-    const dt_llsa_fwd p = {
-        ditattn_llsa_params_default(), &pb->q, &pb->k, &pb->v, &out, NULL, NULL, 0, none};
-    return ops->llsa_summary_layout(pb->ctx, &p, layout) == DITATTN_OK;
-  }
-  const dt_ropeslr_fwd p = {pb->slr.params,
-                            ditattn_ropeslr_topk(&pb->slr.params, pb->o->N),
-                            &pb->slr.weights,
-                            pb->slr.pos,
-                            &pb->q,
-                            &pb->k,
-                            &pb->v,
-                            &out,
-                            NULL,
-                            NULL,
-                            0,
-                            none};
-  return ops->ropeslr_summary_layout(pb->ctx, &p, layout) == DITATTN_OK;
+  return op_call(pb, is_llsa, 0, pb->o->N, &none, layout) == DITATTN_OK;
 }
 
 /* What rank r computes after its gather, waited for: without a summary
@@ -125,12 +111,12 @@ static ditattn_status rank_work(problem *pb, int is_llsa, int64_t row0, int64_t 
     }
     const dt_summary_arg fill = {DT_SUMMARY_FILL, summary, row0, row0 + M, 0},
                          read = {DT_SUMMARY_READ, summary, 0, 0, overlap_buf != NULL};
-    if (st == DITATTN_OK) st = op_call(pb, is_llsa, row0, M, &fill);
-    if (st == DITATTN_OK) st = op_call(pb, is_llsa, row0, M, &read);
+    if (st == DITATTN_OK) st = op_call(pb, is_llsa, row0, M, &fill, NULL);
+    if (st == DITATTN_OK) st = op_call(pb, is_llsa, row0, M, &read, NULL);
     if (overlap_buf && st == DITATTN_OK) st = ctx->ops->side_join(ctx);
   } else {
     const dt_summary_arg none = {DT_SUMMARY_NONE, NULL, 0, 0, 0};
-    st = op_call(pb, is_llsa, row0, M, &none);
+    st = op_call(pb, is_llsa, row0, M, &none, NULL);
   }
   return st == DITATTN_OK ? ditattn_synchronize(pb->ctx) : st;
 }
