@@ -145,7 +145,7 @@ ditattn_status ditattn_llsa_forward(ditattn_context *ctx, const ditattn_llsa_par
   const char *all_names[] = {"q", "k", "v", "out"};
   TRY(check_buffer_vs(ctx, "lse", lse, lse_bytes, all, all_names, 4));
   if (selection) TRY(check_selection(ctx, params, selection, all, all_names, 4, lse, lse_bytes));
-  dt_llsa_fwd p = {*params, q, k, v, out, lse, selection, 0, {DT_SUMMARY_NONE, NULL, 0, 0, 0}};
+  dt_llsa_fwd p = {*params, q, k, v, out, lse, selection, 0, {DT_SUMMARY_NONE, NULL, 0, 0, 0, 0}};
   TRY(dt_resolve_scale(ctx, params->scale, q->shape[3], &p.params.scale));
   UNSUPPORTED_IF_NULL(ctx, llsa_forward, "llsa_forward");
   return ctx->ops->llsa_forward(ctx, &p);

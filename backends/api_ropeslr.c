@@ -230,7 +230,7 @@ ditattn_status ditattn_ropeslr_forward(ditattn_context *ctx, const ditattn_ropes
       tensor_span("out", out), {"lse_sparse", lse_sparse, lse_bytes}, {"sel", sel, sel_bytes}};
   TRY(check_aliasing(ctx, ins, 10, outs, 3));
   dt_ropeslr_fwd p = {*params, 0,   weights,    pos, q, k,
-                      v,       out, lse_sparse, sel, 0, {DT_SUMMARY_NONE, NULL, 0, 0, 0}};
+                      v,       out, lse_sparse, sel, 0, {DT_SUMMARY_NONE, NULL, 0, 0, 0, 0}};
   TRY(dt_resolve_scale(ctx, params->scale, D, &p.params.scale));
   p.topk = ditattn_ropeslr_topk(params, N);
   UNSUPPORTED_IF_NULL(ctx, ropeslr_forward, "ropeslr_forward");

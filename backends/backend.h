@@ -82,11 +82,25 @@ typedef struct dt_summary_arg {
   void *buf; /* device, laid out as the backend's *_summary_layout says */
   int64_t key_lo, key_hi;
   /* READ: rows of k and v may still be arriving on the context's side
-   * stream (dist/'s gather): the forward runs ops->side_join before it
-   * first reads k or v rows (its attention; pooled k and v come from buf),
-   * so the copies overlap its pooling and selection. 0: nothing pending. */
-  int join_side;
+   * stream (dist/'s gather), in side_chunks chunks of (b, h) slices
+   * (dt_side_chunk_bh): chunk c's copies are complete at side mark c
+   * (ops->side_mark), or, where dist/ set no marks, only at the end. The
+   * forward waits for chunk c (or joins everything) before it first reads
+   * k or v rows of chunk c's slices (its attention; pooled k and v come
+   * from buf), so the copies overlap its pooling, its selection and its
+   * attention of the chunks already there. 0: nothing pending. */
+  int side_chunks;
+  int side_marked; /* the chunks end at marks 0 .. side_chunks - 1 */
 } dt_summary_arg;
+
+/* At most this many side marks between a side_fork and the next. */
+#define DT_SIDE_MARKS_MAX 8
+
+/* (b, h) slices [*lo, *hi) of chunk c of `chunks` over BH slices. */
+static inline void dt_side_chunk_bh(int64_t BH, int chunks, int c, int64_t *lo, int64_t *hi) {
+  *lo = BH * c / chunks;
+  *hi = BH * (c + 1) / chunks;
+}
 
 typedef struct dt_llsa_fwd {
   ditattn_llsa_params params; /* scale resolved */
@@ -209,11 +223,15 @@ typedef struct dt_backend_ops {
   /* A second stream for copies that overlap the context's stream (NULL:
    * none). side_fork: the side stream waits for the work queued so far on
    * the stream; side_copy_2d: copy_2d queued on the side stream; side_join:
-   * the stream waits, on the device, for the side stream's work so far. */
+   * the stream waits, on the device, for the side stream's work so far.
+   * side_mark (may be NULL): marks the side stream's work so far, mark m
+   * being the m-th since side_fork (< DT_SIDE_MARKS_MAX), so that a forward
+   * can wait for part of it (dt_summary_arg.side_chunks). */
   ditattn_status (*side_fork)(ditattn_context *ctx);
   ditattn_status (*side_copy_2d)(ditattn_context *ctx, void *dst, size_t dpitch, const void *src,
                                  size_t spitch, size_t width, size_t height);
   ditattn_status (*side_join)(ditattn_context *ctx);
+  ditattn_status (*side_mark)(ditattn_context *ctx);
 } dt_backend_ops;
 
 /* Bytes of an IPC handle (CUDA_IPC_HANDLE_SIZE, HIP_IPC_HANDLE_SIZE). */

@@ -921,7 +921,8 @@ static int gc_forward_synchronized(const void *arg) {
 static const double gc_ceiling_gbs = 3000.0;   /* copy bandwidth, GB/s */
 static const double gc_ceiling_tflops = 798.0; /* bf16 dense GEMM, TFLOP/s */
 
-/* One stage of the forward: `stage` in order pool 1..L, select L..1, attend. */
+/* One stage of the forward: `stage` in order pool (every level, one
+ * launch), select L..1, attend. */
 typedef struct gc_stage_call {
   const dt_gpu_llsa *g;
   int stage;
@@ -933,12 +934,13 @@ typedef struct gc_stage_call {
 static int gc_stage_run(const gc_stage_call *c) {
   const dt_gpu_llsa *g = c->g;
   const int s = c->stage;
-  if (s < g->L) return dt_cuda_launch_llsa_pool(g, s + 1, &c->q->dev, &c->k->dev, &c->v->dev, NULL);
-  if (s < 2 * g->L) {
-    const int l = 2 * g->L - s;
+  if (s == 0) return dt_cuda_launch_llsa_pool(g, &c->q->dev, &c->k->dev, &c->v->dev, NULL);
+  if (s <= g->L) {
+    const int l = g->L + 1 - s;
     return dt_cuda_launch_llsa_select(g, l, 0, g->B * g->H * g->n[l], c->scores, c->idx, NULL);
   }
-  return dt_cuda_launch_llsa_attend(g, &c->q->dev, &c->k->dev, &c->v->dev, &c->o->dev, NULL, NULL);
+  return dt_cuda_launch_llsa_attend(g, &c->q->dev, &c->k->dev, &c->v->dev, &c->o->dev, NULL, 0,
+                                    g->B * g->H, NULL);
 }
 /* The stage, synchronized (a gc_timed_call). */
 static int gc_stage_synchronized(const void *arg) {
@@ -1003,28 +1005,30 @@ static int gc_time_llsa_stages(gc_env *env, const ditattn_llsa_params *lp, const
   gc_stage_call call = {&g, 0, q, k, v, o, ok ? bufs[nb - 2] : NULL, ok ? bufs[nb - 1] : NULL};
   /* One full forward first: selections of every level exist for the
    * stages timed after it (each stage alone is idempotent). */
-  for (call.stage = 0; ok && call.stage <= 2 * g.L; call.stage++) ok = gc_stage_run(&call) == 0;
+  for (call.stage = 0; ok && call.stage <= g.L + 1; call.stage++) ok = gc_stage_run(&call) == 0;
   ok = ok && dt_cuda_stream_sync(NULL) == 0;
   const int reps = g.N >= 262144 ? 5 : 9;
-  double pooled_bytes = 0.0, keys = (double)g.n[g.L];
-  for (int l = 1; ok && l <= g.L; l++) {
+  double pooled_bytes = 0.0, pooled_written = 0.0, keys = (double)g.n[g.L];
+  for (int l = 1; l <= g.L; l++) {
     const double nl = (double)g.n[l];
     pooled_bytes += BH * nl * D * 8.0; /* f32 pooled k and v */
+    pooled_written += BH * nl * D * 24.0;
     keys += (double)(g.b * g.keff[l - 1]);
-    char name[32];
-    snprintf(name, sizeof name, "pool%d", l);
-    /* q, k, v read; pooled q, k (double) and k, v (f32) written. */
-    call.stage = l - 1;
-    gc_stage_line(g.N, dt, name, gc_median_seconds(gc_stage_synchronized, &call, 0, reps),
-                  3.0 * BH * (double)g.N * D * es + BH * nl * D * 24.0, 3.0 * BH * (double)g.N * D);
   }
+  /* Every level from q, k, v: read once per level at least (each level
+   * sums the original tokens); pooled q, k (double) and k, v (f32) written. */
+  call.stage = 0;
+  if (ok)
+    gc_stage_line(g.N, dt, "pool", gc_median_seconds(gc_stage_synchronized, &call, 0, reps),
+                  3.0 * g.L * BH * (double)g.N * D * es + pooled_written,
+                  3.0 * g.L * BH * (double)g.N * D);
   for (int l = g.L; ok && l >= 1; l--) {
     const double rows = BH * (double)g.n[l], cand = (double)dt_cuda_llsa_candidates(&g, l);
     char name[32];
     snprintf(name, sizeof name, "select%d", l);
     /* Pooled q, k (double) read, scores and indices written, picks written;
      * flops: the fp64 scores (2D per candidate). */
-    call.stage = 2 * g.L - l;
+    call.stage = g.L + 1 - l;
     gc_stage_line(g.N, dt, name, gc_median_seconds(gc_stage_synchronized, &call, 0, reps),
                   2.0 * rows * D * 8.0 + rows * cand * 12.0 + rows * (double)g.keff[l - 1] * 4.0,
                   2.0 * rows * cand * D);
@@ -1039,7 +1043,7 @@ static int gc_time_llsa_stages(gc_env *env, const ditattn_llsa_params *lp, const
     char name[32];
     gc_path_op(name, sizeof name, "attend", paths[pi]);
     gc_set_attend_path(paths[pi]);
-    call.stage = 2 * g.L;
+    call.stage = g.L + 1;
     gc_stage_line(g.N, dt, name, gc_median_seconds(gc_stage_synchronized, &call, 0, reps),
                   attend_bytes, attend_flops);
     gc_set_attend_path(NULL);

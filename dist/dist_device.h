@@ -108,8 +108,10 @@ void dt_gather_cache_close_slot(ditattn_context *ctx, dt_gather_cache *cache, in
  * backend with a side stream (ops->side_*; DITATTN_DIST_OVERLAP=0 turns it
  * off): q and the k/v rows from this rank's slice end to early_end are
  * copied and waited for, the other k/v rows only queued on the side stream
- * (*deferred = 1): the caller must side_join before anything reads them,
- * and before the job ends. Returns the agreed status. */
+ * (*deferred = the number of side chunks, dt_dist_side_chunks; chunk c
+ * complete at side mark c where the backend has side_mark): the caller
+ * must wait for them before anything reads them, and side_join before
+ * the job ends. Returns the agreed status. */
 ditattn_status dt_dist_device_gather_qkv(dt_dist_job *job, const ditattn_tensor *q,
                                          const ditattn_tensor *k, const ditattn_tensor *v,
                                          int64_t q_span, int64_t early_end,
@@ -137,6 +139,22 @@ ditattn_tensor dt_dist_rows_at(const ditattn_tensor *whole, void *base, int64_t 
  * stream, or (side, copy_2d only) on its side stream. */
 ditattn_status dt_dist_copy_rows(ditattn_context *ctx, const ditattn_tensor *whole,
                                  const void *peer, int64_t from, int64_t rows, int side);
+/* The same for the (b, h) slices [bh_lo, bh_hi) only (copy_2d only, unless
+ * that is every slice). */
+ditattn_status dt_dist_copy_rows_of(ditattn_context *ctx, const ditattn_tensor *whole,
+                                    const void *peer, int64_t from, int64_t rows, int side,
+                                    int64_t bh_lo, int64_t bh_hi);
+
+/* The deferred gather queues its side-stream copies in this many chunks of
+ * (b, h) slices at most, so that a forward's attention of the first chunks
+ * overlaps the copies of the later ones (dt_summary_arg.side_chunks). Each
+ * chunk is its own attention launch: more chunks hide more of the copies
+ * but leave each launch fewer blocks to fill the GPU with. */
+#define DT_DIST_SIDE_CHUNKS 2
+/* The chunks for BH slices on ctx: min(BH, DITATTN_DIST_SIDE_CHUNKS from
+ * the environment (1 .. DT_SIDE_MARKS_MAX), else DT_DIST_SIDE_CHUNKS), or 1
+ * where the backend has no side marks. */
+int dt_dist_side_chunks(ditattn_context *ctx, int64_t BH);
 
 /* Exports buf[slot] once (its handle then stays in own_handles). */
 ditattn_status dt_dist_ipc_export(ditattn_context *ctx, dt_gather_cache *cache, int slot);
@@ -153,10 +171,12 @@ ditattn_status dt_dist_ipc_peer_tables(ditattn_context *ctx, dt_gather_cache *ca
  * blocks its rows touch when q_span > 0, none when q_span < 0 (dense); the
  * others: every row) by copying them out of the peer's
  * buffers, mapped once and kept in the cache while the peer's handle stays the same. Returns the
- * agreed status; on success no peer reads this rank's buffers any more. */
+ * agreed status; on success no peer reads this rank's buffers any more.
+ * early_end >= 0: k/v rows past it are left on the side stream in *chunks
+ * chunks (dt_dist_side_chunks); else *chunks = 0 and all are waited for. */
 ditattn_status dt_dist_ipc_allgather(dt_dist_job *job, dt_gather_cache *cache,
                                      ditattn_tensor *whole, int nx, int64_t q_span,
-                                     int64_t early_end);
+                                     int64_t early_end, int *chunks);
 
 /* LLSA and RoPeSLR forward on a GPU context, once the job has begun:
  * q, k, v all-gathered (dt_dist_device_gather_qkv), then the backend's

@@ -44,13 +44,14 @@ static ditattn_status whole_tensors(dt_dist_job *job, const ditattn_tensor *x, i
 /* This rank's rows into its buffers, then the peers' by IPC (those past
  * early_end >= 0 of k and v on the side stream). Agreed. */
 static ditattn_status ipc_gather(dt_dist_job *job, dt_gather_cache *cache, gather *g,
-                                 const ditattn_tensor *xs, int64_t q_span, int64_t early_end) {
+                                 const ditattn_tensor *xs, int64_t q_span, int64_t early_end,
+                                 int *chunks) {
   double t0 = MPI_Wtime();
   ditattn_status local = gather_step(g, 0, job->rank, xs);
   if (local == DITATTN_OK) local = ditattn_synchronize(job->ctx); /* peers read it next */
   dt_dist_tick(&t0, &job->stats.compute_s);
   TRY(dt_dist_agree(job, local));
-  return dt_dist_ipc_allgather(job, cache, g->whole, 3, q_span, early_end);
+  return dt_dist_ipc_allgather(job, cache, g->whole, 3, q_span, early_end, chunks);
 }
 
 ditattn_status dt_dist_device_gather_qkv(dt_dist_job *job, const ditattn_tensor *q,
@@ -68,8 +69,10 @@ ditattn_status dt_dist_device_gather_qkv(dt_dist_job *job, const ditattn_tensor 
   gather g = {job->ctx, job, gathered, 0};
   /* Any rank's IPC failure (e.g. devices that cannot map each other's
    * memory): every rank falls back to the ring, which rewrites all rows. */
-  if (dt_dist_ipc_usable(job) && ipc_gather(job, cache, &g, xs, q_span, early_end) == DITATTN_OK) {
-    *deferred = early_end >= 0;
+  int chunks = 0;
+  if (dt_dist_ipc_usable(job) &&
+      ipc_gather(job, cache, &g, xs, q_span, early_end, &chunks) == DITATTN_OK) {
+    *deferred = chunks;
     return DITATTN_OK;
   }
   return dt_device_ring_run_n(job, xs, 3, gather_step, &g);
@@ -81,5 +84,6 @@ ditattn_status dt_dist_device_gather_kv_ipc(dt_dist_job *job, const ditattn_tens
   TRY(whole_tensors(job, k, 0, &cache, gathered));
   const ditattn_tensor xs[3] = {*k, *k, *v}; /* xs[0] unused */
   gather g = {job->ctx, job, gathered, 1};
-  return ipc_gather(job, cache, &g, xs, -1, -1);
+  int chunks = 0; /* none: nothing deferred */
+  return ipc_gather(job, cache, &g, xs, -1, -1, &chunks);
 }

@@ -10,6 +10,7 @@
  * the same shape maps nothing new. */
 #include "dist_device.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 /* The communicator's attribute "ranks sharing this host" (a collective
@@ -86,20 +87,42 @@ static void need_range(const dt_dist_job *job, int r, int i, int64_t q_span, int
   *hi = end < N ? end : N;
 }
 
-ditattn_status dt_dist_copy_rows(ditattn_context *ctx, const ditattn_tensor *whole,
-                                 const void *peer, int64_t from, int64_t rows, int side) {
+int dt_dist_side_chunks(ditattn_context *ctx, int64_t BH) {
+  if (!ctx->ops->side_mark) return 1;
+  int64_t most = DT_DIST_SIDE_CHUNKS;
+  const char *env = getenv("DITATTN_DIST_SIDE_CHUNKS");
+  if (env) {
+    char *end;
+    const long n = strtol(env, &end, 10);
+    if (end != env && *end == '\0' && n >= 1 && n <= DT_SIDE_MARKS_MAX) most = n;
+  }
+  return (int)(BH < most ? (BH > 1 ? BH : 1) : most);
+}
+
+ditattn_status dt_dist_copy_rows_of(ditattn_context *ctx, const ditattn_tensor *whole,
+                                    const void *peer, int64_t from, int64_t rows, int side,
+                                    int64_t bh_lo, int64_t bh_hi) {
   if (ctx->ops->copy_2d) {
     const size_t esize = ditattn_dtype_size(whole->dtype);
     const size_t pitch = (size_t)whole->stride[1] * esize,
                  width = (size_t)(rows * whole->shape[3]) * esize;
-    const size_t skip = (size_t)(from * whole->stride[2]) * esize;
+    const size_t skip = (size_t)(from * whole->stride[2] + bh_lo * whole->stride[1]) * esize;
+    if (bh_hi <= bh_lo) return DITATTN_OK;
     return (side ? ctx->ops->side_copy_2d : ctx->ops->copy_2d)(
         ctx, (char *)whole->data + skip, pitch, (const char *)peer + skip, pitch, width,
-        (size_t)(whole->shape[0] * whole->shape[1]));
+        (size_t)(bh_hi - bh_lo));
   }
+  if (bh_lo != 0 || bh_hi != whole->shape[0] * whole->shape[1])
+    return dt_fail(ctx, DITATTN_ERR_INTERNAL, "row copy of some (b, h) slices without copy_2d");
   const ditattn_tensor src = dt_dist_rows_at(whole, (void *)peer, from, rows);
   ditattn_tensor dst = dt_dist_rows_at(whole, whole->data, from, rows);
   return ditattn_pool_mean(ctx, &src, 1, &dst);
+}
+
+ditattn_status dt_dist_copy_rows(ditattn_context *ctx, const ditattn_tensor *whole,
+                                 const void *peer, int64_t from, int64_t rows, int side) {
+  return dt_dist_copy_rows_of(ctx, whole, peer, from, rows, side, 0,
+                              whole->shape[0] * whole->shape[1]);
 }
 
 /* Rows of src's slice in [lo, hi): *from and the count (<= 0: none). */
@@ -130,44 +153,67 @@ ditattn_status dt_dist_ipc_map(dt_dist_job *job, dt_gather_cache *cache, int src
   return st;
 }
 
+/* The rows of src's slice that tensor i of rank me's forward needs:
+ * *from, the count (<= 0: none) and, for k and v when deferred, how many
+ * of them (the ones the share reads past this rank's slice) are copied
+ * early; the rest go on the side stream. */
+static int64_t peer_rows(const dt_dist_job *job, int src, int i, int64_t q_span, int64_t early_end,
+                         int64_t *from, int64_t *early) {
+  int64_t lo, hi;
+  need_range(job, job->rank, i, q_span, &lo, &hi);
+  const int64_t rows = slice_part(job, src, lo, hi, from);
+  const int64_t own_end = job->offset[job->rank] + job->length[job->rank];
+  *early = rows;
+  if (early_end >= 0 && i > 0) {
+    *early = *from >= own_end ? (early_end < *from + rows ? early_end : *from + rows) - *from : 0;
+    if (*early < 0) *early = 0;
+  }
+  return rows;
+}
+
 /* Maps the peers' buffers and queues the copies of the rows this rank
  * needs. Without deferral (early_end < 0) it waits for them. Deferred:
- * rows of k and v past [.., early_end) are queued on the side stream and
- * nobody waits here (dt_dist_ipc_allgather). handles: this call's
- * P*DT_GATHER_SLOTS handles. */
+ * q and the k/v rows up to early_end are copied on the stream; the other
+ * k/v rows are queued on the side stream in *chunks chunks of (b, h)
+ * slices (dt_side_chunk_bh), every peer's rows of chunk c before those of
+ * chunk c + 1, each chunk closed by side mark c where the backend has
+ * marks, and nobody waits here (dt_dist_ipc_allgather). handles: this
+ * call's P*DT_GATHER_SLOTS handles. */
 static ditattn_status copy_from_peers(dt_dist_job *job, dt_gather_cache *cache,
                                       ditattn_tensor *whole, int nx, const unsigned char *handles,
-                                      int64_t q_span, int64_t row_bytes, int64_t early_end) {
+                                      int64_t q_span, int64_t row_bytes, int64_t early_end,
+                                      int *chunks) {
   ditattn_context *ctx = job->ctx;
   const int P = job->size, me = job->rank;
-  const int64_t own_end = job->offset[me] + job->length[me];
+  const int64_t BH = whole[nx - 1].shape[0] * whole[nx - 1].shape[1];
+  *chunks = early_end >= 0 ? dt_dist_side_chunks(ctx, BH) : 0;
   ditattn_status st = early_end >= 0 ? ctx->ops->side_fork(ctx) : DITATTN_OK;
-  /* Rank me+s reads from me+s+1 first: not everyone from rank 0 at once. */
-  for (int s = 1; s < P && st == DITATTN_OK; s++) {
-    const int src = (me + s) % P;
-    for (int i = 0; i < nx && st == DITATTN_OK; i++) {
-      int64_t lo, hi, from;
-      need_range(job, me, i, q_span, &lo, &hi);
-      const int64_t rows = slice_part(job, src, lo, hi, &from);
-      if (rows <= 0) continue;
-      void *peer = NULL;
-      const size_t at = (size_t)(src * DT_GATHER_SLOTS + i) * DT_IPC_HANDLE_BYTES;
-      st = dt_dist_ipc_map(job, cache, src, i, handles + at, &peer);
-      if (st != DITATTN_OK) break;
-      job->stats.ring_bytes_received += rows * row_bytes;
-      if (early_end < 0 || i == 0) { /* q: all of it early (few rows, read first) */
-        st = dt_dist_copy_rows(ctx, &whole[i], peer, from, rows, 0);
-        continue;
+  /* Pass 0: everything on the stream; passes 1 .. chunks: chunk c - 1 of
+   * the side stream's rows. Rank me+s reads from me+s+1 first: not
+   * everyone from rank 0 at once. */
+  for (int pass = 0; pass <= *chunks && st == DITATTN_OK; pass++) {
+    int64_t bh_lo = 0, bh_hi = BH;
+    if (pass > 0) dt_side_chunk_bh(BH, *chunks, pass - 1, &bh_lo, &bh_hi);
+    for (int s = 1; s < P && st == DITATTN_OK; s++) {
+      const int src = (me + s) % P;
+      for (int i = 0; i < nx && st == DITATTN_OK; i++) {
+        int64_t from, early;
+        const int64_t rows = peer_rows(job, src, i, q_span, early_end, &from, &early);
+        if (rows <= 0 || (pass > 0 && rows == early)) continue;
+        void *peer = NULL;
+        const size_t at = (size_t)(src * DT_GATHER_SLOTS + i) * DT_IPC_HANDLE_BYTES;
+        st = dt_dist_ipc_map(job, cache, src, i, handles + at, &peer);
+        if (st != DITATTN_OK) break;
+        if (pass > 0) {
+          st = dt_dist_copy_rows_of(ctx, &whole[i], peer, from + early, rows - early, 1, bh_lo,
+                                    bh_hi);
+          continue;
+        }
+        job->stats.ring_bytes_received += rows * row_bytes;
+        if (early > 0) st = dt_dist_copy_rows(ctx, &whole[i], peer, from, early, 0);
       }
-      /* k, v: the rows the share reads past this rank's slice early, the
-       * rest on the side stream. */
-      int64_t early =
-          from >= own_end ? (early_end < from + rows ? early_end : from + rows) - from : 0;
-      if (early < 0) early = 0;
-      if (early > 0) st = dt_dist_copy_rows(ctx, &whole[i], peer, from, early, 0);
-      if (st == DITATTN_OK && rows > early)
-        st = dt_dist_copy_rows(ctx, &whole[i], peer, from + early, rows - early, 1);
     }
+    if (pass > 0 && st == DITATTN_OK && ctx->ops->side_mark) st = ctx->ops->side_mark(ctx);
   }
   if (early_end >= 0) return st;
   /* The copies must be done before the peers go on (and may reuse their
@@ -215,7 +261,7 @@ ditattn_status dt_dist_ipc_export(ditattn_context *ctx, dt_gather_cache *cache, 
 
 ditattn_status dt_dist_ipc_allgather(dt_dist_job *job, dt_gather_cache *cache,
                                      ditattn_tensor *whole, int nx, int64_t q_span,
-                                     int64_t early_end) {
+                                     int64_t early_end, int *chunks) {
   ditattn_context *ctx = job->ctx;
   const int P = job->size;
   const ditattn_tensor *kt = &whole[nx - 1]; /* always gathered (q may not be) */
@@ -223,6 +269,7 @@ ditattn_status dt_dist_ipc_allgather(dt_dist_job *job, dt_gather_cache *cache,
       kt->shape[0] * kt->shape[1] * kt->shape[3] * (int64_t)ditattn_dtype_size(kt->dtype);
   unsigned char *handles = dt_calloc((size_t)P * DT_GATHER_SLOTS, DT_IPC_HANDLE_BYTES);
   ditattn_status local = DITATTN_OK;
+  *chunks = 0;
   if (!handles) local = dt_fail(ctx, DITATTN_ERR_OUT_OF_MEMORY, "IPC handles of %d ranks", P);
   if (local == DITATTN_OK) local = dt_dist_ipc_peer_tables(ctx, cache, P);
   /* A buffer's handle is exported once (q's, not gathered for dense, may
@@ -237,7 +284,7 @@ ditattn_status dt_dist_ipc_allgather(dt_dist_job *job, dt_gather_cache *cache,
         MPI_Allgather(cache->own_handles, bytes, MPI_BYTE, handles, bytes, MPI_BYTE, job->comm);
     if (err != MPI_SUCCESS) local = dt_dist_mpi_fail(ctx, err, "MPI_Allgather (IPC handles)");
     if (local == DITATTN_OK)
-      local = copy_from_peers(job, cache, whole, nx, handles, q_span, row_bytes, early_end);
+      local = copy_from_peers(job, cache, whole, nx, handles, q_span, row_bytes, early_end, chunks);
     /* Collective: once it returns, no peer reads this rank's buffers in
      * this call any more (deferred: once the job's last agreement returns,
      * which follows every rank's side_join and synchronize). */

@@ -40,7 +40,7 @@ static ditattn_status fill_share(ditattn_context *ctx, const dt_summary_arg *sha
 static dt_summary_arg key_summary(dt_dist_job *job, const ditattn_tensor whole[3],
                                   rows_forward_fn forward, const dt_key_summary *layout,
                                   const void *user) {
-  const dt_summary_arg none = {DT_SUMMARY_NONE, NULL, 0, 0, 0};
+  const dt_summary_arg none = {DT_SUMMARY_NONE, NULL, 0, 0, 0, 0};
   if (job->stats.gpu_transfer != DT_DIST_XFER_IPC) return none; /* agreed: the same everywhere */
   /* One rank's DITATTN_DIST_SPLIT_KEYS=0 (or a backend without a layout)
    * keeps every rank out: the share is collective. */
@@ -54,7 +54,7 @@ static dt_summary_arg key_summary(dt_dist_job *job, const ditattn_tensor whole[3
     return none;
   }
   job->stats.keys_split = 1;
-  const dt_summary_arg read = {DT_SUMMARY_READ, buf, 0, 0, 0};
+  const dt_summary_arg read = {DT_SUMMARY_READ, buf, 0, 0, 0, 0};
   return read;
 }
 
@@ -89,13 +89,15 @@ static ditattn_status gather_then_forward(dt_dist_job *job, const ditattn_tensor
                                    &deferred); /* the cache's buffers */
   }
   if (st == DITATTN_OK) {
-    dt_summary_arg summary = {DT_SUMMARY_NONE, NULL, 0, 0, 0};
+    dt_summary_arg summary = {DT_SUMMARY_NONE, NULL, 0, 0, 0, 0};
     if (job->size > 1) summary = key_summary(job, whole, forward, split ? &layout : NULL, user);
     ditattn_status local = DITATTN_OK;
-    /* READ joins the gather's copies before its attention; NONE reads k and
-     * v from its start. */
-    summary.join_side = deferred && summary.use == DT_SUMMARY_READ;
-    if (deferred && !summary.join_side) local = ctx->ops->side_join(ctx);
+    /* READ waits for the gather's copies, chunk by chunk, before its
+     * attention reads them; NONE reads k and v from its start. */
+    const int read = deferred && summary.use == DT_SUMMARY_READ;
+    summary.side_chunks = read ? deferred : 0;
+    summary.side_marked = read && ctx->ops->side_mark != NULL;
+    if (deferred && !read) local = ctx->ops->side_join(ctx);
     double t0 = MPI_Wtime();
     if (local == DITATTN_OK) local = forward(ctx, whole, job->offset[job->rank], &summary, user);
     /* No side copy outlives the call, whatever failed. */
@@ -132,7 +134,7 @@ static ditattn_status llsa_rows(ditattn_context *ctx, const ditattn_tensor whole
 
 static ditattn_status llsa_layout(ditattn_context *ctx, const ditattn_tensor whole[3],
                                   const void *user, dt_key_summary *layout) {
-  const dt_summary_arg none = {DT_SUMMARY_NONE, NULL, 0, 0, 0};
+  const dt_summary_arg none = {DT_SUMMARY_NONE, NULL, 0, 0, 0, 0};
   const dt_llsa_fwd p = llsa_problem(whole, 0, &none, user);
   return ctx->ops->llsa_summary_layout ? ctx->ops->llsa_summary_layout(ctx, &p, layout)
                                        : DITATTN_ERR_UNSUPPORTED;
@@ -175,7 +177,7 @@ static ditattn_status ropeslr_rows(ditattn_context *ctx, const ditattn_tensor wh
 
 static ditattn_status ropeslr_layout(ditattn_context *ctx, const ditattn_tensor whole[3],
                                      const void *user, dt_key_summary *layout) {
-  const dt_summary_arg none = {DT_SUMMARY_NONE, NULL, 0, 0, 0};
+  const dt_summary_arg none = {DT_SUMMARY_NONE, NULL, 0, 0, 0, 0};
   const dt_ropeslr_fwd p = ropeslr_problem(whole, 0, &none, user);
   return ctx->ops->ropeslr_summary_layout ? ctx->ops->ropeslr_summary_layout(ctx, &p, layout)
                                           : DITATTN_ERR_UNSUPPORTED;

@@ -106,8 +106,8 @@ ditattn_status dt_dist_summary_share(dt_dist_job *job, const dt_key_summary *lay
   TRY(dt_gather_cache_summary(job, cache, layout->bytes));
   double t0 = MPI_Wtime();
   const int64_t first = job->offset[job->rank];
-  const dt_summary_arg share = {DT_SUMMARY_FILL, cache->buf[DT_GATHER_SUMMARY], first,
-                                first + job->length[job->rank], 0};
+  const dt_summary_arg share = {
+      DT_SUMMARY_FILL, cache->buf[DT_GATHER_SUMMARY], first, first + job->length[job->rank], 0, 0};
   local = share.key_hi > share.key_lo ? fill(ctx, &share, user) : DITATTN_OK;
   if (local == DITATTN_OK) local = ditattn_synchronize(ctx); /* peers read it next */
   dt_dist_tick(&t0, &job->stats.compute_s);

@@ -129,7 +129,7 @@ static void llsa_ranges_match_full_call(void **state) {
       float *part_lse = lse_new((size_t)(s->B * s->H * rg[r].M));
       dt_llsa_fwd p = {params, &q.t,       &k.t,
                        &v.t,   &part.t,    part_lse,
-                       NULL,   rg[r].row0, {DT_SUMMARY_NONE, NULL, 0, 0, 0}};
+                       NULL,   rg[r].row0, {DT_SUMMARY_NONE, NULL, 0, 0, 0, 0}};
       assert_int_equal(dt_resolve_scale(ctx, params.scale, s->D, &p.params.scale), DITATTN_OK);
       if (ctx->ops->llsa_forward(ctx, &p) != DITATTN_OK)
         fail_msg("ranged llsa_forward: %s; row0=%lld M=%lld [%s]", ditattn_last_error(ctx),

@@ -320,7 +320,7 @@ static void factors_equal_direct_sum(void **state) {
                            &p.q.t,   &p.k.t,
                            &p.v.t,   &o1.t,
                            NULL,     NULL,
-                           0,        {DT_SUMMARY_NONE, NULL, 0, 0, 0}};
+                           0,        {DT_SUMMARY_NONE, NULL, 0, 0, 0, 0}};
     prob.params.scale = (float)(1.0 / sqrt((double)p.D));
     assert_int_equal(dt_ref_ropeslr_forward_mode(ctx, &prob, DT_SLR_LOWRANK_DIRECT), DITATTN_OK);
     prob.out = &o2.t;

@@ -35,6 +35,7 @@ struct AttendArgs {
   long long group_size;      /* queries sharing one key list */
   long long tiles_per_group; /* ceil(group_size / QT) */
   long long bh0;             /* first (b·H + h) of this launch */
+  long long bh_lo, bh_hi;    /* the (b·H + h) slices to compute (clamped to B·H) */
   long long group0;          /* first query group of the launch */
   long long q_lo, q_hi;      /* query rows computed; out row 0 is q row q_lo */
   int D;
@@ -42,7 +43,13 @@ struct AttendArgs {
   float *lse; /* [B·H][q_hi - q_lo] or NULL */
 };
 
-/* Every query row of every group (q_lo = 0, q_hi = Nq). */
+/* The end of the launch's (b·H + h) slices: a.bh_hi within q's B·H. */
+static inline long long attend_bh_end(const ditattn_tensor *q, const AttendArgs &a) {
+  const long long BH = q->shape[0] * q->shape[1];
+  return a.bh_hi < BH ? a.bh_hi : BH;
+}
+
+/* Every query row of every group (q_lo = 0, q_hi = Nq), every slice. */
 static inline AttendArgs attend_args(long long Nq, long long group_size, int D, float scale,
                                      float *lse) {
   AttendArgs a;
@@ -50,6 +57,8 @@ static inline AttendArgs attend_args(long long Nq, long long group_size, int D, 
   a.group_size = group_size;
   a.tiles_per_group = (group_size + kAttendQT - 1) / kAttendQT;
   a.bh0 = 0;
+  a.bh_lo = 0;
+  a.bh_hi = 1LL << 62; /* every slice */
   a.group0 = 0;
   a.q_lo = 0;
   a.q_hi = Nq;
@@ -203,8 +212,8 @@ template <typename T, int DMAX, typename Keys>
 static int attend_launch(const ditattn_tensor *q, const ditattn_tensor *k, const ditattn_tensor *v,
                          const ditattn_tensor *out, AttendArgs a, long long groups, Keys keys,
                          gpuStream_t s) {
-  const long long BH = q->shape[0] * q->shape[1];
-  for (long long bh0 = 0; bh0 < BH; bh0 += kMaxGridY) {
+  const long long BH = attend_bh_end(q, a);
+  for (long long bh0 = a.bh_lo; bh0 < BH; bh0 += kMaxGridY) {
     long long nbh = BH - bh0 < kMaxGridY ? BH - bh0 : kMaxGridY;
     a.bh0 = bh0;
     dim3 grid((unsigned)(groups * a.tiles_per_group), (unsigned)nbh);

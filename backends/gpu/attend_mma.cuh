@@ -310,11 +310,11 @@ template <typename T, int D, typename Keys>
 static int attend_mma_launch(const ditattn_tensor *q, const ditattn_tensor *k,
                              const ditattn_tensor *v, const ditattn_tensor *out, AttendArgs a,
                              long long groups, Keys keys, gpuStream_t s) {
-  const long long BH = q->shape[0] * q->shape[1], tiles = groups * a.tiles_per_group;
+  const long long BH = attend_bh_end(q, a), tiles = groups * a.tiles_per_group;
   const int vec =
       rows_aligned16(q) && rows_aligned16(k) && rows_aligned16(v) && rows_aligned16(out);
   const float scale_log2 = a.scale * 1.4426950408889634f;
-  for (long long bh0 = 0; bh0 < BH; bh0 += kMaxGridY) {
+  for (long long bh0 = a.bh_lo; bh0 < BH; bh0 += kMaxGridY) {
     long long nbh = BH - bh0 < kMaxGridY ? BH - bh0 : kMaxGridY;
     a.bh0 = bh0;
     dim3 grid((unsigned)((tiles + kMmaAttendWarps - 1) / kMmaAttendWarps), (unsigned)nbh);

@@ -53,6 +53,12 @@ int DT_GPU_FN(host_free)(void *ptr);
 int DT_GPU_FN(side_stream_create)(void **stream, void **event);
 int DT_GPU_FN(side_stream_destroy)(void *stream, void *event);
 int DT_GPU_FN(stream_wait)(void *waiter, void *signaller, void *event);
+/* Events on their own (the side stream's marks): record on a stream, and
+ * make a stream wait for the last record. */
+int DT_GPU_FN(event_create)(void **event);
+int DT_GPU_FN(event_destroy)(void *event);
+int DT_GPU_FN(event_record)(void *event, void *stream);
+int DT_GPU_FN(stream_wait_event)(void *stream, void *event);
 
 /* ------------------------------------------------------------ small ops */
 /* y[c] = mean of x over tokens [c·block, min((c+1)·block, N)); same dtype. */
@@ -126,25 +132,27 @@ enum {
   DT_GPU_KV_READY = 2  /* none: pk64 and pv are given (summary read), pk is cast from pk64 */
 };
 
-/* Pooled means of level `level` from the original tokens (spec §1): q of the
- * query blocks [blk_lo, blk_lo + blk_n), k and v of the units kv_pool says. */
-int DT_GPU_FN(launch_llsa_pool)(const dt_gpu_llsa *p, int level, const ditattn_tensor *q,
+/* Pooled means of every level in one launch (spec §1): q of each level's
+ * query blocks [blk_lo, blk_lo + blk_n), k and v of the units kv_pool says;
+ * for DT_GPU_KV_READY (pk64 from the key summary) also pk = (float)pk64 of
+ * every unit, what pooling would have written. */
+int DT_GPU_FN(launch_llsa_pool)(const dt_gpu_llsa *p, const ditattn_tensor *q,
                                 const ditattn_tensor *k, const ditattn_tensor *v, void *stream);
-/* pk = (float)pk64 over all of level `level`: what pooling would have
- * written (DT_GPU_KV_READY, where pk64 comes from the key summary). */
-int DT_GPU_FN(launch_llsa_pk_from_pk64)(const dt_gpu_llsa *p, int level, void *stream);
 /* Candidates per query block of `level`: n_L at the coarsest level,
  * keff_{l+1}·b below it. */
 int64_t DT_GPU_FN(llsa_candidates)(const dt_gpu_llsa *p, int level);
 /* Scores and top-K for query-block rows [row0, row0 + rows) of `level`
- * (row w is block blk_lo[level] + w % blk_n[level] of b·h = w / blk_n[level]).
- * scores/idx: scratch of rows × candidates. */
+ * (row w is block blk_lo[level] + w % blk_n[level] of b·h = w / blk_n[level]):
+ * two launches, the scores into scores/idx (scratch of rows × candidates),
+ * then the picks into sel[level - 1]. */
 int DT_GPU_FN(launch_llsa_select)(const dt_gpu_llsa *p, int level, int64_t row0, int64_t rows,
                                   double *scores, int32_t *idx, void *stream);
-/* The fused sparse + enrichment attention (spec §3), query rows [q_lo, q_hi). */
+/* The fused sparse + enrichment attention (spec §3), query rows [q_lo, q_hi)
+ * of the (b·H + h) slices [bh_lo, bh_hi). */
 int DT_GPU_FN(launch_llsa_attend)(const dt_gpu_llsa *p, const ditattn_tensor *q,
                                   const ditattn_tensor *k, const ditattn_tensor *v,
-                                  const ditattn_tensor *out, float *lse, void *stream);
+                                  const ditattn_tensor *out, float *lse, int64_t bh_lo,
+                                  int64_t bh_hi, void *stream);
 
 #ifdef __cplusplus
 }

@@ -87,6 +87,7 @@ GPU_BOUND(side_copy_2d,
            size_t width, size_t height),
           (ctx, dst, dpitch, src, spitch, width, height))
 GPU_BOUND(side_join, (ditattn_context * ctx), (ctx))
+GPU_BOUND(side_mark, (ditattn_context * ctx), (ctx))
 
 #undef GPU_BOUND
 

@@ -25,6 +25,9 @@ typedef struct gpu_state {
   /* The side stream for copies overlapping the stream (dist/'s gather),
    * made on first use, and the event that orders the two. */
   void *side, *side_event;
+  /* The side stream's marks since the last fork (events made on first use). */
+  void *marks[DT_SIDE_MARKS_MAX];
+  int nmarks;
 } gpu_state;
 
 static ditattn_status gpu_check(ditattn_context *ctx, int err, const char *what) {
@@ -85,6 +88,7 @@ static void gpu_fini(ditattn_context *ctx) {
     (void)DT_GPU_FN(stream_sync)(st->side);
     (void)DT_GPU_FN(side_stream_destroy)(st->side, st->side_event);
   }
+  for (int m = 0; m < DT_SIDE_MARKS_MAX; m++) (void)DT_GPU_FN(event_destroy)(st->marks[m]);
   dt_free(st);
   ctx->backend_state = NULL;
 }
@@ -110,6 +114,19 @@ static ditattn_status gpu_side_fork(ditattn_context *ctx) {
   if (!st->side)
     GPU_TRY(ctx, DT_GPU_FN(side_stream_create)(&st->side, &st->side_event), "side stream");
   GPU_TRY(ctx, DT_GPU_FN(stream_wait)(st->side, ctx->stream, st->side_event), "side stream fork");
+  st->nmarks = 0;
+  return DITATTN_OK;
+}
+
+static ditattn_status gpu_side_mark(ditattn_context *ctx) {
+  gpu_state *st = gpu_st(ctx);
+  if (!st->side) return dt_fail(ctx, DITATTN_ERR_INTERNAL, "side mark before side_fork");
+  if (st->nmarks == DT_SIDE_MARKS_MAX)
+    return dt_fail(ctx, DITATTN_ERR_INTERNAL, "more than %d side marks", DT_SIDE_MARKS_MAX);
+  void **ev = &st->marks[st->nmarks];
+  if (!*ev) GPU_TRY(ctx, DT_GPU_FN(event_create)(ev), "side mark event");
+  GPU_TRY(ctx, DT_GPU_FN(event_record)(*ev, st->side), "side mark");
+  st->nmarks++;
   return DITATTN_OK;
 }
 
@@ -128,6 +145,18 @@ static ditattn_status gpu_side_join(ditattn_context *ctx) {
   if (st->side)
     GPU_TRY(ctx, DT_GPU_FN(stream_wait)(ctx->stream, st->side, st->side_event), "side stream join");
   return DITATTN_OK;
+}
+
+/* Before a forward first reads k and v rows of chunk c of sum->side_chunks
+ * (backend.h): the stream waits for side mark c, or for all of the side
+ * stream where there is no such mark. */
+static ditattn_status gpu_side_wait_chunk(ditattn_context *ctx, const dt_summary_arg *sum, int c) {
+  gpu_state *st = gpu_st(ctx);
+  if (sum->side_marked && c < st->nmarks) {
+    GPU_TRY(ctx, DT_GPU_FN(stream_wait_event)(ctx->stream, st->marks[c]), "side mark wait");
+    return DITATTN_OK;
+  }
+  return gpu_side_join(ctx);
 }
 
 /* ------------------------------------------------------------ memory */
@@ -404,9 +433,7 @@ static ditattn_status gpu_llsa_in_summary(ditattn_context *ctx, const dt_llsa_fw
 static ditattn_status gpu_llsa_fill_summary(ditattn_context *ctx, const dt_llsa_fwd *p,
                                             dt_gpu_llsa *g) {
   TRY(gpu_llsa_in_summary(ctx, p, g));
-  for (int l = 1; l <= g->L; l++)
-    GPU_TRY(ctx, DT_GPU_FN(launch_llsa_pool)(g, l, p->q, p->k, p->v, ctx->stream),
-            "llsa summary pool");
+  GPU_TRY(ctx, DT_GPU_FN(launch_llsa_pool)(g, p->q, p->k, p->v, ctx->stream), "llsa summary pool");
   return DITATTN_OK;
 }
 
@@ -437,11 +464,7 @@ static ditattn_status gpu_llsa_forward(ditattn_context *ctx, const dt_llsa_fwd *
 
   /* §1: exact means over the original tokens, every level (READ: q only,
    * and the f32 pooled k from the summary's double one). */
-  for (int l = 1; l <= g.L; l++) {
-    GPU_TRY(ctx, DT_GPU_FN(launch_llsa_pool)(&g, l, p->q, p->k, p->v, ctx->stream), "llsa pool");
-    if (use == DT_SUMMARY_READ)
-      GPU_TRY(ctx, DT_GPU_FN(launch_llsa_pk_from_pk64)(&g, l, ctx->stream), "llsa pooled k cast");
-  }
+  GPU_TRY(ctx, DT_GPU_FN(launch_llsa_pool)(&g, p->q, p->k, p->v, ctx->stream), "llsa pool");
   /* §2: coarsest level first, then each finer level from its parent's picks. */
   for (int l = g.L; l >= 1; l--) {
     const int64_t rows = g.B * g.H * g.blk_n[l];
@@ -451,10 +474,18 @@ static ditattn_status gpu_llsa_forward(ditattn_context *ctx, const dt_llsa_fwd *
               "llsa select");
     }
   }
-  /* §3: the first read of k and v rows (dist/ may still be copying them). */
-  if (p->summary.join_side) TRY(gpu_side_join(ctx));
-  GPU_TRY(ctx, DT_GPU_FN(launch_llsa_attend)(&g, p->q, p->k, p->v, p->out, p->lse, ctx->stream),
-          "llsa attend");
+  /* §3: the first read of k and v rows, which dist/ may still be copying
+   * in chunks of (b, h) slices: each chunk's attention waits for its own. */
+  const int chunks = p->summary.side_chunks > 1 ? p->summary.side_chunks : 1;
+  for (int c = 0; c < chunks; c++) {
+    int64_t bh_lo = 0, bh_hi = g.B * g.H;
+    if (chunks > 1) dt_side_chunk_bh(g.B * g.H, chunks, c, &bh_lo, &bh_hi);
+    if (p->summary.side_chunks) TRY(gpu_side_wait_chunk(ctx, &p->summary, c));
+    GPU_TRY(ctx,
+            DT_GPU_FN(launch_llsa_attend)(&g, p->q, p->k, p->v, p->out, p->lse, bh_lo, bh_hi,
+                                          ctx->stream),
+            "llsa attend");
+  }
   if (p->selection) {
     for (int l = 1; l <= g.L; l++)
       if (p->selection->sel[l - 1])
@@ -543,6 +574,7 @@ static const dt_backend_ops gpu_ops_table = {
     .side_fork = gpu_bound_side_fork,
     .side_copy_2d = gpu_bound_side_copy_2d,
     .side_join = gpu_bound_side_join,
+    .side_mark = gpu_bound_side_mark,
 };
 
 const dt_backend_ops *DT_GPU_TABLE(void) { return &gpu_ops_table; }

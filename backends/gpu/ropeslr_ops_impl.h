@@ -124,7 +124,8 @@ static ditattn_status gpu_ropeslr_forward(ditattn_context *ctx, const dt_ropeslr
     gpu_carver in_summary = {(char *)f->summary.buf, 0, 0};
     gpu_slr_summary_carve(&in_summary, &p, NULL);
   }
-  if (f->summary.join_side && gpu_st(ctx)->side) {
+  /* RoPeSLR reads k and v of every slice at once: it joins all chunks. */
+  if (f->summary.side_chunks && gpu_st(ctx)->side) {
     p.join_stream = gpu_st(ctx)->side;
     p.join_event = gpu_st(ctx)->side_event;
   }

@@ -108,4 +108,24 @@ int DT_GPU_FN(stream_wait)(void *waiter, void *signaller, void *event) {
   return err ? err : (int)gpuStreamWaitEvent((gpuStream_t)waiter, (gpuEvent_t)event, 0);
 }
 
+int DT_GPU_FN(event_create)(void **event) {
+  gpuEvent_t e = nullptr;
+  *event = nullptr;
+  int err = (int)gpuEventCreateWithFlags(&e, gpuEventDisableTiming);
+  if (!err) *event = (void *)e;
+  return err;
+}
+
+int DT_GPU_FN(event_destroy)(void *event) {
+  return event ? (int)gpuEventDestroy((gpuEvent_t)event) : 0;
+}
+
+int DT_GPU_FN(event_record)(void *event, void *stream) {
+  return (int)gpuEventRecord((gpuEvent_t)event, (gpuStream_t)stream);
+}
+
+int DT_GPU_FN(stream_wait_event)(void *stream, void *event) {
+  return (int)gpuStreamWaitEvent((gpuStream_t)stream, (gpuEvent_t)event, 0);
+}
+
 } // extern "C"

@@ -85,7 +85,7 @@ static ditattn_status op_call(problem *pb, int is_llsa, int64_t row0, int64_t M,
 
 /* The op's key summary layout; 0 when the backend cannot split its keys. */
 static int summary_layout(problem *pb, int is_llsa, dt_key_summary *layout) {
-  const dt_summary_arg none = {DT_SUMMARY_NONE, NULL, 0, 0, 0};
+  const dt_summary_arg none = {DT_SUMMARY_NONE, NULL, 0, 0, 0, 0};
   return op_call(pb, is_llsa, 0, pb->o->N, &none, layout) == DITATTN_OK;
 }
 
@@ -100,22 +100,30 @@ static ditattn_status rank_work(problem *pb, int is_llsa, int64_t row0, int64_t 
   if (summary) {
     /* overlap_buf: the gather's k/v copies of the other N − M rows queued
      * on the side stream first (into overlap_buf, from this GPU's k and v),
-     * joined by the forward before its attention, as dist/ does. */
+     * in chunks of heads with a side mark after each, waited for chunk by
+     * chunk by the forward's attention, as dist/ does. */
+    const int chunks = overlap_buf ? dt_dist_side_chunks(ctx, pb->o->H) : 0;
     if (overlap_buf) st = ctx->ops->side_fork(ctx);
-    for (int i = 1; i < 3 && overlap_buf && st == DITATTN_OK; i++) {
-      ditattn_tensor to = i == 1 ? pb->k : pb->v;
-      to.data = (char *)overlap_buf + (size_t)i * (size_t)(pb->o->H * pb->o->N * pb->o->D) *
-                                          ditattn_dtype_size(pb->o->dtype);
-      const void *from = i == 1 ? pb->k.data : pb->v.data;
-      if (pb->o->N > M) st = dt_dist_copy_rows(ctx, &to, from, 0, pb->o->N - M, 1);
+    for (int c = 0; c < chunks && st == DITATTN_OK; c++) {
+      int64_t h_lo, h_hi;
+      dt_side_chunk_bh(pb->o->H, chunks, c, &h_lo, &h_hi);
+      for (int i = 1; i < 3 && st == DITATTN_OK; i++) {
+        ditattn_tensor to = i == 1 ? pb->k : pb->v;
+        to.data = (char *)overlap_buf + (size_t)i * (size_t)(pb->o->H * pb->o->N * pb->o->D) *
+                                            ditattn_dtype_size(pb->o->dtype);
+        const void *from = i == 1 ? pb->k.data : pb->v.data;
+        if (pb->o->N > M) st = dt_dist_copy_rows_of(ctx, &to, from, 0, pb->o->N - M, 1, h_lo, h_hi);
+      }
+      if (st == DITATTN_OK && ctx->ops->side_mark) st = ctx->ops->side_mark(ctx);
     }
-    const dt_summary_arg fill = {DT_SUMMARY_FILL, summary, row0, row0 + M, 0},
-                         read = {DT_SUMMARY_READ, summary, 0, 0, overlap_buf != NULL};
+    const dt_summary_arg fill = {DT_SUMMARY_FILL, summary, row0, row0 + M, 0, 0},
+                         read = {
+                             DT_SUMMARY_READ, summary, 0, 0, chunks, ctx->ops->side_mark != NULL};
     if (st == DITATTN_OK) st = op_call(pb, is_llsa, row0, M, &fill, NULL);
     if (st == DITATTN_OK) st = op_call(pb, is_llsa, row0, M, &read, NULL);
     if (overlap_buf && st == DITATTN_OK) st = ctx->ops->side_join(ctx);
   } else {
-    const dt_summary_arg none = {DT_SUMMARY_NONE, NULL, 0, 0, 0};
+    const dt_summary_arg none = {DT_SUMMARY_NONE, NULL, 0, 0, 0, 0};
     st = op_call(pb, is_llsa, row0, M, &none, NULL);
   }
   return st == DITATTN_OK ? ditattn_synchronize(pb->ctx) : st;

@@ -23,6 +23,7 @@
 #include "dist_test_util.h"
 
 #include "backends/backend.h"
+#include "dist/dist_device.h"        /* DT_SIDE_MARKS_MAX */
 #include "dist/dist_ropeslr_bench.h" /* a RoPeSLR problem: params, weights, positions */
 
 #include <fcntl.h>
@@ -153,8 +154,9 @@ static ditattn_status fake_copy_2d(ditattn_context *ctx, void *dst, size_t dpitc
   return DITATTN_OK;
 }
 
-/* The side stream: copies wait in a queue until side_join performs them,
- * so anything that reads their rows before joining reads NaN. */
+/* The side stream: copies wait in a queue until side_join (or a wait for
+ * a mark after them) performs them, so anything that reads their rows
+ * before that reads NaN. */
 enum { MAX_PENDING = 512 };
 typedef struct pending_copy {
   void *dst;
@@ -162,10 +164,18 @@ typedef struct pending_copy {
   size_t dpitch, spitch, width, height;
 } pending_copy;
 static pending_copy g_pending[MAX_PENDING];
-static int g_npending, g_side_copies, g_joins;
+static int g_npending, g_ndone, g_side_copies, g_joins;
+static int g_mark_at[DT_SIDE_MARKS_MAX], g_nmarks; /* queue length at each mark */
 
 static ditattn_status fake_side_fork(ditattn_context *ctx) {
   (void)ctx;
+  g_nmarks = 0;
+  return DITATTN_OK;
+}
+
+static ditattn_status fake_side_mark(ditattn_context *ctx) {
+  if (g_nmarks == DT_SIDE_MARKS_MAX) return dt_fail(ctx, DITATTN_ERR_INTERNAL, "fake: marks");
+  g_mark_at[g_nmarks++] = g_npending;
   return DITATTN_OK;
 }
 
@@ -175,15 +185,23 @@ static ditattn_status fake_side_copy_2d(ditattn_context *ctx, void *dst, size_t 
   if (g_npending == MAX_PENDING) return dt_fail(ctx, DITATTN_ERR_INTERNAL, "fake side: queue full");
   g_pending[g_npending++] = (pending_copy){dst, src, dpitch, spitch, width, height};
   g_side_copies++;
+  /* Until performed, the destination holds nothing valid: NaN, whatever an
+   * earlier call left in the (reused) buffer. */
+  for (size_t r = 0; r < height; r++) memset((char *)dst + r * dpitch, 0xff, width);
   return DITATTN_OK;
 }
 
-static ditattn_status fake_side_join(ditattn_context *ctx) {
-  for (int i = 0; i < g_npending; i++) {
-    const pending_copy *c = &g_pending[i];
+/* Performs the queued copies up to queue position `upto`. */
+static void fake_side_run(ditattn_context *ctx, int upto) {
+  for (; g_ndone < upto; g_ndone++) {
+    const pending_copy *c = &g_pending[g_ndone];
     (void)fake_copy_2d(ctx, c->dst, c->dpitch, c->src, c->spitch, c->width, c->height);
   }
-  g_npending = 0;
+}
+
+static ditattn_status fake_side_join(ditattn_context *ctx) {
+  fake_side_run(ctx, g_npending);
+  g_npending = g_ndone = 0;
   g_joins++;
   return DITATTN_OK;
 }
@@ -211,6 +229,7 @@ static ditattn_status fake_host_free(ditattn_context *ctx, void *ptr) {
  * copied to every rank) and then runs ref/'s forward. */
 static const dt_backend_ops *g_ref;
 static int64_t g_summary_bad, g_summary_reads;
+static int g_chunks_seen; /* side_chunks of the last forward with pending copies */
 /* g_summary_buf: the buffer FILL last wrote; g_fail_export_summary: its
  * export fails on this rank (declared with fake_export). */
 
@@ -238,6 +257,14 @@ static ditattn_status fake_slr_layout(ditattn_context *ctx, const dt_ropeslr_fwd
 
 static double unit_code(int a, int64_t h, int64_t c) { return 1e6 * a + 1e3 * (double)h + c + 0.5; }
 
+/* 1 if any element of the (b, h) slices [bh0, bh1) of x (f32, contiguous) is NaN. */
+static int slices_have_nan(const ditattn_tensor *x, int64_t bh0, int64_t bh1) {
+  const float *base = x->data;
+  for (int64_t i = bh0 * x->shape[2] * x->shape[3]; i < bh1 * x->shape[2] * x->shape[3]; i++)
+    if (isnan(base[i])) return 1;
+  return 0;
+}
+
 /* 1 if any element of rows [r0, r1) of x (f32, contiguous) is NaN. */
 static int rows_have_nan(const ditattn_tensor *x, int64_t r0, int64_t r1) {
   const float *base = x->data;
@@ -260,8 +287,21 @@ static ditattn_status fake_slr_forward(ditattn_context *ctx, const dt_ropeslr_fw
         g_summary_bad +=
             rows_have_nan(p->k, c * s.span[a], r1) + rows_have_nan(p->v, c * s.span[a], r1);
       }
-  /* What the GPU forward does before its attention. */
-  if (p->summary.join_side) (void)ctx->ops->side_join(ctx);
+  /* What the GPU forward does before its attention: chunk c of the (b, h)
+   * slices waits for side mark c, and its k and v must then be complete. */
+  const int chunks = p->summary.side_chunks;
+  const int64_t BH = p->q->shape[0] * p->q->shape[1];
+  if (chunks) g_chunks_seen = chunks;
+  for (int c = 0; c < chunks; c++) {
+    int64_t lo, hi;
+    dt_side_chunk_bh(BH, chunks, c, &lo, &hi);
+    if (p->summary.side_marked && c < g_nmarks)
+      fake_side_run(ctx, g_mark_at[c]);
+    else
+      (void)ctx->ops->side_join(ctx);
+    g_summary_bad += slices_have_nan(p->k, lo, hi) + slices_have_nan(p->v, lo, hi);
+  }
+  if (chunks) (void)ctx->ops->side_join(ctx);
   for (int a = 0; a < s.arrays && p->summary.use != DT_SUMMARY_NONE; a++)
     for (int64_t h = 0; h < s.rows[a]; h++)
       for (int64_t c = 0; c < s.units[a]; c++) {
@@ -375,7 +415,12 @@ static void run_case(ditattn_context *ctx, uint64_t seed, int ci, fault f, op o)
     dtu_tensor_free(&ol);
     ol = dtu_tensor_new(B, H, len, D, 0, 0); /* NaN: poisoned */
     g_summary_bad = g_summary_reads = 0;
-    g_side_copies = g_joins = 0;
+    g_side_copies = g_joins = g_chunks_seen = 0;
+    /* 1 .. 4 chunks of (b, h) slices for the deferred copies, any B·H. */
+    const int side_chunks = 1 + (ci + call) % 4;
+    char chunks_env[8];
+    snprintf(chunks_env, sizeof chunks_env, "%d", side_chunks);
+    setenv("DITATTN_DIST_SIDE_CHUNKS", chunks_env, 1);
     if (slr)
       st = ditattn_dist_ropeslr_forward(ctx, MPI_COMM_WORLD, &slice, &sp.params, &sp.weights,
                                         sp.pos + 3 * offset, &ql.t, &kl.t, &vl.t, &ol.t, lse);
@@ -387,6 +432,7 @@ static void run_case(ditattn_context *ctx, uint64_t seed, int ci, fault f, op o)
                                       lse);
     unsetenv("DITATTN_DIST_IPC");
     unsetenv("DITATTN_DIST_SPLIT_KEYS");
+    unsetenv("DITATTN_DIST_SIDE_CHUNKS");
     g_fail_export = g_fail_open = g_fail_export_summary = 0;
     ditattn_dist_stats stats;
     ditattn_dist_last_stats(&stats);
@@ -397,10 +443,16 @@ static void run_case(ditattn_context *ctx, uint64_t seed, int ci, fault f, op o)
     /* With the split the bulk k/v copies go on the side stream (copy_2d
      * cases): none may be left unjoined. */
     const int may_defer = slr && g_size > 1 && ci % 3 != 0; /* the gather may defer */
+    /* A forward reading the split summary waits for the deferred copies
+     * in min(B·H, DITATTN_DIST_SIDE_CHUNKS) chunks (the others join them). */
+    const int chunks = (int)(BH < side_chunks ? BH : side_chunks);
     dtu_check(g_npending == 0 && (g_side_copies == 0 || g_joins > 0) &&
-                  (may_defer || g_side_copies == 0),
-              "case %d (%s) P=%d call %d: %d side copies pending, %d queued, %d joins", ci,
-              fault_names[f], g_size, call, g_npending, g_side_copies, g_joins);
+                  (may_defer || g_side_copies == 0) &&
+                  (!split || g_side_copies == 0 || g_chunks_seen == chunks),
+              "case %d (%s) P=%d call %d: %d side copies pending, %d queued, %d joins, %d "
+              "chunks (expected %d)",
+              ci, fault_names[f], g_size, call, g_npending, g_side_copies, g_joins, g_chunks_seen,
+              chunks);
     g_npending = 0;
     dtu_check(stats.keys_split == split && g_summary_reads == split && g_summary_bad == 0,
               "case %d (%s) P=%d call %d: keys_split %d (expected %d), %lld summary reads, %lld "
@@ -530,6 +582,7 @@ int main(int argc, char **argv) {
     g_fake.side_fork = fake_side_fork;
     g_fake.side_copy_2d = fake_side_copy_2d;
     g_fake.side_join = fake_side_join;
+    g_fake.side_mark = fake_side_mark;
     ctx->ops = &g_fake;
     int ci = 0;
     for (int f = 0; f < F_COUNT; f++)
