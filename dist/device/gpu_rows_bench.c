@@ -14,11 +14,16 @@
  * the copies of the peers' summary units; and the same rank work with its
  * gather's k/v copies (from this GPU) queued on the side stream under it,
  * as dist/ overlaps them (the copies share this GPU's memory bandwidth with
- * the compute: on P GPUs they come over the link instead). Not a substitute for a run on P
- * GPUs: it leaves out the interconnect. Usage:
+ * the compute: on P GPUs they come over the link instead). --link-gbs G
+ * emulates a link of G GB/s for those copies instead: they come from
+ * page-locked host memory, each cut to the bytes that take as long over the
+ * host link (measured first) as the whole copy would over G GB/s, so the
+ * overlap is timed against a copy of the link's duration without the
+ * same-GPU copy's load on memory (a link's writes into memory remain
+ * unmodelled). Not a substitute for a run on P GPUs. Usage:
  *   ditattn_dist_gpu_rows [--n N] [--heads H] [--d D] [--dtype bf16|f32]
  *                         [--reps R] [--op llsa|ropeslr|both] [--max-p P]
- *                         [--backend cuda|hip|ref] */
+ *                         [--link-gbs G] [--backend cuda|hip|ref] */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime */
 #include "backends/backend.h"
 #include "dist_device.h" /* dt_dist_copy_rows: the gather's own copy */
@@ -34,6 +39,7 @@ typedef struct opts {
   int64_t N, H, D;
   ditattn_dtype dtype;
   int reps, max_p, llsa, ropeslr;
+  double link_gbs;         /* > 0: emulate the gather's link (see the top) */
   ditattn_backend backend; /* ref: a self-test of this program without a GPU */
 } opts;
 
@@ -48,6 +54,10 @@ typedef struct problem {
   const opts *o;
   ditattn_tensor q, k, v, out; /* out: N rows; a call writes its first M */
   dt_slr_bench_problem slr;
+  /* --link-gbs: the overlapped copies' page-locked source (as big as k),
+   * and the fraction of their rows copied (host link / emulated link). */
+  void *link_src;
+  double link_scale;
 } problem;
 
 /* The op's problem over rows [row0, row0 + M) with key summary argument
@@ -111,8 +121,10 @@ static ditattn_status rank_work(problem *pb, int is_llsa, int64_t row0, int64_t 
         ditattn_tensor to = i == 1 ? pb->k : pb->v;
         to.data = (char *)overlap_buf + (size_t)i * (size_t)(pb->o->H * pb->o->N * pb->o->D) *
                                             ditattn_dtype_size(pb->o->dtype);
-        const void *from = i == 1 ? pb->k.data : pb->v.data;
-        if (pb->o->N > M) st = dt_dist_copy_rows_of(ctx, &to, from, 0, pb->o->N - M, 1, h_lo, h_hi);
+        const void *from = pb->link_src ? pb->link_src : i == 1 ? pb->k.data : pb->v.data;
+        int64_t rows = pb->o->N - M;
+        if (pb->link_src) rows = (int64_t)((double)rows * pb->link_scale) + 1;
+        if (pb->o->N > M) st = dt_dist_copy_rows_of(ctx, &to, from, 0, rows, 1, h_lo, h_hi);
       }
       if (st == DITATTN_OK && ctx->ops->side_mark) st = ctx->ops->side_mark(ctx);
     }
@@ -249,7 +261,10 @@ static int run_op(problem *pb, int is_llsa, void *copy_buf) {
              with ? "split" : "whole", P, 1e3 * slowest, 1e3 * sum / P, t1 / (P * slowest), mb,
              1e3 * copy_slowest);
       if (with) printf(" | summary %7.1f MB/rank, copy %7.3f ms", sum_mb, 1e3 * sum_slowest);
-      if (ov_slowest > 0)
+      if (ov_slowest > 0 && o->link_gbs > 0)
+        printf(" | with k/v copies overlapped at %.0f GB/s (emulated): slowest %9.3f ms, eff %5.2f",
+               o->link_gbs, 1e3 * ov_slowest, t1 / (P * ov_slowest));
+      else if (ov_slowest > 0)
         printf(" | with k/v copies overlapped: slowest %9.3f ms, eff %5.2f", 1e3 * ov_slowest,
                t1 / (P * ov_slowest));
       printf("\n");
@@ -260,8 +275,38 @@ static int run_op(problem *pb, int is_llsa, void *copy_buf) {
   return rc;
 }
 
+/* --link-gbs: a page-locked source as big as k, and the share of rows to
+ * copy from it so that a copy over the host link lasts as long as the
+ * whole copy over the emulated link: host GB/s (best of 3 copies of all of
+ * k) over the link's. 0 on success. */
+static int link_setup(problem *pb) {
+  ditattn_context *ctx = pb->ctx;
+  const size_t bytes = (size_t)(pb->o->H * pb->o->N * pb->o->D) * ditattn_dtype_size(pb->o->dtype);
+  if (!ctx->ops->host_alloc || ctx->ops->host_alloc(ctx, bytes, &pb->link_src) != DITATTN_OK) {
+    fprintf(stderr, "gpu_rows: --link-gbs needs page-locked host memory\n");
+    pb->link_src = NULL;
+    return 1;
+  }
+  memset(pb->link_src, 0, bytes); /* copied into a buffer nothing reads */
+  double best = 1e300;
+  for (int rep = 0; rep < 4; rep++) {
+    const double t0 = now_s();
+    if (ctx->ops->copy_2d(ctx, pb->out.data, bytes, pb->link_src, bytes, bytes, 1) != DITATTN_OK ||
+        ditattn_synchronize(ctx) != DITATTN_OK)
+      return 1;
+    const double t = now_s() - t0;
+    if (rep > 0 && t < best) best = t;
+  }
+  const double host_gbs = (double)bytes / best * 1e-9;
+  pb->link_scale = host_gbs / pb->o->link_gbs < 1.0 ? host_gbs / pb->o->link_gbs : 1.0;
+  printf("gpu_rows: host link %.1f GB/s measured; k/v copies overlapped at %.0f GB/s emulated "
+         "(%.3f of their rows, from host memory)\n",
+         host_gbs, pb->o->link_gbs, pb->link_scale);
+  return 0;
+}
+
 static int parse(int argc, char **argv, opts *o) {
-  *o = (opts){131072, 4, 64, DITATTN_BF16, 3, 8, 1, 1, DITATTN_BACKEND_CUDA};
+  *o = (opts){131072, 4, 64, DITATTN_BF16, 3, 8, 1, 1, 0.0, DITATTN_BACKEND_CUDA};
   for (int i = 1; i < argc; i += 2) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (!v) return 0;
@@ -277,6 +322,8 @@ static int parse(int argc, char **argv, opts *o) {
       ;
     else if (!strcmp(a, "--max-p"))
       o->max_p = atoi(v);
+    else if (!strcmp(a, "--link-gbs"))
+      o->link_gbs = atof(v);
     else if (!strcmp(a, "--dtype") && (!strcmp(v, "bf16") || !strcmp(v, "f32")))
       o->dtype = !strcmp(v, "bf16") ? DITATTN_BF16 : DITATTN_F32;
     else if (!strcmp(a, "--op") &&
@@ -286,14 +333,15 @@ static int parse(int argc, char **argv, opts *o) {
     } else
       return 0;
   }
-  return o->N > 0 && o->H > 0 && o->D > 0 && o->reps > 0 && o->max_p > 0;
+  return o->N > 0 && o->H > 0 && o->D > 0 && o->reps > 0 && o->max_p > 0 && o->link_gbs >= 0;
 }
 
 int main(int argc, char **argv) {
   opts o;
   if (!parse(argc, argv, &o)) {
     fprintf(stderr, "usage: ditattn_dist_gpu_rows [--n N] [--heads H] [--d D] [--dtype bf16|f32] "
-                    "[--reps R] [--op llsa|ropeslr|both] [--max-p P] [--backend cuda|hip|ref]\n");
+                    "[--reps R] [--op llsa|ropeslr|both] [--max-p P] [--link-gbs G] "
+                    "[--backend cuda|hip|ref]\n");
     return 2;
   }
   ditattn_context *ctx = NULL;
@@ -336,9 +384,11 @@ int main(int argc, char **argv) {
            "[N*r/P, N*(r+1)/P)\n",
            ditattn_backend_name(ditattn_context_backend(ctx)), (long long)o.N, (long long)o.H,
            (long long)o.D, o.reps);
-    if (o.llsa) rc |= run_op(&pb, 1, dev[4]);
-    if (o.ropeslr) rc |= run_op(&pb, 0, dev[4]);
+    if (o.link_gbs > 0) rc = link_setup(&pb);
+    if (o.llsa && rc == 0) rc |= run_op(&pb, 1, dev[4]);
+    if (o.ropeslr && rc == 0) rc |= run_op(&pb, 0, dev[4]);
   }
+  if (pb.link_src) (void)ctx->ops->host_free(ctx, pb.link_src);
   if (o.ropeslr) dt_slr_bench_problem_free(&pb.slr);
   for (int i = 0; i < 5; i++) (void)ditattn_free(ctx, dev[i]);
   free(host);

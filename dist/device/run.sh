@@ -14,7 +14,10 @@
 #    ranks up to the GPU count, then --op llsa and --op ropeslr (bf16) up to
 #    DITATTN_BENCH_RANKS ranks (default the GPU count);
 # 4. times the per-rank compute of the LLSA/RoPeSLR GPU route on one GPU
-#    (ditattn_dist_gpu_rows: rank r of P = 1..8's rows; DITATTN_RUN_ROWS=0 skips);
+#    (ditattn_dist_gpu_rows: rank r of P = 1..8's rows; DITATTN_RUN_ROWS=0 skips),
+#    with the gather's overlapped k/v copies at an emulated link of
+#    DITATTN_RUN_LINK_GBS GB/s (default 450, NVLink 4 per direction; 0: copies
+#    from this GPU's own memory instead);
 # 5. prints a short table last. Logs go under $OUT (or build/gpu-dist/out).
 # Exit status 0 only if every check and every timed run passed.
 set -euo pipefail
@@ -33,6 +36,7 @@ LOG=$OUT/run.log
 CHECK_CASES=${DITATTN_CHECK_CASES:-24}
 SEED=${DITATTN_TEST_SEED:-$(date +%s)}
 N=${DITATTN_BENCH_N:-131072}
+LINK_GBS=${DITATTN_RUN_LINK_GBS:-450}
 HEADS=${DITATTN_BENCH_HEADS:-4}
 # Self-test of this script without a GPU: DITATTN_RUN_BACKEND=cpu runs the same
 # steps on CPU contexts through the device path's test hook (f32 only).
@@ -128,7 +132,8 @@ if [ "$BACKEND" = cuda ] && [ "${DITATTN_RUN_ROWS:-1}" = 1 ]; then
   for d in 64 128; do
     log=$OUT/rows_D$d.log
     say "rows: per-rank compute at N=$N H=$HEADS D=$d bf16 (log: $log)"
-    if ! timeout 300 "$ROWS" --n "$N" --heads "$HEADS" --d "$d" --dtype bf16 >"$log" 2>&1; then
+    if ! timeout 300 "$ROWS" --n "$N" --heads "$HEADS" --d "$d" --dtype bf16 \
+      --link-gbs "$LINK_GBS" >"$log" 2>&1; then
       failures+=("rows D=$d ($log)")
       tail -n 5 "$log" >&2
     fi
