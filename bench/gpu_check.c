@@ -806,6 +806,22 @@ static int gc_check_llsa(gc_env *env) {
     gc_shape s = gc_random_shape(N, i % 4 < 2 ? 64 : 128, dt);
     ok &= gc_llsa_case(env, &s, &lp, NULL, NULL, NULL);
   }
+  /* Wide top-K: the pick kernel's register lists of 16 (K = 12 over 375
+   * candidates; K = 12 among the 512 children of 16 parent picks) and its
+   * scan passes (K = 20 over 700 candidates). */
+  static const struct {
+    int64_t block, N, D;
+    int levels;
+    int64_t topk[2];
+  } wide[3] = {{4, 1500, 64, 1, {12, 0}}, {2, 1400, 24, 1, {20, 0}}, {32, 5000, 64, 2, {12, 16}}};
+  for (int i = 0; i < 3; i++) {
+    ditattn_llsa_params lp = ditattn_llsa_params_default();
+    lp.block = wide[i].block;
+    lp.levels = wide[i].levels;
+    for (int l = 0; l < lp.levels; l++) lp.topk[l] = wide[i].topk[l];
+    gc_shape s = gc_random_shape(wide[i].N, wide[i].D, gc_pick_dtype(i));
+    ok &= gc_llsa_case(env, &s, &lp, NULL, NULL, NULL);
+  }
   /* The default configuration at a size with full and partial blocks. */
   ditattn_llsa_params lp = ditattn_llsa_params_default();
   gc_shape s = {1, 2, 4096 + 40, 64, 0, 1, gc_pick_dtype(1)};

@@ -321,33 +321,36 @@ __global__ void __launch_bounds__(kScoreThreads)
 }
 
 /* A warp per query-block row picks its keff best candidates from the
- * row's scores (the order of dt_wa_ranks_before). PER > 0: each lane reads
- * its candidates j = lane, lane + W, ... (at most PER) once, sorts them in
- * registers, and each pick is the butterfly's best of the lanes' heads,
- * after which the winning lane drops its head; a pick costs one butterfly
- * instead of a scan of the row. PER = 0 (many candidates): keff passes over
- * the scratch, each picking the best candidate ranked after the previous
- * pick (dt_wa_lane_scan). Both pick the same candidates in the same order. */
+ * row's scores (the order of dt_wa_ranks_before). LIST > 0: each lane
+ * streams its candidates j = lane, lane + W, ... from the scratch once,
+ * keeping its LIST best sorted in registers (enough when keff <= LIST or
+ * the lane has at most LIST candidates: no candidate a lane drops can be
+ * among the row's keff best), and each pick is the butterfly's best of the
+ * lanes' heads, after which the winning lane drops its head; a pick costs
+ * one butterfly instead of a scan of the row. LIST = 0 (many candidates
+ * and a wide K): keff passes over the scratch, each picking the best
+ * candidate ranked after the previous pick (dt_wa_lane_scan). Both pick
+ * the same candidates in the same order. */
 static const int kPickThreads = 128;
 
-/* Sorts (s, i)[0 .. PER) by dt_wa_ranks_before, best first: odd-even
- * transposition, fully unrolled so that the arrays stay in registers. */
-template <int PER> DT_DEV void sort_lane(double *s, int *i) {
+/* Inserts (sc, c) into the lane's sorted list (best first) of LIST, if it
+ * ranks before the list's last: fully unrolled, so the list stays in
+ * registers. */
+template <int LIST> DT_DEV void keep_best(double *ls, int *li, double sc, int c) {
+  if (!dt_wa_ranks_before(sc, c, ls[LIST - 1], li[LIST - 1])) return;
+  ls[LIST - 1] = sc, li[LIST - 1] = c;
 #pragma unroll
-  for (int round = 0; round < PER; round++) {
-#pragma unroll
-    for (int u = round % 2; u + 1 < PER; u += 2) {
-      if (dt_wa_ranks_before(s[u + 1], i[u + 1], s[u], i[u])) {
-        const double ts = s[u];
-        const int ti = i[u];
-        s[u] = s[u + 1], i[u] = i[u + 1];
-        s[u + 1] = ts, i[u + 1] = ti;
-      }
+  for (int u = LIST - 1; u > 0; u--) {
+    if (dt_wa_ranks_before(ls[u], li[u], ls[u - 1], li[u - 1])) {
+      const double ts = ls[u];
+      const int ti = li[u];
+      ls[u] = ls[u - 1], li[u] = li[u - 1];
+      ls[u - 1] = ts, li[u - 1] = ti;
     }
   }
 }
 
-template <int PER>
+template <int LIST>
 __global__ void __launch_bounds__(kPickThreads)
     select_pick_kernel(dt_gpu_llsa p, int level, long long row0, long long rows, long long ncand,
                        const double *scores, const int *idx) {
@@ -358,24 +361,35 @@ __global__ void __launch_bounds__(kPickThreads)
   const long long row = lw / cnt * nl + p.blk_lo[level] + lw % cnt;
   const double *sc = scores + w * ncand;
   const int *ix = idx + w * ncand;
-  double my_s[PER > 0 ? PER : 1];
-  int my_i[PER > 0 ? PER : 1];
-  my_s[0] = 0.0, my_i[0] = DT_WA_NO_INDEX; /* PER = 0: unused */
+  double ls[LIST > 0 ? LIST : 1];
+  int li[LIST > 0 ? LIST : 1];
 #pragma unroll
-  for (int u = 0; u < PER; u++) {
-    const long long j = lane + (long long)u * DT_WARP;
-    my_i[u] = j < ncand ? ix[j] : DT_WA_NO_INDEX;
-    my_s[u] = j < ncand ? sc[j] : 0.0;
+  for (int u = 0; u < (LIST > 0 ? LIST : 1); u++) ls[u] = 0.0, li[u] = DT_WA_NO_INDEX;
+  if (LIST > 0) {
+    /* The first LIST candidates' loads all issued at once (most rows have
+     * no more), then the rest streamed. */
+    double first_s[LIST > 0 ? LIST : 1];
+    int first_i[LIST > 0 ? LIST : 1];
+#pragma unroll
+    for (int u = 0; u < (LIST > 0 ? LIST : 1); u++) {
+      const long long j = lane + (long long)u * DT_WARP;
+      first_s[u] = j < ncand ? sc[j] : 0.0;
+      first_i[u] = j < ncand ? ix[j] : DT_WA_NO_INDEX;
+    }
+#pragma unroll
+    for (int u = 0; u < (LIST > 0 ? LIST : 1); u++)
+      keep_best<(LIST > 0 ? LIST : 1)>(ls, li, first_s[u], first_i[u]);
+    for (long long j = lane + (long long)LIST * DT_WARP; j < ncand; j += DT_WARP)
+      keep_best<(LIST > 0 ? LIST : 1)>(ls, li, sc[j], ix[j]);
   }
-  if (PER > 0) sort_lane<PER>(my_s, my_i);
   const long long keff = p.keff[level - 1];
   int32_t *out = p.sel[level - 1] + row * keff;
   double prev_s = 0.0;
   int prev_i = -1;
   for (long long r = 0; r < keff; r++) {
-    double bs = my_s[0];
-    int bi = my_i[0];
-    if (PER == 0) dt_wa_lane_scan(sc, ix, (int)ncand, lane, DT_WARP, prev_s, prev_i, &bs, &bi);
+    double bs = ls[0];
+    int bi = li[0];
+    if (LIST == 0) dt_wa_lane_scan(sc, ix, (int)ncand, lane, DT_WARP, prev_s, prev_i, &bs, &bi);
     warp_best(&bs, &bi);
     if (lane == 0) out[r] = bi == DT_WA_NO_INDEX ? -1 : bi;
     if (bi == DT_WA_NO_INDEX) {
@@ -384,11 +398,11 @@ __global__ void __launch_bounds__(kPickThreads)
     }
     prev_s = bs;
     prev_i = bi;
-    if (PER > 0 && my_i[0] == bi) { /* indices are distinct: one lane holds the pick */
+    if (LIST > 0 && li[0] == bi) { /* indices are distinct: one lane holds the pick */
 #pragma unroll
-      for (int u = 0; u + 1 < PER; u++) my_s[u] = my_s[u + 1], my_i[u] = my_i[u + 1];
-      my_s[PER > 0 ? PER - 1 : 0] = 0.0;
-      my_i[PER > 0 ? PER - 1 : 0] = DT_WA_NO_INDEX;
+      for (int u = 0; u + 1 < (LIST > 0 ? LIST : 1); u++) ls[u] = ls[u + 1], li[u] = li[u + 1];
+      ls[LIST > 0 ? LIST - 1 : 0] = 0.0;
+      li[LIST > 0 ? LIST - 1 : 0] = DT_WA_NO_INDEX;
     }
   }
 }
@@ -441,15 +455,20 @@ int DT_GPU_FN(launch_llsa_select)(const dt_gpu_llsa *p, int level, int64_t row0,
   const long long per_block = kPickThreads / DT_WARP,
                   pick_blocks = (rows + per_block - 1) / per_block;
   if (pick_blocks > INT_MAX) return DT_GPU_NOT_IMPLEMENTED;
-  if (sg.ncand <= 4 * DT_WARP)
-    select_pick_kernel<4><<<(unsigned)pick_blocks, kPickThreads, 0, s>>>(*p, level, row0, rows,
-                                                                         sg.ncand, scores, idx);
-  else if (sg.ncand <= 16 * DT_WARP)
-    select_pick_kernel<16><<<(unsigned)pick_blocks, kPickThreads, 0, s>>>(*p, level, row0, rows,
-                                                                          sg.ncand, scores, idx);
+  /* The smallest list that holds what a lane must keep: min(keff, its
+   * candidates). */
+  const long long keff = p->keff[level - 1], per_lane = (sg.ncand + DT_WARP - 1) / DT_WARP;
+  const long long keep = keff < per_lane ? keff : per_lane;
+  const unsigned pb = (unsigned)pick_blocks;
+  if (keep <= 4)
+    select_pick_kernel<4><<<pb, kPickThreads, 0, s>>>(*p, level, row0, rows, sg.ncand, scores, idx);
+  else if (keep <= 8)
+    select_pick_kernel<8><<<pb, kPickThreads, 0, s>>>(*p, level, row0, rows, sg.ncand, scores, idx);
+  else if (keep <= 16)
+    select_pick_kernel<16>
+        <<<pb, kPickThreads, 0, s>>>(*p, level, row0, rows, sg.ncand, scores, idx);
   else
-    select_pick_kernel<0><<<(unsigned)pick_blocks, kPickThreads, 0, s>>>(*p, level, row0, rows,
-                                                                         sg.ncand, scores, idx);
+    select_pick_kernel<0><<<pb, kPickThreads, 0, s>>>(*p, level, row0, rows, sg.ncand, scores, idx);
   return launch_status();
 }
 
