@@ -253,6 +253,19 @@ static result time_group(const bench_opts *o, MPI_Comm group, int is_llsa, ditat
       best = wall;
       best_share = share_sum / p;
     }
+    /* DITATTN_BENCH_STATS=1 (the same on every rank): every rank's split
+     * of its last call, on stderr (groups of up to 64 ranks). */
+    const char *want_stats = getenv("DITATTN_BENCH_STATS");
+    if (want_stats && !strcmp(want_stats, "1") && rep == o->reps - 1 && p <= 64) {
+      double mine[3] = {s.wall_s, s.compute_s, s.comm_wait_s}, all[3 * 64];
+      if (MPI_Gather(mine, 3, MPI_DOUBLE, all, 3, MPI_DOUBLE, 0, group) == MPI_SUCCESS && r == 0)
+        for (int q = 0; q < p; q++)
+          fprintf(stderr,
+                  "bench --dist: %s P=%d rank %d: wall %.3f ms, compute %.3f ms, comm wait %.3f "
+                  "ms, other %.3f ms\n",
+                  name, p, q, 1e3 * all[3 * q], 1e3 * all[3 * q + 1], 1e3 * all[3 * q + 2],
+                  1e3 * (all[3 * q] - all[3 * q + 1] - all[3 * q + 2]));
+    }
   }
   res.wall = best;
   res.wait_share = best_share;
