@@ -76,6 +76,12 @@ typedef struct dt_gather_cache {
   int peer_slots;              /* entries of peer_handles/peer_ptr: P * DT_GATHER_SLOTS */
   unsigned char *peer_handles; /* the handle each mapping was opened from */
   void **peer_ptr;             /* mapped peer buffers, NULL where none is open */
+  /* The device ring's buffers (dist_device_ring.c), kept for the next call
+   * (allocating and page-locking them took longer than the ring itself):
+   * two packed slices on the device and, staged, two host copies. Never
+   * mapped by peers. */
+  void *ring_dev[2], *ring_host[2];
+  size_t ring_bytes;
 } dt_gather_cache;
 
 /* The context's cache, its buffers (re)allocated for whole-sequence
@@ -91,6 +97,11 @@ dt_gather_cache *dt_gather_cache_current(ditattn_context *ctx);
  * Collective like dt_gather_cache_get: a rank that must grow it makes every
  * rank unmap its peers' buffers first. Agreed status. */
 ditattn_status dt_gather_cache_summary(dt_dist_job *job, dt_gather_cache *cache, size_t bytes);
+/* The context's ring buffers of at least `bytes` each (page-locked host
+ * copies too when staged), grown as needed; not collective (peers never
+ * map them): the caller agrees on the status. */
+ditattn_status dt_gather_cache_ring(ditattn_context *ctx, size_t bytes, int staged, void *dev[2],
+                                    void *host[2]);
 /* Closes every peer mapping of the cache (kept: its own buffers). */
 void dt_gather_cache_close_peers(ditattn_context *ctx, dt_gather_cache *cache);
 /* The same for the peers' buffers of one slot (0 .. DT_GATHER_SLOTS-1). */

@@ -28,10 +28,20 @@ static void free_buffers(ditattn_context *ctx, dt_gather_cache *cache) {
   cache->summary_bytes = 0;
 }
 
+static void free_ring(ditattn_context *ctx, dt_gather_cache *cache) {
+  for (int i = 0; i < 2; i++) {
+    dt_dist_device_free(ctx, cache->ring_dev[i]);
+    dt_dist_staging_free(ctx, cache->ring_host[i]);
+    cache->ring_dev[i] = cache->ring_host[i] = NULL;
+  }
+  cache->ring_bytes = 0;
+}
+
 static void cache_free(ditattn_context *ctx, void *ext) {
   dt_gather_cache *cache = ext;
   if (!cache) return;
   free_buffers(ctx, cache);
+  free_ring(ctx, cache);
   dt_free(cache->peer_handles);
   dt_free(cache->peer_ptr);
   dt_free(cache);
@@ -52,6 +62,42 @@ static int has_buffers(const dt_gather_cache *cache) {
   return 0;
 }
 
+/* The context's cache in *out, made empty on first use. Fails when the
+ * context's extension slot holds something else or memory runs out. */
+static ditattn_status cache_of(ditattn_context *ctx, dt_gather_cache **out) {
+  *out = NULL;
+  if (ctx->ext_free && ctx->ext_free != cache_free)
+    return dt_fail(ctx, DITATTN_ERR_INTERNAL, "context extension slot holds foreign state");
+  if (!ctx->ext) {
+    dt_gather_cache *cache = dt_calloc(1, sizeof *cache);
+    if (!cache) return dt_fail(ctx, DITATTN_ERR_OUT_OF_MEMORY, "dist gather cache");
+    ctx->ext = cache;
+    ctx->ext_free = cache_free;
+  }
+  *out = ctx->ext;
+  return DITATTN_OK;
+}
+
+ditattn_status dt_gather_cache_ring(ditattn_context *ctx, size_t bytes, int staged, void *dev[2],
+                                    void *host[2]) {
+  dt_gather_cache *cache;
+  TRY(cache_of(ctx, &cache));
+  if (cache->ring_bytes < bytes || (staged && !cache->ring_host[0])) {
+    free_ring(ctx, cache);
+    for (int i = 0; i < 2; i++) {
+      ditattn_status st = ditattn_malloc(ctx, bytes, &cache->ring_dev[i]);
+      if (st == DITATTN_OK && staged) st = dt_dist_staging_alloc(ctx, bytes, &cache->ring_host[i]);
+      if (st != DITATTN_OK) {
+        free_ring(ctx, cache);
+        return st;
+      }
+    }
+    cache->ring_bytes = bytes;
+  }
+  for (int i = 0; i < 2; i++) dev[i] = cache->ring_dev[i], host[i] = cache->ring_host[i];
+  return DITATTN_OK;
+}
+
 ditattn_status dt_gather_cache_get(dt_dist_job *job, const ditattn_tensor *like, int with_q,
                                    dt_gather_cache **out) {
   ditattn_context *ctx = job->ctx;
@@ -68,14 +114,7 @@ ditattn_status dt_gather_cache_get(dt_dist_job *job, const ditattn_tensor *like,
   if (MPI_Allreduce(&reshape, &any, 1, MPI_INT, MPI_MAX, job->comm) != MPI_SUCCESS ||
       (any && unmap_everywhere(ctx, cache, job->comm, -1)))
     return dt_fail(ctx, DITATTN_ERR_MPI, "gather cache: collective failed");
-  if (foreign)
-    return dt_fail(ctx, DITATTN_ERR_INTERNAL, "context extension slot holds foreign state");
-  if (!cache) {
-    cache = dt_calloc(1, sizeof *cache);
-    if (!cache) return dt_fail(ctx, DITATTN_ERR_OUT_OF_MEMORY, "dist gather cache");
-    ctx->ext = cache;
-    ctx->ext_free = cache_free;
-  }
+  TRY(cache_of(ctx, &cache));
   if (new_shape) {
     free_buffers(ctx, cache);
     cache->B = B, cache->H = H, cache->N = N, cache->D = D, cache->dtype = like->dtype;

@@ -15,10 +15,11 @@ typedef struct gather {
   int first;             /* 1: q is not gathered (dense) */
 } gather;
 
-/* 1 if x's rows of each (b, h) are contiguous and the B·H slices lie at
- * one pitch (stride[1]), so that one strided copy moves all of them. */
+/* 1 if x's rows of each (b, h) are contiguous (D always is) and the B·H
+ * slices lie at one pitch (stride[1]), so that one strided copy moves all
+ * of them. */
 static int slices_at_one_pitch(const ditattn_tensor *x) {
-  return x->stride[3] == 1 && x->stride[2] == x->shape[3] &&
+  return x->stride[2] == x->shape[3] &&
          (x->shape[0] == 1 || x->stride[0] == x->shape[1] * x->stride[1]);
 }
 

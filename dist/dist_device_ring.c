@@ -15,8 +15,8 @@ typedef struct device_ring {
   ditattn_context *ctx;
   int nx;        /* tensors travelling together */
   int mode;      /* DT_DIST_XFER_STAGED or DT_DIST_XFER_DEVICE */
-  void *dev[2];  /* packed slices, device memory */
-  void *host[2]; /* staging buffers (staged mode only) */
+  void *dev[2];  /* packed slices, device memory (the context's cache) */
+  void *host[2]; /* staging buffers (staged mode only; the cache's too) */
   size_t row_bytes;
   MPI_Datatype row; /* one token row of D elements: counts stay in int range */
   int row_committed;
@@ -31,12 +31,7 @@ static ditattn_status ring_alloc(dt_dist_job *job, const ditattn_tensor *k, devi
       !dt_mul_size(rows, r->row_bytes, &bytes))
     return dt_fail(job->ctx, DITATTN_ERR_OVERFLOW, "device ring buffer of %d*%lld*%lld*%lld rows",
                    r->nx, (long long)B, (long long)H, (long long)job->max_length);
-  for (int i = 0; i < 2; i++) {
-    TRY(ditattn_malloc(job->ctx, bytes, &r->dev[i]));
-    if (r->mode == DT_DIST_XFER_STAGED) {
-      TRY(dt_dist_staging_alloc(job->ctx, bytes, &r->host[i]));
-    }
-  }
+  TRY(dt_gather_cache_ring(job->ctx, bytes, r->mode == DT_DIST_XFER_STAGED, r->dev, r->host));
   int err = MPI_Type_contiguous((int)r->row_bytes, MPI_BYTE, &r->row);
   if (err == MPI_SUCCESS) err = MPI_Type_commit(&r->row);
   if (err != MPI_SUCCESS) return dt_dist_mpi_fail(job->ctx, err, "MPI_Type_contiguous");
@@ -44,11 +39,8 @@ static ditattn_status ring_alloc(dt_dist_job *job, const ditattn_tensor *k, devi
   return DITATTN_OK;
 }
 
+/* The buffers stay with the context's cache for the next call. */
 static void ring_free(device_ring *r) {
-  for (int i = 0; i < 2; i++) {
-    dt_dist_device_free(r->ctx, r->dev[i]);
-    dt_dist_staging_free(r->ctx, r->host[i]);
-  }
   if (r->row_committed) MPI_Type_free(&r->row);
 }
 
