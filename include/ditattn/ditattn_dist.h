@@ -166,7 +166,9 @@ void ditattn_dist_last_stats(ditattn_dist_stats *stats);
 
 /* The forwards on GPU contexts keep, with the context, the whole-sequence
  * q, k, v buffers of their last shape (up to 3·B·H·N·D elements of device
- * memory) and, on one host, the peers' buffers mapped by IPC, so that
+ * memory), the ring's two packed-slice buffers (and their page-locked host
+ * copies when staged; the largest slice's q, k, v each) and, on one host,
+ * the peers' buffers mapped by IPC, so that
  * repeated calls (every step of a diffusion sampler) neither allocate nor
  * map again. This releases them; the next call rebuilds them.
  * Collective over comm, every rank with its context: CUDA requires every
