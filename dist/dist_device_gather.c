@@ -2,8 +2,8 @@
  * device paths. Ranks of one host copy each other's rows by IPC
  * (dist_device_ipc.c). Otherwise the three slices travel the device ring
  * together and each one is copied into its rows of the whole-sequence
- * tensors as it passes (a device copy by ditattn_pool_mean with block 1,
- * like the ring's pack), so the copies overlap the transfers. */
+ * tensors as it passes (dt_dist_copy_tensor, like the ring's pack), so the
+ * copies overlap the transfers. */
 #include "dist_device.h"
 
 #include <string.h>
@@ -15,19 +15,8 @@ typedef struct gather {
   int first;             /* 1: q is not gathered (dense) */
 } gather;
 
-/* 1 if x's rows of each (b, h) are contiguous (D always is) and the B·H
- * slices lie at one pitch (stride[1]), so that one strided copy moves all
- * of them. */
-static int slices_at_one_pitch(const ditattn_tensor *x) {
-  return x->stride[2] == x->shape[3] &&
-         (x->shape[0] == 1 || x->stride[0] == x->shape[1] * x->stride[1]);
-}
-
 /* Copies the slices xs of rank src into their rows (xs[0] is q, skipped
- * when g->first is 1): one strided copy by the copy engines where the
- * backend has copy_2d and the slice's layout allows, else a device copy by
- * ditattn_pool_mean with block 1 (exact, but an element-wise kernel doing
- * three 64-bit divisions per element on the SMs the forward needs). */
+ * when g->first is 1), by dt_dist_copy_tensor. */
 static ditattn_status gather_step(void *user, int step, int src, const ditattn_tensor *xs) {
   (void)step;
   const gather *g = user;
@@ -35,14 +24,7 @@ static ditattn_status gather_step(void *user, int step, int src, const ditattn_t
   if (len == 0) return DITATTN_OK;
   for (int i = g->first; i < 3; i++) {
     ditattn_tensor dst = dt_dist_rows_at(&g->whole[i], g->whole[i].data, off, len);
-    if (g->ctx->ops->copy_2d && slices_at_one_pitch(&xs[i]) && slices_at_one_pitch(&dst)) {
-      const size_t es = ditattn_dtype_size(dst.dtype);
-      TRY(g->ctx->ops->copy_2d(g->ctx, dst.data, (size_t)dst.stride[1] * es, xs[i].data,
-                               (size_t)xs[i].stride[1] * es, (size_t)(len * dst.shape[3]) * es,
-                               (size_t)(dst.shape[0] * dst.shape[1])));
-      continue;
-    }
-    TRY(ditattn_pool_mean(g->ctx, &xs[i], 1, &dst));
+    TRY(dt_dist_copy_tensor(g->ctx, &xs[i], &dst));
   }
   return DITATTN_OK;
 }

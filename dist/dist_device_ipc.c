@@ -119,6 +119,25 @@ ditattn_status dt_dist_copy_rows_of(ditattn_context *ctx, const ditattn_tensor *
   return ditattn_pool_mean(ctx, &src, 1, &dst);
 }
 
+/* 1 if x's rows of each (b, h) are contiguous (D always is) and the B·H
+ * slices lie at one pitch (stride[1]), so that one strided copy moves all
+ * of them. */
+static int slices_at_one_pitch(const ditattn_tensor *x) {
+  return x->stride[2] == x->shape[3] &&
+         (x->shape[0] == 1 || x->stride[0] == x->shape[1] * x->stride[1]);
+}
+
+ditattn_status dt_dist_copy_tensor(ditattn_context *ctx, const ditattn_tensor *src,
+                                   const ditattn_tensor *dst) {
+  if (ctx->ops->copy_2d && slices_at_one_pitch(src) && slices_at_one_pitch(dst)) {
+    const size_t es = ditattn_dtype_size(dst->dtype);
+    return ctx->ops->copy_2d(
+        ctx, dst->data, (size_t)dst->stride[1] * es, src->data, (size_t)src->stride[1] * es,
+        (size_t)(dst->shape[2] * dst->shape[3]) * es, (size_t)(dst->shape[0] * dst->shape[1]));
+  }
+  return ditattn_pool_mean(ctx, src, 1, dst);
+}
+
 ditattn_status dt_dist_copy_rows(ditattn_context *ctx, const ditattn_tensor *whole,
                                  const void *peer, int64_t from, int64_t rows, int side) {
   return dt_dist_copy_rows_of(ctx, whole, peer, from, rows, side, 0,

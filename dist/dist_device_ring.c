@@ -1,9 +1,9 @@
 /* The K/V ring on device memory (GPU contexts). Each rank packs its slice
  * of the travelling tensors into one contiguous device buffer ([k; v], or
  * [q; k; v] for the all-gather of dist_device_gather.c, (B, H, n, D) each)
- * so that one message moves it; the pack is a device-side copy by
- * ditattn_pool_mean with block 1 (the mean of one token is that token,
- * exactly, in every dtype). Step s computes on the slice it holds while MPI
+ * so that one message moves it; the pack is a device-side copy
+ * (dt_dist_copy_tensor: the copy engines, or ditattn_pool_mean with block
+ * 1, exact in every dtype). Step s computes on the slice it holds while MPI
  * sends it on and receives the next one into the other buffer; with host
  * staging, the received slice is uploaded once the step's compute is done. */
 #include "dist_device.h"
@@ -58,7 +58,7 @@ static ditattn_status ring_pack(dt_dist_job *job, device_ring *r, const ditattn_
   ditattn_tensor packed[DT_DEVICE_RING_MAX];
   const int64_t n = job->length[job->rank];
   packed_views(r->dev[0], &xs[0], n, r->nx, packed);
-  for (int i = 0; i < r->nx; i++) TRY(ditattn_pool_mean(job->ctx, &xs[i], 1, &packed[i]));
+  for (int i = 0; i < r->nx; i++) TRY(dt_dist_copy_tensor(job->ctx, &xs[i], &packed[i]));
   /* MPI reads the buffer outside the stream: the pack must be complete. */
   TRY(ditattn_synchronize(job->ctx));
   if (r->mode == DT_DIST_XFER_STAGED)
