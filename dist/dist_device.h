@@ -156,7 +156,7 @@ ditattn_status dt_dist_copy_rows(ditattn_context *ctx, const ditattn_tensor *who
  * one pitch), else a device copy by ditattn_pool_mean with block 1 (exact,
  * but an element-wise kernel with 64-bit index divisions, on the SMs). */
 ditattn_status dt_dist_copy_tensor(ditattn_context *ctx, const ditattn_tensor *src,
-                                   const ditattn_tensor *dst);
+                                   ditattn_tensor *dst);
 /* The same for the (b, h) slices [bh_lo, bh_hi) only (copy_2d only, unless
  * that is every slice). */
 ditattn_status dt_dist_copy_rows_of(ditattn_context *ctx, const ditattn_tensor *whole,

@@ -128,7 +128,7 @@ static int slices_at_one_pitch(const ditattn_tensor *x) {
 }
 
 ditattn_status dt_dist_copy_tensor(ditattn_context *ctx, const ditattn_tensor *src,
-                                   const ditattn_tensor *dst) {
+                                   ditattn_tensor *dst) {
   if (ctx->ops->copy_2d && slices_at_one_pitch(src) && slices_at_one_pitch(dst)) {
     const size_t es = ditattn_dtype_size(dst->dtype);
     return ctx->ops->copy_2d(
