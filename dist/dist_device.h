@@ -151,14 +151,15 @@ ditattn_tensor dt_dist_rows_at(const ditattn_tensor *whole, void *base, int64_t 
 ditattn_status dt_dist_copy_rows(ditattn_context *ctx, const ditattn_tensor *whole,
                                  const void *peer, int64_t from, int64_t rows, int side);
 /* dst = src, two (B, H, n, D) tensors of one shape on ctx's device, queued
- * on its stream: one strided copy by the copy engines where the backend has
- * copy_2d and both layouts allow it (rows of D contiguous, the B·H slices at
- * one pitch), else a device copy by ditattn_pool_mean with block 1 (exact,
- * but an element-wise kernel with 64-bit index divisions, on the SMs). */
+ * on its stream (or, side, copy_2d only, on its side stream): one strided
+ * copy by the copy engines where the backend has copy_2d and both layouts
+ * allow it (rows of D contiguous, the B·H slices at one pitch), else a
+ * device copy by ditattn_pool_mean with block 1 (exact, but an element-wise
+ * kernel with 64-bit index divisions, on the SMs). */
 ditattn_status dt_dist_copy_tensor(ditattn_context *ctx, const ditattn_tensor *src,
-                                   ditattn_tensor *dst);
-/* The same for the (b, h) slices [bh_lo, bh_hi) only (copy_2d only, unless
- * that is every slice). */
+                                   ditattn_tensor *dst, int side);
+/* dt_dist_copy_rows for the (b, h) slices [bh_lo, bh_hi) only, through
+ * dt_dist_copy_tensor. */
 ditattn_status dt_dist_copy_rows_of(ditattn_context *ctx, const ditattn_tensor *whole,
                                     const void *peer, int64_t from, int64_t rows, int side,
                                     int64_t bh_lo, int64_t bh_hi);

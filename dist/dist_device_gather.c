@@ -24,7 +24,7 @@ static ditattn_status gather_step(void *user, int step, int src, const ditattn_t
   if (len == 0) return DITATTN_OK;
   for (int i = g->first; i < 3; i++) {
     ditattn_tensor dst = dt_dist_rows_at(&g->whole[i], g->whole[i].data, off, len);
-    TRY(dt_dist_copy_tensor(g->ctx, &xs[i], &dst));
+    TRY(dt_dist_copy_tensor(g->ctx, &xs[i], &dst, 0));
   }
   return DITATTN_OK;
 }

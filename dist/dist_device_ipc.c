@@ -99,26 +99,6 @@ int dt_dist_side_chunks(ditattn_context *ctx, int64_t BH) {
   return (int)(BH < most ? (BH > 1 ? BH : 1) : most);
 }
 
-ditattn_status dt_dist_copy_rows_of(ditattn_context *ctx, const ditattn_tensor *whole,
-                                    const void *peer, int64_t from, int64_t rows, int side,
-                                    int64_t bh_lo, int64_t bh_hi) {
-  if (ctx->ops->copy_2d) {
-    const size_t esize = ditattn_dtype_size(whole->dtype);
-    const size_t pitch = (size_t)whole->stride[1] * esize,
-                 width = (size_t)(rows * whole->shape[3]) * esize;
-    const size_t skip = (size_t)(from * whole->stride[2] + bh_lo * whole->stride[1]) * esize;
-    if (bh_hi <= bh_lo) return DITATTN_OK;
-    return (side ? ctx->ops->side_copy_2d : ctx->ops->copy_2d)(
-        ctx, (char *)whole->data + skip, pitch, (const char *)peer + skip, pitch, width,
-        (size_t)(bh_hi - bh_lo));
-  }
-  if (bh_lo != 0 || bh_hi != whole->shape[0] * whole->shape[1])
-    return dt_fail(ctx, DITATTN_ERR_INTERNAL, "row copy of some (b, h) slices without copy_2d");
-  const ditattn_tensor src = dt_dist_rows_at(whole, (void *)peer, from, rows);
-  ditattn_tensor dst = dt_dist_rows_at(whole, whole->data, from, rows);
-  return ditattn_pool_mean(ctx, &src, 1, &dst);
-}
-
 /* 1 if x's rows of each (b, h) are contiguous (D always is) and the B·H
  * slices lie at one pitch (stride[1]), so that one strided copy moves all
  * of them. */
@@ -128,14 +108,29 @@ static int slices_at_one_pitch(const ditattn_tensor *x) {
 }
 
 ditattn_status dt_dist_copy_tensor(ditattn_context *ctx, const ditattn_tensor *src,
-                                   ditattn_tensor *dst) {
+                                   ditattn_tensor *dst, int side) {
   if (ctx->ops->copy_2d && slices_at_one_pitch(src) && slices_at_one_pitch(dst)) {
     const size_t es = ditattn_dtype_size(dst->dtype);
-    return ctx->ops->copy_2d(
+    return (side ? ctx->ops->side_copy_2d : ctx->ops->copy_2d)(
         ctx, dst->data, (size_t)dst->stride[1] * es, src->data, (size_t)src->stride[1] * es,
         (size_t)(dst->shape[2] * dst->shape[3]) * es, (size_t)(dst->shape[0] * dst->shape[1]));
   }
   return ditattn_pool_mean(ctx, src, 1, dst);
+}
+
+ditattn_status dt_dist_copy_rows_of(ditattn_context *ctx, const ditattn_tensor *whole,
+                                    const void *peer, int64_t from, int64_t rows, int side,
+                                    int64_t bh_lo, int64_t bh_hi) {
+  if (bh_hi <= bh_lo) return DITATTN_OK;
+  /* whole is contiguous: its slices [bh_lo, bh_hi) seen as (1, bh_hi - bh_lo, N, D). */
+  const size_t skip = (size_t)(bh_lo * whole->stride[1]) * ditattn_dtype_size(whole->dtype);
+  ditattn_tensor some = *whole;
+  some.shape[0] = 1;
+  some.shape[1] = bh_hi - bh_lo;
+  some.stride[0] = some.shape[1] * some.stride[1];
+  const ditattn_tensor src = dt_dist_rows_at(&some, (char *)peer + skip, from, rows);
+  ditattn_tensor dst = dt_dist_rows_at(&some, (char *)whole->data + skip, from, rows);
+  return dt_dist_copy_tensor(ctx, &src, &dst, side);
 }
 
 ditattn_status dt_dist_copy_rows(ditattn_context *ctx, const ditattn_tensor *whole,

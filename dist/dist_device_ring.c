@@ -58,7 +58,7 @@ static ditattn_status ring_pack(dt_dist_job *job, device_ring *r, const ditattn_
   ditattn_tensor packed[DT_DEVICE_RING_MAX];
   const int64_t n = job->length[job->rank];
   packed_views(r->dev[0], &xs[0], n, r->nx, packed);
-  for (int i = 0; i < r->nx; i++) TRY(dt_dist_copy_tensor(job->ctx, &xs[i], &packed[i]));
+  for (int i = 0; i < r->nx; i++) TRY(dt_dist_copy_tensor(job->ctx, &xs[i], &packed[i], 0));
   /* MPI reads the buffer outside the stream: the pack must be complete. */
   TRY(ditattn_synchronize(job->ctx));
   if (r->mode == DT_DIST_XFER_STAGED)

@@ -478,8 +478,8 @@ static ditattn_status gpu_llsa_forward(ditattn_context *ctx, const dt_llsa_fwd *
    * in chunks of (b, h) slices: each chunk's attention waits for its own. */
   const int chunks = p->summary.side_chunks > 1 ? p->summary.side_chunks : 1;
   for (int c = 0; c < chunks; c++) {
-    int64_t bh_lo = 0, bh_hi = g.B * g.H;
-    if (chunks > 1) dt_side_chunk_bh(g.B * g.H, chunks, c, &bh_lo, &bh_hi);
+    int64_t bh_lo, bh_hi;
+    dt_side_chunk_bh(g.B * g.H, chunks, c, &bh_lo, &bh_hi);
     if (p->summary.side_chunks) TRY(gpu_side_wait_chunk(ctx, &p->summary, c));
     GPU_TRY(ctx,
             DT_GPU_FN(launch_llsa_attend)(&g, p->q, p->k, p->v, p->out, p->lse, bh_lo, bh_hi,

@@ -361,26 +361,26 @@ __global__ void __launch_bounds__(kPickThreads)
   const long long row = lw / cnt * nl + p.blk_lo[level] + lw % cnt;
   const double *sc = scores + w * ncand;
   const int *ix = idx + w * ncand;
-  double ls[LIST > 0 ? LIST : 1];
-  int li[LIST > 0 ? LIST : 1];
+  constexpr int kKeep = LIST > 0 ? LIST : 1; /* LIST = 0 keeps a list it never reads */
+  double ls[kKeep];
+  int li[kKeep];
 #pragma unroll
-  for (int u = 0; u < (LIST > 0 ? LIST : 1); u++) ls[u] = 0.0, li[u] = DT_WA_NO_INDEX;
+  for (int u = 0; u < kKeep; u++) ls[u] = 0.0, li[u] = DT_WA_NO_INDEX;
   if (LIST > 0) {
     /* The first LIST candidates' loads all issued at once (most rows have
      * no more), then the rest streamed. */
-    double first_s[LIST > 0 ? LIST : 1];
-    int first_i[LIST > 0 ? LIST : 1];
+    double first_s[kKeep];
+    int first_i[kKeep];
 #pragma unroll
-    for (int u = 0; u < (LIST > 0 ? LIST : 1); u++) {
+    for (int u = 0; u < kKeep; u++) {
       const long long j = lane + (long long)u * DT_WARP;
       first_s[u] = j < ncand ? sc[j] : 0.0;
       first_i[u] = j < ncand ? ix[j] : DT_WA_NO_INDEX;
     }
 #pragma unroll
-    for (int u = 0; u < (LIST > 0 ? LIST : 1); u++)
-      keep_best<(LIST > 0 ? LIST : 1)>(ls, li, first_s[u], first_i[u]);
+    for (int u = 0; u < kKeep; u++) keep_best<kKeep>(ls, li, first_s[u], first_i[u]);
     for (long long j = lane + (long long)LIST * DT_WARP; j < ncand; j += DT_WARP)
-      keep_best<(LIST > 0 ? LIST : 1)>(ls, li, sc[j], ix[j]);
+      keep_best<kKeep>(ls, li, sc[j], ix[j]);
   }
   const long long keff = p.keff[level - 1];
   int32_t *out = p.sel[level - 1] + row * keff;
@@ -400,9 +400,9 @@ __global__ void __launch_bounds__(kPickThreads)
     prev_i = bi;
     if (LIST > 0 && li[0] == bi) { /* indices are distinct: one lane holds the pick */
 #pragma unroll
-      for (int u = 0; u + 1 < (LIST > 0 ? LIST : 1); u++) ls[u] = ls[u + 1], li[u] = li[u + 1];
-      ls[LIST > 0 ? LIST - 1 : 0] = 0.0;
-      li[LIST > 0 ? LIST - 1 : 0] = DT_WA_NO_INDEX;
+      for (int u = 0; u + 1 < kKeep; u++) ls[u] = ls[u + 1], li[u] = li[u + 1];
+      ls[kKeep - 1] = 0.0;
+      li[kKeep - 1] = DT_WA_NO_INDEX;
     }
   }
 }
