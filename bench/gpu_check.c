@@ -554,32 +554,31 @@ static int gc_compare_lse(gc_env *env, const gc_lse *lse, const char *what, doub
   return gc_report(env, ok && err <= tol, lwhat, err, tol);
 }
 
-static int gc_check_dense(gc_env *env) {
+/* Dense case i of gc_check_dense. */
+static int gc_dense_case(gc_env *env, int i) {
   int ok = 1;
-  for (int i = 0; i < 12; i++) {
-    /* Every third case is tensor-core shaped (D = 64/128, aligned rows). */
-    const int64_t D = i % 3 == 0 ? (i % 2 ? 128 : 64) : gc_int(1, 256);
-    gc_shape s = gc_random_shape(gc_int(1, 200), D, gc_pick_dtype(i / 3 + i));
-    if (i % 3 == 0) s.pad = 8 * gc_int(0, 1);
-    const int64_t Nk = i == 1 ? 1 : gc_int(1, 220);
-    const float scale = i % 4 == 2 ? (float)gc_uniform(0.05, 0.5) : 0.0f;
-    char what[256], extra[64];
-    snprintf(extra, sizeof extra, "Nk=%lld scale=%g", (long long)Nk, scale);
-    gc_describe(what, sizeof what, "dense", &s, extra);
-    gc_tensor q, k, v, o;
-    memset(&q, 0, sizeof q), memset(&k, 0, sizeof k), memset(&v, 0, sizeof v),
-        memset(&o, 0, sizeof o);
-    gc_lse lse;
-    if (gc_lse_new(env, &lse, (size_t)(s.B * s.H * s.N)) &&
-        gc_tensor_new(env, &q, s.B, s.H, s.N, D, s.pad, s.bnhd, s.dt) &&
-        gc_tensor_new(env, &k, s.B, s.H, Nk, D, s.pad, s.bnhd, s.dt) &&
-        gc_tensor_new(env, &v, s.B, s.H, Nk, D, s.pad, !s.bnhd, s.dt) &&
-        gc_tensor_new(env, &o, s.B, s.H, s.N, D, s.pad, s.bnhd, s.dt)) {
-      gc_fill(&q);
-      gc_fill(&k);
-      gc_fill(&v);
-      ok &=
-          gc_upload(env, &q) && gc_upload(env, &k) && gc_upload(env, &v) && gc_upload(env, &o) &&
+  /* Every third case is tensor-core shaped (D = 64/128, aligned rows). */
+  const int64_t D = i % 3 == 0 ? (i % 2 ? 128 : 64) : gc_int(1, 256);
+  gc_shape s = gc_random_shape(gc_int(1, 200), D, gc_pick_dtype(i / 3 + i));
+  if (i % 3 == 0) s.pad = 8 * gc_int(0, 1);
+  const int64_t Nk = i == 1 ? 1 : gc_int(1, 220);
+  const float scale = i % 4 == 2 ? (float)gc_uniform(0.05, 0.5) : 0.0f;
+  char what[256], extra[64];
+  snprintf(extra, sizeof extra, "Nk=%lld scale=%g", (long long)Nk, scale);
+  gc_describe(what, sizeof what, "dense", &s, extra);
+  gc_tensor q, k, v, o;
+  memset(&q, 0, sizeof q), memset(&k, 0, sizeof k), memset(&v, 0, sizeof v),
+      memset(&o, 0, sizeof o);
+  gc_lse lse;
+  if (gc_lse_new(env, &lse, (size_t)(s.B * s.H * s.N)) &&
+      gc_tensor_new(env, &q, s.B, s.H, s.N, D, s.pad, s.bnhd, s.dt) &&
+      gc_tensor_new(env, &k, s.B, s.H, Nk, D, s.pad, s.bnhd, s.dt) &&
+      gc_tensor_new(env, &v, s.B, s.H, Nk, D, s.pad, !s.bnhd, s.dt) &&
+      gc_tensor_new(env, &o, s.B, s.H, s.N, D, s.pad, s.bnhd, s.dt)) {
+    gc_fill(&q);
+    gc_fill(&k);
+    gc_fill(&v);
+    ok &= gc_upload(env, &q) && gc_upload(env, &k) && gc_upload(env, &v) && gc_upload(env, &o) &&
           gc_lse_poison_device(env, &lse) &&
           gc_status(
               env,
@@ -590,13 +589,34 @@ static int gc_check_dense(gc_env *env) {
                     env->gpu, what) &&
           gc_compare_out(env, &o, what, gc_tol(s.dt)) &&
           gc_compare_lse(env, &lse, what, s.dt == DITATTN_F32 ? 1e-5 : 1e-3);
-    } else {
-      ok = 0;
-    }
-    gc_lse_free(env, &lse);
-    gc_attention_tensors_free(env, &q, &k, &v, &o);
+  } else {
+    ok = 0;
   }
+  gc_lse_free(env, &lse);
+  gc_attention_tensors_free(env, &q, &k, &v, &o);
   return ok;
+}
+
+static int gc_check_dense(gc_env *env) {
+  int ok = 1;
+  for (int i = 0; i < 12; i++) ok &= gc_dense_case(env, i);
+  return ok;
+}
+
+/* A call that fails in the runtime (here an allocation no device has)
+ * leaves a last error behind in CUDA/HIP; the next call must not report it
+ * as its own. */
+static int gc_check_error_recovery(gc_env *env) {
+  /* Host backends (the harness self-test) have no runtime error state, and
+   * a sanitizer aborts on such an allocation instead of failing it. */
+  if (env->f32_only) return gc_dense_case(env, 0);
+  void *p = (void *)&p;
+  const ditattn_status st = ditattn_malloc(env->gpu, (size_t)1 << 62, &p);
+  const int refused = st == DITATTN_ERR_OUT_OF_MEMORY && p == NULL;
+  gc_report(env, refused, "malloc of 2^62 bytes: OUT_OF_MEMORY, *ptr NULL", refused ? 0.0 : 1.0,
+            0.0);
+  if (p) (void)ditattn_free(env->gpu, p);
+  return gc_dense_case(env, 0) && gc_dense_case(env, 1) && refused;
 }
 
 /* Dense backward: out and lse from ref's forward (out rounded to the dtype),
@@ -896,11 +916,15 @@ static void gc_env_close(gc_env *env) {
   env->gpu = env->ref = NULL;
 }
 
-static const gc_check gc_checks[] = {
-    {"pool", gc_check_pool},   {"rope", gc_check_rope},
-    {"order", gc_check_order}, {"lse_merge", gc_check_merge},
-    {"dense", gc_check_dense}, {"dense_backward", gc_check_dense_backward},
-    {"llsa", gc_check_llsa},   {"unsupported", gc_check_unsupported}};
+static const gc_check gc_checks[] = {{"pool", gc_check_pool},
+                                     {"rope", gc_check_rope},
+                                     {"order", gc_check_order},
+                                     {"lse_merge", gc_check_merge},
+                                     {"dense", gc_check_dense},
+                                     {"error_recovery", gc_check_error_recovery},
+                                     {"dense_backward", gc_check_dense_backward},
+                                     {"llsa", gc_check_llsa},
+                                     {"unsupported", gc_check_unsupported}};
 #define GC_NCHECKS ((int)(sizeof gc_checks / sizeof gc_checks[0]))
 
 #ifndef GC_NO_MAIN

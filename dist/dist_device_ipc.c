@@ -99,20 +99,32 @@ int dt_dist_side_chunks(ditattn_context *ctx, int64_t BH) {
   return (int)(BH < most ? (BH > 1 ? BH : 1) : most);
 }
 
-/* 1 if x's rows of each (b, h) are contiguous (D always is) and the B·H
- * slices lie at one pitch (stride[1]), so that one strided copy moves all
- * of them. */
-static int slices_at_one_pitch(const ditattn_tensor *x) {
-  return x->stride[2] == x->shape[3] &&
-         (x->shape[0] == 1 || x->stride[0] == x->shape[1] * x->stride[1]);
+/* 1 if x's B·H slices can be one strided copy: each slice's rows are
+ * contiguous (D always is) and the slices lie at one pitch, which *pitch
+ * gets in elements (one slice: its own length, as a copy of one row needs
+ * a pitch no smaller than the row). A pitch under a slice's length means
+ * the slices overlap or interleave (e.g. [B, N, H, D] with H > 1): no. */
+static int slices_at_one_pitch(const ditattn_tensor *x, int64_t *pitch) {
+  const int64_t B = x->shape[0], H = x->shape[1], width = x->shape[2] * x->shape[3];
+  if (x->stride[2] != x->shape[3]) return 0;
+  if (B * H == 1)
+    *pitch = width;
+  else if (H == 1)
+    *pitch = x->stride[0]; /* the slices are the batches */
+  else if (B == 1 || x->stride[0] == H * x->stride[1])
+    *pitch = x->stride[1];
+  else
+    return 0;
+  return *pitch >= width;
 }
 
 ditattn_status dt_dist_copy_tensor(ditattn_context *ctx, const ditattn_tensor *src,
                                    ditattn_tensor *dst, int side) {
-  if (ctx->ops->copy_2d && slices_at_one_pitch(src) && slices_at_one_pitch(dst)) {
+  int64_t spitch = 0, dpitch = 0;
+  if (ctx->ops->copy_2d && slices_at_one_pitch(src, &spitch) && slices_at_one_pitch(dst, &dpitch)) {
     const size_t es = ditattn_dtype_size(dst->dtype);
     return (side ? ctx->ops->side_copy_2d : ctx->ops->copy_2d)(
-        ctx, dst->data, (size_t)dst->stride[1] * es, src->data, (size_t)src->stride[1] * es,
+        ctx, dst->data, (size_t)dpitch * es, src->data, (size_t)spitch * es,
         (size_t)(dst->shape[2] * dst->shape[3]) * es, (size_t)(dst->shape[0] * dst->shape[1]));
   }
   return ditattn_pool_mean(ctx, src, 1, dst);

@@ -39,6 +39,7 @@ static void run_check(ditattn_backend be, const char *check) {
   GPU_TEST(backend, order)                                                                         \
   GPU_TEST(backend, lse_merge)                                                                     \
   GPU_TEST(backend, dense)                                                                         \
+  GPU_TEST(backend, error_recovery)                                                                \
   GPU_TEST(backend, dense_backward)                                                                \
   GPU_TEST(backend, llsa)                                                                          \
   GPU_TEST(backend, unsupported)
@@ -125,6 +126,7 @@ int main(void) {
       cmocka_unit_test(CUDA_order),
       cmocka_unit_test(CUDA_lse_merge),
       cmocka_unit_test(CUDA_dense),
+      cmocka_unit_test(CUDA_error_recovery),
       cmocka_unit_test(CUDA_dense_backward),
       cmocka_unit_test(CUDA_llsa),
       cmocka_unit_test(CUDA_unsupported),
@@ -133,6 +135,7 @@ int main(void) {
       cmocka_unit_test(HIP_order),
       cmocka_unit_test(HIP_lse_merge),
       cmocka_unit_test(HIP_dense),
+      cmocka_unit_test(HIP_error_recovery),
       cmocka_unit_test(HIP_dense_backward),
       cmocka_unit_test(HIP_llsa),
       cmocka_unit_test(HIP_unsupported),

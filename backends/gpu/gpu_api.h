@@ -26,6 +26,10 @@ extern "C" {
 
 /* ------------------------------------------------------------ runtime */
 const char *DT_GPU_FN(error_string)(int err);
+/* Resets the thread's last runtime error, which a failed call (a bad copy
+ * argument, an allocation) leaves behind and the next kernel launch's check
+ * would report as its own; sticky errors (a faulted context) stay. */
+void DT_GPU_FN(clear_error)(void);
 int DT_GPU_FN(device_count)(int *count);
 /* The calling thread's current device (a context bound to a device makes it
  * current for the duration of each call; see gpu_ops_impl.h). */

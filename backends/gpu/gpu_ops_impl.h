@@ -32,6 +32,7 @@ typedef struct gpu_state {
 
 static ditattn_status gpu_check(ditattn_context *ctx, int err, const char *what) {
   if (err == 0) return DITATTN_OK;
+  DT_GPU_FN(clear_error)(); /* the next call must not report this one */
   if (err == DT_GPU_NOT_IMPLEMENTED)
     return dt_fail(ctx, DITATTN_ERR_UNSUPPORTED, "%s %s: configuration not implemented",
                    DT_GPU_NAME, what);
@@ -164,6 +165,7 @@ static ditattn_status gpu_mem_alloc(ditattn_context *ctx, size_t bytes, void **p
   int err = DT_GPU_FN(malloc)(ptr, bytes);
   if (err) {
     *ptr = NULL;
+    DT_GPU_FN(clear_error)();
     return dt_fail(ctx, DITATTN_ERR_OUT_OF_MEMORY, "%s: allocating %zu bytes: %s", DT_GPU_NAME,
                    bytes, DT_GPU_FN(error_string)(err));
   }
@@ -526,6 +528,7 @@ static ditattn_status gpu_host_alloc(ditattn_context *ctx, size_t bytes, void **
   int err = DT_GPU_FN(host_alloc)(ptr, bytes);
   if (err) {
     *ptr = NULL;
+    DT_GPU_FN(clear_error)();
     return dt_fail(ctx, DITATTN_ERR_OUT_OF_MEMORY, "%s: page-locking %zu host bytes: %s",
                    DT_GPU_NAME, bytes, DT_GPU_FN(error_string)(err));
   }

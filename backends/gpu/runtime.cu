@@ -11,6 +11,8 @@ const char *DT_GPU_FN(error_string)(int err) {
   return gpuGetErrorString((gpuError_t)err);
 }
 
+void DT_GPU_FN(clear_error)(void) { (void)gpuGetLastError(); }
+
 int DT_GPU_FN(device_count)(int *count) {
   int n = 0;
   gpuError_t e = gpuGetDeviceCount(&n);

@@ -178,6 +178,34 @@ static double time_gather_copy(problem *pb, void *dst_buf, int64_t M) {
   return best;
 }
 
+/* The rank's own rows [row0, row0 + M) of q, k and v copied into its
+ * gather buffers (dst_buf, whole-sequence layout), as dist_device_gather.c
+ * does before the peers read them: by dt_dist_copy_tensor (copy_2d), or
+ * (via_pool) by the element-wise ditattn_pool_mean at block 1, the route
+ * before session 14's fix. Best of reps, seconds; < 0 on failure. */
+static double time_own_copy(problem *pb, void *dst_buf, int64_t row0, int64_t M, int via_pool) {
+  double best = 1e300;
+  for (int rep = 0; rep <= pb->o->reps; rep++) {
+    const double t0 = now_s();
+    for (int i = 0; i < 3; i++) {
+      const ditattn_tensor *whole = i == 0 ? &pb->q : i == 1 ? &pb->k : &pb->v;
+      const ditattn_tensor src = dt_dist_rows_at(whole, whole->data, row0, M);
+      ditattn_tensor dst =
+          dt_dist_rows_at(whole,
+                          (char *)dst_buf + (size_t)i * (size_t)(pb->o->H * pb->o->N * pb->o->D) *
+                                                ditattn_dtype_size(pb->o->dtype),
+                          row0, M);
+      const ditattn_status st = via_pool ? ditattn_pool_mean(pb->ctx, &src, 1, &dst)
+                                         : dt_dist_copy_tensor(pb->ctx, &src, &dst, 0);
+      if (st != DITATTN_OK) return -1.0;
+    }
+    if (ditattn_synchronize(pb->ctx) != DITATTN_OK) return -1.0;
+    const double t = now_s() - t0;
+    if (rep > 0 && t < best) best = t;
+  }
+  return best;
+}
+
 /* The summary exchange's copies for the rank owning tokens [row0, row0 +
  * M): every unit it does not own, copied from src to dst with the strided
  * copies of dist_device_summary.c; *bytes gets their size. Best of reps,
@@ -228,7 +256,7 @@ static int run_op(problem *pb, int is_llsa, void *copy_buf) {
     double t1 = 0.0;
     for (int P = 1; P <= o->max_p && rc == 0; P *= 2) {
       double slowest = 0.0, sum = 0.0, copy_slowest = 0.0, sum_slowest = 0.0, sum_mb = 0.0;
-      double ov_slowest = 0.0;
+      double ov_slowest = 0.0, own_slowest = 0.0, own_pool_slowest = 0.0;
       for (int r = 0; r < P && rc == 0; r++) {
         const int64_t row0 = o->N * r / P, M = o->N * (r + 1) / P - row0;
         /* P = 1 holds the whole sequence: the plain forward, no split. */
@@ -236,10 +264,13 @@ static int run_op(problem *pb, int is_llsa, void *copy_buf) {
         const double ov =
             with && overlap && P > 1 ? time_rows(pb, is_llsa, row0, M, summary[0], copy_buf) : 0.0;
         const double c = time_gather_copy(pb, copy_buf, M);
+        /* P = 1 copies nothing of its own: it reads the caller's tensors. */
+        const double own = P > 1 ? time_own_copy(pb, copy_buf, row0, M, 0) : 0.0;
+        const double own_pool = P > 1 ? time_own_copy(pb, copy_buf, row0, M, 1) : 0.0;
         double sbytes = 0.0;
         const double sc =
             with ? time_summary_copy(pb, &layout, summary[1], summary[0], row0, M, &sbytes) : 0.0;
-        if (t < 0 || c < 0 || sc < 0 || ov < 0) {
+        if (t < 0 || c < 0 || sc < 0 || ov < 0 || own < 0 || own_pool < 0) {
           fprintf(stderr, "gpu_rows: %s P=%d rank %d failed: %s\n", name, P, r,
                   ditattn_last_error(pb->ctx));
           rc = 1;
@@ -249,6 +280,8 @@ static int run_op(problem *pb, int is_llsa, void *copy_buf) {
         ov_slowest = ov > ov_slowest ? ov : ov_slowest;
         copy_slowest = c > copy_slowest ? c : copy_slowest;
         sum_slowest = sc > sum_slowest ? sc : sum_slowest;
+        own_slowest = own > own_slowest ? own : own_slowest;
+        own_pool_slowest = own_pool > own_pool_slowest ? own_pool : own_pool_slowest;
         sum_mb = sbytes / 1e6 > sum_mb ? sbytes / 1e6 : sum_mb;
         sum += t;
       }
@@ -267,6 +300,9 @@ static int run_op(problem *pb, int is_llsa, void *copy_buf) {
       else if (ov_slowest > 0)
         printf(" | with k/v copies overlapped: slowest %9.3f ms, eff %5.2f", 1e3 * ov_slowest,
                t1 / (P * ov_slowest));
+      if (P > 1)
+        printf(" | own rows into the gather buffer: copy_2d %7.3f ms (pool_mean: %7.3f ms)",
+               1e3 * own_slowest, 1e3 * own_pool_slowest);
       printf("\n");
       fflush(stdout);
     }

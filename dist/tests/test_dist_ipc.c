@@ -147,7 +147,10 @@ static int g_copies_2d; /* fake_copy_2d calls in the current case */
 
 static ditattn_status fake_copy_2d(ditattn_context *ctx, void *dst, size_t dpitch, const void *src,
                                    size_t spitch, size_t width, size_t height) {
-  (void)ctx;
+  /* As cudaMemcpy2DAsync: a pitch under the width is an invalid argument. */
+  if (dpitch < width || spitch < width)
+    return dt_fail(ctx, DITATTN_ERR_DEVICE, "fake copy_2d: pitch %zu/%zu under width %zu", dpitch,
+                   spitch, width);
   for (size_t r = 0; r < height; r++)
     memcpy((char *)dst + r * dpitch, (const char *)src + r * spitch, width);
   g_copies_2d++;
@@ -182,6 +185,9 @@ static ditattn_status fake_side_mark(ditattn_context *ctx) {
 static ditattn_status fake_side_copy_2d(ditattn_context *ctx, void *dst, size_t dpitch,
                                         const void *src, size_t spitch, size_t width,
                                         size_t height) {
+  if (dpitch < width || spitch < width)
+    return dt_fail(ctx, DITATTN_ERR_DEVICE, "fake side copy_2d: pitch %zu/%zu under width %zu",
+                   dpitch, spitch, width);
   if (g_npending == MAX_PENDING) return dt_fail(ctx, DITATTN_ERR_INTERNAL, "fake side: queue full");
   g_pending[g_npending++] = (pending_copy){dst, src, dpitch, spitch, width, height};
   g_side_copies++;
