@@ -12,7 +12,8 @@ enum {
   DT_DIST_XFER_HOST = 0,
   DT_DIST_XFER_STAGED = 1,
   DT_DIST_XFER_DEVICE = 2,
-  DT_DIST_XFER_IPC = 3
+  DT_DIST_XFER_IPC = 3,
+  DT_DIST_XFER_HOSTS = 4
 };
 
 /* 1 when environment variable `name` is set to exactly `value` (the
@@ -55,6 +56,12 @@ typedef ditattn_status (*dt_device_ring_step_n_fn)(void *user, int step, int src
                                                    const ditattn_tensor *xs);
 ditattn_status dt_device_ring_run_n(dt_dist_job *job, const ditattn_tensor *xs, int nx,
                                     dt_device_ring_step_n_fn step, void *user);
+/* The same ring among the job's ranks members[0 .. count) only, in that
+ * order (this rank among them); every rank of the job calls it at once
+ * (its agreements are the job's), each with its own ring. */
+ditattn_status dt_device_ring_run_among(dt_dist_job *job, const int *members, int count,
+                                        const ditattn_tensor *xs, int nx,
+                                        dt_device_ring_step_n_fn step, void *user);
 
 /* What the LLSA/RoPeSLR GPU route keeps with the context between calls
  * (ctx->ext, dist_device_cache.c): the whole-sequence q, k, v buffers of
@@ -129,14 +136,34 @@ ditattn_status dt_dist_device_gather_qkv(dt_dist_job *job, const ditattn_tensor 
                                          ditattn_tensor gathered[3], int *deferred);
 
 /* The same for k and v only (gathered[1], gathered[2]; gathered[0] unset),
- * by IPC only: call when dt_dist_ipc_usable; a failure (agreed) leaves the
+ * by IPC (mode: dt_dist_ipc_usable's answer, not DT_IPC_NONE; PER_HOST
+ * with the ring between hosts first) only; a failure (agreed) leaves the
  * caller to take another route. */
-ditattn_status dt_dist_device_gather_kv_ipc(dt_dist_job *job, const ditattn_tensor *k,
+ditattn_status dt_dist_device_gather_kv_ipc(dt_dist_job *job, int mode, const ditattn_tensor *k,
                                             const ditattn_tensor *v, ditattn_tensor gathered[3]);
 
-/* 1 when every rank of the job shares one host, the backend can share
- * device memory between processes (ops->ipc_*) and DITATTN_DIST_IPC is not
- * "0" on any rank. Collective; the same answer on every rank. */
+/* Which ranks share a host, into job->hosts (kept on the caller's
+ * communicator between calls; DITATTN_DIST_RANKS_PER_HOST=n, a test hook
+ * set alike on every rank, makes hosts of n consecutive ranks). Collective;
+ * agreed status. */
+ditattn_status dt_dist_hosts_find(dt_dist_job *job);
+/* The rank on reader's host that holds rank src's slice after the ring
+ * between hosts (dt_dist_device_gather_qkv): the one with src's index on
+ * its host. Needs hosts->per_host > 0. */
+int dt_dist_hosts_holder(const dt_dist_hosts *hosts, int reader, int src);
+
+/* How the device routes may use IPC (dt_dist_ipc_usable). */
+enum {
+  DT_IPC_NONE = 0,     /* every slice crosses MPI (the ring) */
+  DT_IPC_ONE_HOST = 1, /* every rank on one host: all by IPC */
+  DT_IPC_PER_HOST = 2  /* several hosts of as many ranks each: IPC inside each */
+};
+/* The IPC mode: ONE_HOST when every rank shares one host, PER_HOST when
+ * the ranks lie on several hosts, at least two on each and as many on each
+ * (DITATTN_DIST_HOSTS=0 turns it off), NONE otherwise, or when the backend
+ * cannot share device memory between processes (ops->ipc_*) or
+ * DITATTN_DIST_IPC is "0" on any rank. Collective (job->hosts is found);
+ * the same answer on every rank. */
 int dt_dist_ipc_usable(dt_dist_job *job);
 
 /* Rows [offset, offset + length) of a whole-sequence tensor laid out like
@@ -193,9 +220,12 @@ ditattn_status dt_dist_ipc_peer_tables(ditattn_context *ctx, dt_gather_cache *ca
  * agreed status; on success no peer reads this rank's buffers any more.
  * early_end >= 0: k/v rows past it are left on the side stream in *chunks
  * chunks (dt_dist_side_chunks); else *chunks = 0 and all are waited for. */
-ditattn_status dt_dist_ipc_allgather(dt_dist_job *job, dt_gather_cache *cache,
-                                     ditattn_tensor *whole, int nx, int64_t q_span,
-                                     int64_t early_end, int *chunks);
+/* hosts (PER_HOST; NULL: one host): this rank's buffers hold the slices
+ * of the ranks with its index on their hosts already, and the others come
+ * from the host-mates that hold them (dt_dist_hosts_holder). */
+ditattn_status dt_dist_ipc_allgather(dt_dist_job *job, const dt_dist_hosts *hosts,
+                                     dt_gather_cache *cache, ditattn_tensor *whole, int nx,
+                                     int64_t q_span, int64_t early_end, int *chunks);
 
 /* LLSA and RoPeSLR forward on a GPU context, once the job has begun:
  * q, k, v all-gathered (dt_dist_device_gather_qkv), then the backend's

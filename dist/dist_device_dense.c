@@ -1,5 +1,6 @@
 /* Dense attention on device memory. Ranks of one host gather k and v by
- * IPC and run one dense forward over all keys; otherwise ring attention:
+ * IPC (ranks on several hosts of as many each: by the ring between hosts,
+ * then IPC) and run one dense forward over all keys; otherwise ring attention:
  * each visiting K/V slice gives a partial (ditattn_dense_forward,
  * Nq != Nk) merged on the device by log-sum-exp (ditattn_lse_merge), as
  * the host path does. */
@@ -47,15 +48,15 @@ static ditattn_status alloc_partials(device_dense *d, int need_lse, void **part_
   return DITATTN_OK;
 }
 
-/* Ranks of one host: k and v gathered by IPC into the context's cached
+/* k and v gathered by IPC (mode) into the context's cached
  * whole-sequence buffers, then ONE dense forward of this rank's queries
  * over all keys — the single-process kernel on the same keys, so no
  * partials and no merge. Agreed status; a failure leaves the ring. */
-static ditattn_status dense_over_gathered(dt_dist_job *job, const ditattn_tensor *q,
+static ditattn_status dense_over_gathered(dt_dist_job *job, int mode, const ditattn_tensor *q,
                                           const ditattn_tensor *k, const ditattn_tensor *v,
                                           float scale, ditattn_tensor *out, float *lse) {
   ditattn_tensor whole[3];
-  TRY(dt_dist_device_gather_kv_ipc(job, k, v, whole));
+  TRY(dt_dist_device_gather_kv_ipc(job, mode, k, v, whole));
   double t0 = MPI_Wtime();
   ditattn_status local = ditattn_dense_forward(job->ctx, q, &whole[1], &whole[2], scale, out, lse);
   if (local == DITATTN_OK) local = ditattn_synchronize(job->ctx);
@@ -67,8 +68,8 @@ ditattn_status dt_dist_device_dense_run(dt_dist_job *job, const ditattn_tensor *
                                         const ditattn_tensor *k, const ditattn_tensor *v,
                                         float scale, ditattn_tensor *out, float *lse) {
   ditattn_context *ctx = job->ctx;
-  if (job->size > 1 && dt_dist_ipc_usable(job) &&
-      dense_over_gathered(job, q, k, v, scale, out, lse) == DITATTN_OK)
+  const int mode = job->size > 1 ? dt_dist_ipc_usable(job) : DT_IPC_NONE;
+  if (mode != DT_IPC_NONE && dense_over_gathered(job, mode, q, k, v, scale, out, lse) == DITATTN_OK)
     return dt_dist_end(job, DITATTN_OK);
   /* Otherwise (ranks on several hosts, IPC off or failed): the K/V ring,
    * whose transfers alone the byte counts then report. */

@@ -1,7 +1,12 @@
 /* All-gather of q, k, v (or of k, v for dense) on device memory for the
  * device paths. Ranks of one host copy each other's rows by IPC
- * (dist_device_ipc.c). Otherwise the three slices travel the device ring
- * together and each one is copied into its rows of the whole-sequence
+ * (dist_device_ipc.c). Ranks on several hosts of as many ranks each
+ * gather hierarchically: first each rank's slices travel the ring of the
+ * ranks with its index on their hosts (one per host), then each rank
+ * copies the rest out of its host-mates' buffers by IPC, so only 1/L of
+ * what each rank receives crosses between hosts (L ranks per host) instead
+ * of all of it. Otherwise the three slices travel the device ring of all
+ * ranks together. Each slice is copied into its rows of the whole-sequence
  * tensors as it passes (dt_dist_copy_tensor, like the ring's pack), so the
  * copies overlap the transfers. */
 #include "dist_device.h"
@@ -15,8 +20,8 @@ typedef struct gather {
   int first;             /* 1: q is not gathered (dense) */
 } gather;
 
-/* Copies the slices xs of rank src into their rows (xs[0] is q, skipped
- * when g->first is 1), by dt_dist_copy_tensor. */
+/* Copies the slices xs of rank src into their rows, by dt_dist_copy_tensor:
+ * xs[0 .. 3 - g->first) are q, k, v, or (g->first = 1) k, v. */
 static ditattn_status gather_step(void *user, int step, int src, const ditattn_tensor *xs) {
   (void)step;
   const gather *g = user;
@@ -24,7 +29,7 @@ static ditattn_status gather_step(void *user, int step, int src, const ditattn_t
   if (len == 0) return DITATTN_OK;
   for (int i = g->first; i < 3; i++) {
     ditattn_tensor dst = dt_dist_rows_at(&g->whole[i], g->whole[i].data, off, len);
-    TRY(dt_dist_copy_tensor(g->ctx, &xs[i], &dst, 0));
+    TRY(dt_dist_copy_tensor(g->ctx, &xs[i - g->first], &dst, 0));
   }
   return DITATTN_OK;
 }
@@ -51,7 +56,30 @@ static ditattn_status ipc_gather(dt_dist_job *job, dt_gather_cache *cache, gathe
   if (local == DITATTN_OK) local = ditattn_synchronize(job->ctx); /* peers read it next */
   dt_dist_tick(&t0, &job->stats.compute_s);
   TRY(dt_dist_agree(job, local));
-  return dt_dist_ipc_allgather(job, cache, g->whole, 3, q_span, early_end, chunks);
+  return dt_dist_ipc_allgather(job, NULL, cache, g->whole, 3, q_span, early_end, chunks);
+}
+
+/* Several hosts of L ranks: the ring among the ranks with this rank's
+ * index on their hosts writes their slices (this rank's included) into its
+ * buffers, then the other slices come by IPC from the host-mates holding
+ * them. Agreed; gpu_transfer DT_DIST_XFER_HOSTS. */
+static ditattn_status hosts_gather(dt_dist_job *job, dt_gather_cache *cache, gather *g,
+                                   const ditattn_tensor *xs, int64_t q_span) {
+  const dt_dist_hosts *hosts = &job->hosts;
+  int *members = dt_calloc((size_t)hosts->count, sizeof(int));
+  ditattn_status st = dt_dist_agree(job, members ? DITATTN_OK
+                                                 : dt_fail(job->ctx, DITATTN_ERR_OUT_OF_MEMORY,
+                                                           "ring of %d hosts", hosts->count));
+  if (st != DITATTN_OK) return st;
+  const int local = hosts->local_of[job->rank];
+  for (int h = 0; h < hosts->count; h++) members[h] = hosts->rank_at[h * hosts->per_host + local];
+  st = dt_device_ring_run_among(job, members, hosts->count, xs, 3 - g->first, gather_step, g);
+  dt_free(members);
+  int chunks = 0; /* nothing deferred (early_end -1) */
+  if (st == DITATTN_OK)
+    st = dt_dist_ipc_allgather(job, hosts, cache, g->whole, 3, q_span, -1, &chunks);
+  if (st == DITATTN_OK) job->stats.gpu_transfer = DT_DIST_XFER_HOSTS;
+  return st;
 }
 
 ditattn_status dt_dist_device_gather_qkv(dt_dist_job *job, const ditattn_tensor *q,
@@ -69,21 +97,25 @@ ditattn_status dt_dist_device_gather_qkv(dt_dist_job *job, const ditattn_tensor 
   gather g = {job->ctx, job, gathered, 0};
   /* Any rank's IPC failure (e.g. devices that cannot map each other's
    * memory): every rank falls back to the ring, which rewrites all rows. */
+  const int mode = dt_dist_ipc_usable(job);
   int chunks = 0;
-  if (dt_dist_ipc_usable(job) &&
+  if (mode == DT_IPC_ONE_HOST &&
       ipc_gather(job, cache, &g, xs, q_span, early_end, &chunks) == DITATTN_OK) {
     *deferred = chunks;
     return DITATTN_OK;
   }
+  if (mode == DT_IPC_PER_HOST && hosts_gather(job, cache, &g, xs, q_span) == DITATTN_OK)
+    return DITATTN_OK;
   return dt_device_ring_run_n(job, xs, 3, gather_step, &g);
 }
 
-ditattn_status dt_dist_device_gather_kv_ipc(dt_dist_job *job, const ditattn_tensor *k,
+ditattn_status dt_dist_device_gather_kv_ipc(dt_dist_job *job, int mode, const ditattn_tensor *k,
                                             const ditattn_tensor *v, ditattn_tensor gathered[3]) {
   dt_gather_cache *cache = NULL;
   TRY(whole_tensors(job, k, 0, &cache, gathered));
-  const ditattn_tensor xs[3] = {*k, *k, *v}; /* xs[0] unused */
+  const ditattn_tensor xs[2] = {*k, *v};
   gather g = {job->ctx, job, gathered, 1};
+  if (mode == DT_IPC_PER_HOST) return hosts_gather(job, cache, &g, xs, -1);
   int chunks = 0; /* none: nothing deferred */
   return ipc_gather(job, cache, &g, xs, -1, -1, &chunks);
 }

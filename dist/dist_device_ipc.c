@@ -13,51 +13,20 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The communicator's attribute "ranks sharing this host" (a collective
- * MPI_Comm_split_type the first time, then a lookup: a sampler calls with
- * the same communicator every step). */
-static int g_node_keyval = MPI_KEYVAL_INVALID;
-
-static int node_size_delete(MPI_Comm comm, int keyval, void *attr, void *extra) {
-  (void)comm, (void)keyval, (void)extra;
-  dt_free(attr);
-  return MPI_SUCCESS;
-}
-
-/* Ranks of comm on this rank's host; 0 if MPI failed. Collective on the
- * first call with comm only, and then on every rank at once: the
- * attribute is set on every rank by that same call. */
-static int node_size_of(MPI_Comm comm) {
-  if (g_node_keyval == MPI_KEYVAL_INVALID &&
-      MPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, node_size_delete, &g_node_keyval, NULL) !=
-          MPI_SUCCESS)
-    g_node_keyval = MPI_KEYVAL_INVALID;
-  int *cached = NULL, found = 0;
-  if (g_node_keyval != MPI_KEYVAL_INVALID &&
-      MPI_Comm_get_attr(comm, g_node_keyval, &cached, &found) == MPI_SUCCESS && found)
-    return *cached;
-  MPI_Comm node;
-  int node_size = 0;
-  if (MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) == MPI_SUCCESS) {
-    MPI_Comm_size(node, &node_size);
-    MPI_Comm_free(&node);
-  }
-  int *keep = node_size > 0 && g_node_keyval != MPI_KEYVAL_INVALID ? dt_malloc(sizeof *keep) : NULL;
-  if (keep) {
-    *keep = node_size;
-    if (MPI_Comm_set_attr(comm, g_node_keyval, keep) != MPI_SUCCESS) dt_free(keep);
-  }
-  return node_size;
-}
-
 int dt_dist_ipc_usable(dt_dist_job *job) {
   const dt_backend_ops *ops = job->ctx->ops;
   int want = job->size > 1 && ops->ipc_export && ops->ipc_open && ops->ipc_close &&
              !dt_dist_env_is("DITATTN_DIST_IPC", "0");
-  /* IPC handles mean nothing on another host: every rank must share ours.
-   * (Asked on every rank whatever it wants: the first ask is collective.) */
-  const int node_size = node_size_of(job->comm);
-  want = want && node_size == job->size;
+  /* IPC handles mean nothing on another host. (The hosts are asked on
+   * every rank whatever it wants: the first ask is collective.) */
+  int mode = DT_IPC_NONE;
+  if (dt_dist_hosts_find(job) != DITATTN_OK)
+    dt_clear_error(job->ctx); /* agreed on every rank: no IPC, the ring */
+  else if (job->hosts.count == 1)
+    mode = DT_IPC_ONE_HOST;
+  else if (job->hosts.per_host > 1 && !dt_dist_env_is("DITATTN_DIST_HOSTS", "0"))
+    mode = DT_IPC_PER_HOST;
+  want = want ? mode : DT_IPC_NONE;
   int all = 0;
   if (MPI_Allreduce(&want, &all, 1, MPI_INT, MPI_MIN, job->comm) != MPI_SUCCESS) return 0;
   return all;
@@ -205,10 +174,10 @@ static int64_t peer_rows(const dt_dist_job *job, int src, int i, int64_t q_span,
  * chunk c + 1, each chunk closed by side mark c where the backend has
  * marks, and nobody waits here (dt_dist_ipc_allgather). handles: this
  * call's P*DT_GATHER_SLOTS handles. */
-static ditattn_status copy_from_peers(dt_dist_job *job, dt_gather_cache *cache,
-                                      ditattn_tensor *whole, int nx, const unsigned char *handles,
-                                      int64_t q_span, int64_t row_bytes, int64_t early_end,
-                                      int *chunks) {
+static ditattn_status copy_from_peers(dt_dist_job *job, const dt_dist_hosts *hosts,
+                                      dt_gather_cache *cache, ditattn_tensor *whole, int nx,
+                                      const unsigned char *handles, int64_t q_span,
+                                      int64_t row_bytes, int64_t early_end, int *chunks) {
   ditattn_context *ctx = job->ctx;
   const int P = job->size, me = job->rank;
   const int64_t BH = whole[nx - 1].shape[0] * whole[nx - 1].shape[1];
@@ -222,13 +191,16 @@ static ditattn_status copy_from_peers(dt_dist_job *job, dt_gather_cache *cache,
     if (pass > 0) dt_side_chunk_bh(BH, *chunks, pass - 1, &bh_lo, &bh_hi);
     for (int s = 1; s < P && st == DITATTN_OK; s++) {
       const int src = (me + s) % P;
-      for (int i = 0; i < nx && st == DITATTN_OK; i++) {
+      /* Rank src's rows, from the host-mate that holds them (one host:
+       * src itself); none to copy where this rank holds them already. */
+      const int holder = hosts ? dt_dist_hosts_holder(hosts, me, src) : src;
+      for (int i = 0; i < nx && st == DITATTN_OK && holder != me; i++) {
         int64_t from, early;
         const int64_t rows = peer_rows(job, src, i, q_span, early_end, &from, &early);
         if (rows <= 0 || (pass > 0 && rows == early)) continue;
         void *peer = NULL;
-        const size_t at = (size_t)(src * DT_GATHER_SLOTS + i) * DT_IPC_HANDLE_BYTES;
-        st = dt_dist_ipc_map(job, cache, src, i, handles + at, &peer);
+        const size_t at = (size_t)(holder * DT_GATHER_SLOTS + i) * DT_IPC_HANDLE_BYTES;
+        st = dt_dist_ipc_map(job, cache, holder, i, handles + at, &peer);
         if (st != DITATTN_OK) break;
         if (pass > 0) {
           st = dt_dist_copy_rows_of(ctx, &whole[i], peer, from + early, rows - early, 1, bh_lo,
@@ -248,16 +220,21 @@ static ditattn_status copy_from_peers(dt_dist_job *job, dt_gather_cache *cache,
   return st == DITATTN_OK ? sync : st;
 }
 
-/* Bytes the peers copy out of this rank's buffers (the same need_range). */
-static int64_t bytes_read_by_peers(const dt_dist_job *job, int nx, int64_t q_span,
-                                   int64_t row_bytes) {
+/* Bytes the peers copy out of this rank's buffers (the same need_range and
+ * holders as copy_from_peers). */
+static int64_t bytes_read_by_peers(const dt_dist_job *job, const dt_dist_hosts *hosts, int nx,
+                                   int64_t q_span, int64_t row_bytes) {
   int64_t total = 0;
   for (int dst = 0; dst < job->size; dst++)
-    for (int i = 0; i < nx && dst != job->rank; i++) {
-      int64_t lo, hi, from;
-      need_range(job, dst, i, q_span, &lo, &hi);
-      const int64_t rows = slice_part(job, job->rank, lo, hi, &from);
-      if (rows > 0) total += rows * row_bytes;
+    for (int src = 0; src < job->size && dst != job->rank; src++) {
+      const int holder = hosts ? dt_dist_hosts_holder(hosts, dst, src) : src;
+      if (src == dst || holder != job->rank || holder == dst) continue;
+      for (int i = 0; i < nx; i++) {
+        int64_t lo, hi, from;
+        need_range(job, dst, i, q_span, &lo, &hi);
+        const int64_t rows = slice_part(job, src, lo, hi, &from);
+        if (rows > 0) total += rows * row_bytes;
+      }
     }
   return total;
 }
@@ -285,9 +262,9 @@ ditattn_status dt_dist_ipc_export(ditattn_context *ctx, dt_gather_cache *cache, 
   return st;
 }
 
-ditattn_status dt_dist_ipc_allgather(dt_dist_job *job, dt_gather_cache *cache,
-                                     ditattn_tensor *whole, int nx, int64_t q_span,
-                                     int64_t early_end, int *chunks) {
+ditattn_status dt_dist_ipc_allgather(dt_dist_job *job, const dt_dist_hosts *hosts,
+                                     dt_gather_cache *cache, ditattn_tensor *whole, int nx,
+                                     int64_t q_span, int64_t early_end, int *chunks) {
   ditattn_context *ctx = job->ctx;
   const int P = job->size;
   const ditattn_tensor *kt = &whole[nx - 1]; /* always gathered (q may not be) */
@@ -310,7 +287,8 @@ ditattn_status dt_dist_ipc_allgather(dt_dist_job *job, dt_gather_cache *cache,
         MPI_Allgather(cache->own_handles, bytes, MPI_BYTE, handles, bytes, MPI_BYTE, job->comm);
     if (err != MPI_SUCCESS) local = dt_dist_mpi_fail(ctx, err, "MPI_Allgather (IPC handles)");
     if (local == DITATTN_OK)
-      local = copy_from_peers(job, cache, whole, nx, handles, q_span, row_bytes, early_end, chunks);
+      local = copy_from_peers(job, hosts, cache, whole, nx, handles, q_span, row_bytes, early_end,
+                              chunks);
     /* Collective: once it returns, no peer reads this rank's buffers in
      * this call any more (deferred: once the job's last agreement returns,
      * which follows every rank's side_join and synchronize). */
@@ -326,7 +304,7 @@ ditattn_status dt_dist_ipc_allgather(dt_dist_job *job, dt_gather_cache *cache,
     dt_gather_cache_close_peers(ctx, cache);
     job->stats.ring_bytes_received = 0;
   } else {
-    job->stats.bytes_sent += bytes_read_by_peers(job, nx, q_span, row_bytes);
+    job->stats.bytes_sent += bytes_read_by_peers(job, hosts, nx, q_span, row_bytes);
     job->stats.gpu_transfer = DT_DIST_XFER_IPC;
   }
   dt_free(handles);

@@ -86,21 +86,35 @@ ditattn_status dt_device_ring_run(dt_dist_job *job, const ditattn_tensor *k,
   return dt_device_ring_run_n(job, xs, 2, kv_step, &a);
 }
 
+/* The job rank at ring position i. */
+static int ring_rank(const int *members, int i) { return members ? members[i] : i; }
+
 ditattn_status dt_device_ring_run_n(dt_dist_job *job, const ditattn_tensor *xs, int nx,
                                     dt_device_ring_step_n_fn step, void *user) {
+  return dt_device_ring_run_among(job, NULL, job->size, xs, nx, step, user);
+}
+
+ditattn_status dt_device_ring_run_among(dt_dist_job *job, const int *members, int count,
+                                        const ditattn_tensor *xs, int nx,
+                                        dt_device_ring_step_n_fn step, void *user) {
   device_ring r;
   memset(&r, 0, sizeof r);
   r.ctx = job->ctx;
   r.nx = nx;
   r.mode = dt_dist_device_transfer(job->ctx->backend);
   job->stats.gpu_transfer = r.mode;
-  const int P = job->size, me = job->rank;
+  /* The ring's positions: members[i] (the job's ranks in order without
+   * members); me is this rank's. */
+  const int P = count;
+  int me = job->rank;
+  for (int i = 0; members && i < count; i++)
+    if (members[i] == job->rank) me = i;
   ditattn_status st = dt_dist_agree(job, P > 1 ? ring_alloc(job, &xs[0], &r) : DITATTN_OK);
   if (st != DITATTN_OK) {
     ring_free(&r);
     return st;
   }
-  const int right = (me + 1) % P, left = (me + P - 1) % P;
+  const int right = ring_rank(members, (me + 1) % P), left = ring_rank(members, (me + P - 1) % P);
   const int64_t BH2 = nx * xs[0].shape[0] * xs[0].shape[1]; /* rows of one token */
   ditattn_status local = DITATTN_OK; /* first failure on this rank: no more device calls */
   ditattn_status mpi = DITATTN_OK;   /* a transfer failure ends the ring */
@@ -109,7 +123,8 @@ ditattn_status dt_device_ring_run_n(dt_dist_job *job, const ditattn_tensor *xs, 
   dt_dist_tick(&t0, &job->stats.compute_s);
   int cur = 0;
   for (int s = 0; s < P && mpi == DITATTN_OK; s++) {
-    const int src = (me - s + P) % P, next_src = (me - s - 1 + P) % P;
+    const int src = ring_rank(members, (me - s + P) % P),
+              next_src = ring_rank(members, (me - s - 1 + P) % P);
     const int staged = r.mode == DT_DIST_XFER_STAGED;
     MPI_Request req[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
     if (s + 1 < P) {

@@ -48,15 +48,29 @@ enum {
   DT_DIST_OP_ROPESLR_BWD = 5
 };
 
+/* Which ranks share a host (dist_device_hosts.c): IPC reaches the GPUs of
+ * one host only. Ranks are numbered on their host in rank order, hosts in
+ * the order of their first rank. */
+typedef struct dt_dist_hosts {
+  int count;           /* hosts (0: not known) */
+  int per_host;        /* ranks on every host when all hold as many, else 0 */
+  const int *host_of;  /* per rank: its host */
+  const int *local_of; /* per rank: its index on its host */
+  const int *rank_at;  /* per_host > 0: rank_at[host * per_host + local] */
+  void *owned;         /* the tables, where no communicator keeps them */
+} dt_dist_hosts;
+
 typedef struct dt_dist_job {
   ditattn_context *ctx;
-  MPI_Comm comm; /* duplicate of the caller's, errors return */
+  MPI_Comm caller; /* the caller's communicator: what is kept between calls hangs on it */
+  MPI_Comm comm;   /* duplicate of the caller's, errors return */
   int rank, size;
   int64_t *offset, *length; /* per rank, valid after dt_dist_begin succeeded */
   int64_t max_length;
   int64_t n_global; /* tokens of the whole sequence (slices tile [0, n_global)) */
   double t_start;
   ditattn_dist_stats stats;
+  dt_dist_hosts hosts; /* filled by dt_dist_hosts_find (device routes) */
 } dt_dist_job;
 
 /* Starts a collective call: duplicates comm, all-gathers every rank's local

@@ -133,6 +133,7 @@ ditattn_status dt_dist_begin(dt_dist_job *job, ditattn_context *ctx, MPI_Comm co
                              const int64_t params[DT_DP_COUNT]) {
   memset(job, 0, sizeof *job);
   job->ctx = ctx;
+  job->caller = comm;
   job->comm = MPI_COMM_NULL;
   job->t_start = MPI_Wtime();
   int initialized = 0, finalized = 0;
@@ -189,6 +190,8 @@ ditattn_status dt_dist_end(dt_dist_job *job, ditattn_status status) {
   if (job->comm != MPI_COMM_NULL) MPI_Comm_free(&job->comm);
   dt_free(job->offset);
   job->offset = job->length = NULL;
+  dt_free(job->hosts.owned);
+  memset(&job->hosts, 0, sizeof job->hosts);
   job->stats.wall_s = MPI_Wtime() - job->t_start;
   g_last_stats = job->stats;
   return status;

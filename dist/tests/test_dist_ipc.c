@@ -340,6 +340,10 @@ static int64_t fake_owned_bytes(const dt_key_summary *s, int64_t at, int64_t len
   return bytes;
 }
 
+/* Hosts of two ranks: the rank on this rank's host that holds rank r's
+ * slice after the ring between hosts (the one with r's index). */
+static int holder_of_two(int r) { return g_rank / 2 * 2 + r % 2; }
+
 /* ------------------------------------------------------------ cases */
 typedef enum fault {
   F_NONE = 0,
@@ -348,6 +352,7 @@ typedef enum fault {
   F_OPEN_ON_LAST,      /* open fails on the last rank */
   F_SUMMARY_ON_LAST,   /* the key summary's export fails on the last rank */
   F_SPLIT_OFF_ON_LAST, /* DITATTN_DIST_SPLIT_KEYS=0 on the last rank only */
+  F_HOSTS_OF_TWO,      /* DITATTN_DIST_RANKS_PER_HOST=2 on every rank (not a fault) */
   F_COUNT
 } fault;
 static const char *const fault_names[F_COUNT] = {"none",
@@ -355,7 +360,8 @@ static const char *const fault_names[F_COUNT] = {"none",
                                                  "export fails on rank 0",
                                                  "open fails on the last rank",
                                                  "summary export fails on the last rank",
-                                                 "key split off on the last rank"};
+                                                 "key split off on the last rank",
+                                                 "hosts of two ranks"};
 
 typedef enum op { OP_LLSA = 0, OP_ROPESLR, OP_DENSE, OP_COUNT } op;
 static const char *const op_names[OP_COUNT] = {"llsa", "ropeslr", "dense"};
@@ -401,6 +407,7 @@ static void run_case(ditattn_context *ctx, uint64_t seed, int ci, fault f, op o)
   const int last = g_rank == g_size - 1;
   if (f == F_IPC_OFF_ON_LAST && last) setenv("DITATTN_DIST_IPC", "0", 1);
   if (f == F_SPLIT_OFF_ON_LAST && last) setenv("DITATTN_DIST_SPLIT_KEYS", "0", 1);
+  if (f == F_HOSTS_OF_TWO) setenv("DITATTN_DIST_RANKS_PER_HOST", "2", 1);
   g_fail_export = f == F_EXPORT_ON_FIRST && g_rank == 0;
   g_fail_open = f == F_OPEN_ON_LAST && last;
   g_fail_export_summary = f == F_SUMMARY_ON_LAST && last;
@@ -411,12 +418,17 @@ static void run_case(ditattn_context *ctx, uint64_t seed, int ci, fault f, op o)
    * third through ditattn_pool_mean (backends without it). */
   g_fake.copy_2d = ci % 3 ? fake_copy_2d : NULL;
   const ditattn_dist_slice slice = {N, offset, len};
-  /* IPC needs a peer; any rank's refusal or failure means the ring. */
-  const int expect =
+  /* IPC needs a peer; any rank's refusal or failure means the ring. Hosts
+   * of two: P = 2 is one host, P = 3 hosts of 2 and 1 (the ring), P = 4
+   * two hosts of two (the ring between hosts, then IPC: 4). */
+  int expect =
       g_size > 1 && (f == F_NONE || f == F_SUMMARY_ON_LAST || f == F_SPLIT_OFF_ON_LAST) ? 3 : 1;
-  /* RoPeSLR over IPC splits its key summary, where copies have copy_2d. */
-  const int split = slr && expect == 3 && f == F_NONE && ci % 3 != 0;
-  for (int call = 0; call < (f == F_NONE ? 2 : 1); call++) {
+  if (f == F_HOSTS_OF_TWO) expect = g_size == 2 ? 3 : g_size == 4 ? 4 : 1;
+  /* RoPeSLR over IPC on one host splits its key summary, where copies have copy_2d. */
+  const int split = slr && expect == 3 && (f == F_NONE || f == F_HOSTS_OF_TWO) && ci % 3 != 0;
+  /* Second calls of the same shape: nothing mapped anew. */
+  const int calls = f == F_NONE || f == F_HOSTS_OF_TWO ? 2 : 1;
+  for (int call = 0; call < calls; call++) {
     for (int64_t i = 0; i < BH * len; i++) lse[i] = NAN;
     dtu_tensor_free(&ol);
     ol = dtu_tensor_new(B, H, len, D, 0, 0); /* NaN: poisoned */
@@ -525,6 +537,37 @@ static void run_case(ditattn_context *ctx, uint64_t seed, int ci, fault f, op o)
       MPI_Allreduce(sums, all, 2, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
       dtu_check(slr || all[0] == all[1], "case %d: peers read %lld bytes in all, received %lld", ci,
                 (long long)all[0], (long long)all[1]);
+    } else if (expect == 4) {
+      /* The host-mate's k and v, and its q where it holds q rows this
+       * rank's blocks touch, mapped in the first call only. */
+      int64_t span = slr ? sp.params.block : 1;
+      for (int l = 0; l < prm.levels && span < N && !slr; l++) span *= block;
+      const int64_t q_lo = offset / span * span, q_hi = (offset + len - 1) / span * span + span;
+      int q_mate = 0;
+      for (int r = 0, at = 0; r < g_size; at += (int)lengths[r], r++) {
+        const int owner = ci % 2 ? g_size - 1 - r : r; /* rank holding piece r */
+        q_mate |= o != OP_DENSE && owner != g_rank && holder_of_two(owner) != g_rank && at < q_hi &&
+                  at + lengths[r] > q_lo;
+      }
+      const int mapped = 2 + q_mate;
+      dtu_check(stats.ipc_opened == (call == 0 ? mapped : 0) && live(g_opened) == mapped,
+                "case %d (%s) call %d: %d peer buffers mapped, %d kept, expected %d", ci,
+                fault_names[f], call, stats.ipc_opened, live(g_opened), mapped);
+      int64_t sums[2] = {stats.bytes_sent, stats.ring_bytes_received}, all[2];
+      MPI_Allreduce(sums, all, 2, MPI_INT64_T, MPI_SUM, MPI_COMM_WORLD);
+      dtu_check(slr || all[0] == all[1], "case %d: peers read %lld bytes in all, received %lld", ci,
+                (long long)all[0], (long long)all[1]);
+      /* Between the hosts crossed exactly the slices of the other host's
+       * rank with this rank's index (the ring of two: k, v, and q but for
+       * dense); the rest came by IPC. */
+      const int64_t row = BH * D * (int64_t)sizeof(float);
+      const int other = (g_rank + 2) % 4;
+      const int other_piece = ci % 2 ? g_size - 1 - other : other;
+      const int64_t ring = (o == OP_DENSE ? 2 : 3) * lengths[other_piece] * row;
+      dtu_check(stats.ring_bytes_received > ring &&
+                    stats.ring_bytes_received <= ring + 3 * (N - len) * row,
+                "case %d: received %lld bytes, the ring's %lld plus IPC", ci,
+                (long long)stats.ring_bytes_received, (long long)ring);
     } else {
       dtu_check(live(g_opened) == 0, "case %d (%s): %d peer buffers still mapped after the ring",
                 ci, fault_names[f], live(g_opened));
@@ -534,15 +577,17 @@ static void run_case(ditattn_context *ctx, uint64_t seed, int ci, fault f, op o)
     /* RoPeSLR adds its summary buffer where it tried the split, and a ring
      * its two packed-slice buffers (kept for the next call). */
     const int summary_buf = slr && expect == 3 && ci % 3 != 0 && f != F_SPLIT_OFF_ON_LAST;
-    const int ring_bufs = g_size > 1 && expect == 1 ? 2 : 0;
-    const int cached = g_size == 1              ? 0
-                       : o != OP_DENSE          ? 3 + summary_buf + ring_bufs
-                       : f == F_IPC_OFF_ON_LAST ? ring_bufs
-                                                : 2 + ring_bufs;
+    const int ring_bufs = g_size > 1 && (expect == 1 || expect == 4) ? 2 : 0;
+    const int cached = g_size == 1     ? 0
+                       : o != OP_DENSE ? 3 + summary_buf + ring_bufs
+                       : f == F_IPC_OFF_ON_LAST || (f == F_HOSTS_OF_TWO && expect == 1)
+                           ? ring_bufs
+                           : 2 + ring_bufs;
     dtu_check(live(g_own) == cached,
               "case %d (%s): %d device allocations between calls, expected %d", ci, fault_names[f],
               live(g_own), cached);
   }
+  unsetenv("DITATTN_DIST_RANKS_PER_HOST");
   st = ditattn_dist_free_cache(ctx, MPI_COMM_WORLD);
   dtu_check(st == DITATTN_OK, "case %d: free_cache: %s", ci, ditattn_strerror(st));
   dtu_check(live(g_opened) == 0, "case %d (%s): %d peer buffers mapped after free_cache", ci,
@@ -551,7 +596,7 @@ static void run_case(ditattn_context *ctx, uint64_t seed, int ci, fault f, op o)
             fault_names[f], live(g_own));
   dtu_check(g_pinned_live == 0, "case %d (%s): %d staging buffers not freed", ci, fault_names[f],
             g_pinned_live);
-  if (expect == 1 && g_size > 1)
+  if ((expect == 1 || expect == 4) && g_size > 1)
     dtu_check(g_pinned_made > 0, "case %d (%s): the ring staged without host_alloc", ci,
               fault_names[f]);
   dtu_tensor *all[] = {&q, &k, &v, &ref, &ql, &kl, &vl, &ol};

@@ -152,7 +152,11 @@ typedef struct ditattn_dist_stats {
    * it; =0 forces staging), 3: LLSA/RoPeSLR gather only, every rank on one
    * host: copied device to device out of the peers' buffers by CUDA/HIP IPC
    * (DITATTN_DIST_IPC=0 turns it off; an IPC failure on any rank falls back
-   * to the ring, 1 or 2). */
+   * to the ring, 1 or 2), 4: every device route, ranks on several hosts
+   * with as many (at least 2) on each: each rank's slices went around the
+   * ring (1 or 2) of the ranks with its index on their hosts, the rest by
+   * IPC from its host-mates (DITATTN_DIST_HOSTS=0 turns it off: then the
+   * ring of all ranks). */
   int gpu_transfer;
   /* IPC gather: peer buffers this call mapped into the process (0 when the
    * mappings cached from an earlier call with the same buffers served). */
