@@ -12,6 +12,9 @@
  * case on rank 0 (max error over ranks); exit 0 only if every case passed.
  *
  * Then the LLSA and RoPeSLR forwards on device memory (gpu_check_sparse.c).
+ * At an even P >= 4 on a GPU backend, dense and sparse once more with the
+ * ranks as two pretend hosts (DITATTN_DIST_RANKS_PER_HOST = P/2): the
+ * hierarchical gather (ring between hosts, IPC inside), on one machine.
  *
  * usage: mpirun -n P ditattn_dist_gpu_check [--cases C] [--sparse-cases S2] [--seed S]
  *                                           [--backend cuda|hip]
@@ -184,7 +187,7 @@ done:;
 }
 
 static const char *transfer_name(int t) {
-  return t == 3 ? "ipc" : t == 2 ? "device-ptr" : t == 1 ? "staged" : "host?";
+  return t == 4 ? "hosts" : t == 3 ? "ipc" : t == 2 ? "device-ptr" : t == 1 ? "staged" : "host?";
 }
 
 int main(int argc, char **argv) {
@@ -268,10 +271,17 @@ int main(int argc, char **argv) {
   const int device_path = !g_host_backend || (dp && !strcmp(dp, "1"));
   /* Modes 0 (staged) and 1 (device pointers, CUDA-aware MPI only) run the
    * K/V ring with IPC off; mode 2 lets ranks of this host gather k, v by
-   * IPC (a GPU backend at P > 1 must; host contexts have no IPC: ring). */
-  for (int m = 0; m < 3; m++) {
-    if (m == 1 && !all_aware) continue;
+   * IPC (a GPU backend at P > 1 must; host contexts have no IPC: ring);
+   * mode 3 (a GPU backend, P even and >= 4) makes the ranks two pretend
+   * hosts of P/2 (DITATTN_DIST_RANKS_PER_HOST): the ring between them,
+   * then IPC inside each. */
+  const int two_hosts = !g_host_backend && g_size >= 4 && g_size % 2 == 0;
+  char half[16];
+  snprintf(half, sizeof half, "%d", g_size / 2);
+  for (int m = 0; m < 4; m++) {
+    if ((m == 1 && !all_aware) || (m == 3 && !two_hosts)) continue;
     const int want_transfer = !device_path ? 0
+                              : m == 3     ? 4
                               : m == 2     ? (!g_host_backend && g_size > 1 ? 3 : 1)
                                            : m + 1;
     if (m < 2) {
@@ -281,6 +291,7 @@ int main(int argc, char **argv) {
       unsetenv("DITATTN_DIST_IPC");
       setenv("DITATTN_DIST_CUDA_AWARE", "0", 1);
     }
+    if (m == 3) setenv("DITATTN_DIST_RANKS_PER_HOST", half, 1);
     for (int i = 0; i < cases; i++) {
       const uint64_t seed = base + (uint64_t)i;
       case_desc c = draw_case(seed, i);
@@ -316,6 +327,7 @@ int main(int argc, char **argv) {
                rawmax[0], rawmax[1], rawmax[2], rawmax[3], tol);
       fflush(stdout);
     }
+    unsetenv("DITATTN_DIST_RANKS_PER_HOST");
   }
   /* LLSA and RoPeSLR on device memory, in every transfer mode (not on a
    * CPU context: it cannot compute a range of query rows). */
@@ -336,6 +348,13 @@ int main(int argc, char **argv) {
     if (g_rank == 0) printf("gpu_check: LLSA/RoPeSLR gather by IPC\n");
     failed += gs_check_sparse(g_gpu, g_cpu, base, sparse_cases, g_host_backend,
                               !g_host_backend && g_size > 1 ? 3 : 1, &total);
+  }
+  if (two_hosts) {
+    setenv("DITATTN_DIST_RANKS_PER_HOST", half, 1);
+    if (g_rank == 0)
+      printf("gpu_check: LLSA/RoPeSLR gather across 2 pretend hosts of %d ranks\n", g_size / 2);
+    failed += gs_check_sparse(g_gpu, g_cpu, base, sparse_cases, g_host_backend, 4, &total);
+    unsetenv("DITATTN_DIST_RANKS_PER_HOST");
   }
   if (g_rank == 0) printf("gpu_check: P = %d: %d of %d checks failed\n", g_size, failed, total);
   ditattn_dist_free_cache(g_gpu, MPI_COMM_WORLD); /* peers unmap before owners free */

@@ -6,9 +6,9 @@
 #    and builds ditattn_dist_gpu_check and the ditattn CLI;
 # 2. runs the check (device-memory dist dense, LLSA and RoPeSLR vs the
 #    single-process op on the GPU and on the CPU, random seeded cases) with
-#    P = 1, 2 (ranks may share a
-#    GPU) and P = the GPU count (one rank per GPU), each rank on its node-local
-#    rank modulo the device count;
+#    P = 1, 2, 4 (ranks may share a GPU; at P = 4 also as two pretend hosts)
+#    and P = the GPU count when above 4 (one rank per GPU), each rank on its
+#    node-local rank modulo the device count;
 # 3. times `ditattn bench --dist --backend cuda --op dense` at N = 131072
 #    (B = 1, H = 4, D = 64 and 128, bf16 and f32) with groups of 1, 2, 4, ...
 #    ranks up to the GPU count, then --op llsa and --op ropeslr (bf16) up to
@@ -101,8 +101,10 @@ mpi() {
     -x OMPI_MCA_btl_vader_single_copy_mechanism -x DITATTN_TEST_SEED -n "$p" "$@"
 }
 
-check_ps=(1 2)
-[ "$NGPU" -le 2 ] || check_ps+=("$NGPU")
+# P = 4 also where fewer GPUs (ranks share them): its second half runs the
+# hierarchical gather with the ranks as two pretend hosts of two.
+check_ps=(1 2 4)
+[ "$NGPU" -le 4 ] || check_ps+=("$NGPU")
 failures=()
 summary=()
 export DITATTN_TEST_SEED=$SEED
