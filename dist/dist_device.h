@@ -245,9 +245,11 @@ ditattn_status dt_dist_device_ropeslr_run(dt_dist_job *job, const ditattn_ropesl
  * (backend.h dt_key_summary), after an IPC gather: fill(share) computes
  * the units this rank owns into the cache's summary buffer; the ranks then
  * copy each other's units by IPC, and `read` runs the forward on the
- * complete summary. Returns the agreed status of fill and exchange:
- * DITATTN_OK when the summary is complete on every rank (then the caller
- * runs its forward with DT_SUMMARY_READ), else the caller computes
+ * complete summary. Returns the agreed status of fill and export, or this
+ * rank's failure to queue its copies of the peers' units: DITATTN_OK when
+ * the summary's copies are queued on the stream (then the caller runs its
+ * forward with DT_SUMMARY_READ, after them on the stream, and waits for the
+ * stream before the job's last agreement), else the caller computes
  * everything itself (DT_SUMMARY_NONE). */
 typedef ditattn_status (*dt_summary_fill_fn)(ditattn_context *ctx, const dt_summary_arg *share,
                                              const void *user);

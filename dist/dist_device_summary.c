@@ -37,8 +37,11 @@ static int64_t owned_bytes(const dt_dist_job *job, int r, const dt_key_summary *
   return total;
 }
 
-/* Copies every peer's units out of its mapped buffer into ours, then waits
- * for the copies (the peers may refill their buffers in their next call). */
+/* Queues the copies of every peer's units out of its mapped buffer into
+ * ours, on the stream: the forward that reads them comes after them there.
+ * Nobody waits for them here: a peer refills its buffer only in its next
+ * call, after the job's last agreement, which follows every rank's final
+ * synchronize (dist_device_sparse.c). */
 static ditattn_status copy_peer_units(dt_dist_job *job, dt_gather_cache *cache,
                                       const dt_key_summary *layout, const unsigned char *handles) {
   ditattn_context *ctx = job->ctx;
@@ -61,12 +64,13 @@ static ditattn_status copy_peer_units(dt_dist_job *job, dt_gather_cache *cache,
     }
     if (st == DITATTN_OK) job->stats.ring_bytes_received += owned_bytes(job, src, layout);
   }
-  ditattn_status sync = ditattn_synchronize(ctx);
-  return st == DITATTN_OK ? sync : st;
+  return st;
 }
 
-/* Exports the summary buffer, all-gathers the handles and copies the
- * peers' units. Agreed status. */
+/* Exports the summary buffer, all-gathers the handles and queues the
+ * copies of the peers' units. The export's status is agreed (the handles'
+ * all-gather is collective); the copies' is this rank's own: a rank whose
+ * copies failed computes its summary itself, which gives the same values. */
 static ditattn_status exchange(dt_dist_job *job, dt_gather_cache *cache,
                                const dt_key_summary *layout) {
   ditattn_context *ctx = job->ctx;
@@ -83,8 +87,7 @@ static ditattn_status exchange(dt_dist_job *job, dt_gather_cache *cache,
                             MPI_BYTE, job->comm);
     if (err != MPI_SUCCESS) local = dt_dist_mpi_fail(ctx, err, "MPI_Allgather (IPC handles)");
     if (local == DITATTN_OK) local = copy_peer_units(job, cache, layout, handles);
-    /* Collective: once it returns, no peer reads this rank's buffer. */
-    st = dt_dist_agree(job, local);
+    st = local;
   }
   if (st != DITATTN_OK) /* the next call maps the summaries afresh */
     dt_gather_cache_close_slot(ctx, cache, DT_GATHER_SUMMARY);

@@ -58,6 +58,12 @@ typedef struct problem {
    * and the fraction of their rows copied (host link / emulated link). */
   void *link_src;
   double link_scale;
+  /* The overlapped rank work's summary exchange: its layout and a copy
+   * target (NULL: none), and whether the side copies are queued after the
+   * exchange instead of before the share (side_late). */
+  const dt_key_summary *layout;
+  void *exchange_dst;
+  int side_late;
 } problem;
 
 /* The op's problem over rows [row0, row0 + M) with key summary argument
@@ -99,6 +105,29 @@ static int summary_layout(problem *pb, int is_llsa, dt_key_summary *layout) {
   return op_call(pb, is_llsa, 0, pb->o->N, &none, layout) == DITATTN_OK;
 }
 
+/* The summary exchange's copies for the rank owning tokens [row0, row0 +
+ * M): every unit it does not own, copied from src to dst with the strided
+ * copies of dist_device_summary.c, queued; *bytes (if not NULL) gets their
+ * size. */
+static ditattn_status queue_summary_copy(problem *pb, const dt_key_summary *l, void *dst,
+                                         const void *src, int64_t row0, int64_t M, double *bytes) {
+  for (int a = 0; a < l->arrays; a++) {
+    const int64_t lo = (row0 + l->span[a] - 1) / l->span[a],
+                  hi = (row0 + M + l->span[a] - 1) / l->span[a];
+    const int64_t from[2] = {0, hi < l->units[a] ? hi : l->units[a]}, to[2] = {lo, l->units[a]};
+    const size_t pitch = (size_t)l->units[a] * l->unit_bytes[a];
+    for (int part = 0; part < 2; part++) {
+      if (to[part] <= from[part]) continue;
+      const size_t skip = l->offset[a] + (size_t)from[part] * l->unit_bytes[a],
+                   width = (size_t)(to[part] - from[part]) * l->unit_bytes[a];
+      if (bytes) *bytes += (double)width * (double)l->rows[a];
+      TRY(pb->ctx->ops->copy_2d(pb->ctx, (char *)dst + skip, pitch, (const char *)src + skip, pitch,
+                                width, (size_t)l->rows[a]));
+    }
+  }
+  return DITATTN_OK;
+}
+
 /* What rank r computes after its gather, waited for: without a summary
  * (summary NULL) the whole forward for its rows; with one, its FILL share
  * (tokens [row0, row0 + M)) and then the forward reading the summary
@@ -111,9 +140,23 @@ static ditattn_status rank_work(problem *pb, int is_llsa, int64_t row0, int64_t 
     /* overlap_buf: the gather's k/v copies of the other N − M rows queued
      * on the side stream first (into overlap_buf, from this GPU's k and v),
      * in chunks of heads with a side mark after each, waited for chunk by
-     * chunk by the forward's attention, as dist/ does. */
+     * chunk by the forward's attention, as dist/ does; then the share,
+     * waited for (the peers read it), the summary exchange's copies
+     * (pb->exchange_dst) queued, and the forward after them.
+     * side_late: the side copies are queued after the exchange. */
     const int chunks = overlap_buf ? dt_dist_side_chunks(ctx, pb->o->H) : 0;
-    if (overlap_buf) st = ctx->ops->side_fork(ctx);
+    const dt_summary_arg fill = {DT_SUMMARY_FILL, summary, row0, row0 + M, 0, 0},
+                         read = {
+                             DT_SUMMARY_READ, summary, 0, 0, chunks, ctx->ops->side_mark != NULL};
+    if (overlap_buf && pb->side_late) {
+      st = op_call(pb, is_llsa, row0, M, &fill, NULL);
+      if (st == DITATTN_OK && pb->exchange_dst) {
+        st = ditattn_synchronize(ctx);
+        if (st == DITATTN_OK)
+          st = queue_summary_copy(pb, pb->layout, pb->exchange_dst, summary, row0, M, NULL);
+      }
+    }
+    if (overlap_buf && st == DITATTN_OK) st = ctx->ops->side_fork(ctx);
     for (int c = 0; c < chunks && st == DITATTN_OK; c++) {
       int64_t h_lo, h_hi;
       dt_side_chunk_bh(pb->o->H, chunks, c, &h_lo, &h_hi);
@@ -128,10 +171,14 @@ static ditattn_status rank_work(problem *pb, int is_llsa, int64_t row0, int64_t 
       }
       if (st == DITATTN_OK && ctx->ops->side_mark) st = ctx->ops->side_mark(ctx);
     }
-    const dt_summary_arg fill = {DT_SUMMARY_FILL, summary, row0, row0 + M, 0, 0},
-                         read = {
-                             DT_SUMMARY_READ, summary, 0, 0, chunks, ctx->ops->side_mark != NULL};
-    if (st == DITATTN_OK) st = op_call(pb, is_llsa, row0, M, &fill, NULL);
+    if (st == DITATTN_OK && !(overlap_buf && pb->side_late)) {
+      st = op_call(pb, is_llsa, row0, M, &fill, NULL);
+      if (st == DITATTN_OK && overlap_buf && pb->exchange_dst) {
+        st = ditattn_synchronize(ctx);
+        if (st == DITATTN_OK)
+          st = queue_summary_copy(pb, pb->layout, pb->exchange_dst, summary, row0, M, NULL);
+      }
+    }
     if (st == DITATTN_OK) st = op_call(pb, is_llsa, row0, M, &read, NULL);
     if (overlap_buf && st == DITATTN_OK) st = ctx->ops->side_join(ctx);
   } else {
@@ -206,31 +253,15 @@ static double time_own_copy(problem *pb, void *dst_buf, int64_t row0, int64_t M,
   return best;
 }
 
-/* The summary exchange's copies for the rank owning tokens [row0, row0 +
- * M): every unit it does not own, copied from src to dst with the strided
- * copies of dist_device_summary.c; *bytes gets their size. Best of reps,
- * seconds; < 0 on failure. */
+/* queue_summary_copy, waited for: best of reps, seconds; < 0 on failure. */
 static double time_summary_copy(problem *pb, const dt_key_summary *l, void *dst, const void *src,
                                 int64_t row0, int64_t M, double *bytes) {
   double best = 1e300;
   *bytes = 0.0;
   for (int rep = 0; rep <= pb->o->reps; rep++) {
     const double t0 = now_s();
-    for (int a = 0; a < l->arrays; a++) {
-      const int64_t lo = (row0 + l->span[a] - 1) / l->span[a],
-                    hi = (row0 + M + l->span[a] - 1) / l->span[a];
-      const int64_t from[2] = {0, hi < l->units[a] ? hi : l->units[a]}, to[2] = {lo, l->units[a]};
-      const size_t pitch = (size_t)l->units[a] * l->unit_bytes[a];
-      for (int part = 0; part < 2; part++) {
-        if (to[part] <= from[part]) continue;
-        const size_t skip = l->offset[a] + (size_t)from[part] * l->unit_bytes[a],
-                     width = (size_t)(to[part] - from[part]) * l->unit_bytes[a];
-        if (rep == 0) *bytes += (double)width * (double)l->rows[a];
-        if (pb->ctx->ops->copy_2d(pb->ctx, (char *)dst + skip, pitch, (const char *)src + skip,
-                                  pitch, width, (size_t)l->rows[a]) != DITATTN_OK)
-          return -1.0;
-      }
-    }
+    if (queue_summary_copy(pb, l, dst, src, row0, M, rep == 0 ? bytes : NULL) != DITATTN_OK)
+      return -1.0;
     if (ditattn_synchronize(pb->ctx) != DITATTN_OK) return -1.0;
     const double t = now_s() - t0;
     if (rep > 0 && t < best) best = t;
@@ -256,13 +287,25 @@ static int run_op(problem *pb, int is_llsa, void *copy_buf) {
     double t1 = 0.0;
     for (int P = 1; P <= o->max_p && rc == 0; P *= 2) {
       double slowest = 0.0, sum = 0.0, copy_slowest = 0.0, sum_slowest = 0.0, sum_mb = 0.0;
-      double ov_slowest = 0.0, own_slowest = 0.0, own_pool_slowest = 0.0;
+      double ov_slowest = 0.0, own_slowest = 0.0, own_pool_slowest = 0.0, ox_slowest[2] = {0, 0};
       for (int r = 0; r < P && rc == 0; r++) {
         const int64_t row0 = o->N * r / P, M = o->N * (r + 1) / P - row0;
         /* P = 1 holds the whole sequence: the plain forward, no split. */
         const double t = time_rows(pb, is_llsa, row0, M, with && P > 1 ? summary[0] : NULL, NULL);
         const double ov =
             with && overlap && P > 1 ? time_rows(pb, is_llsa, row0, M, summary[0], copy_buf) : 0.0;
+        /* The same with the summary exchange's copies, the side copies
+         * queued before the share (as dist/ does) and after the exchange. */
+        double ox[2] = {0.0, 0.0};
+        pb->layout = &layout;
+        pb->exchange_dst = summary[1];
+        for (int late = 0; late < 2 && with && overlap && P > 1; late++) {
+          pb->side_late = late;
+          ox[late] = time_rows(pb, is_llsa, row0, M, summary[0], copy_buf);
+          if (ox[late] < 0) ox[0] = -1.0;
+        }
+        pb->exchange_dst = NULL;
+        pb->side_late = 0;
         const double c = time_gather_copy(pb, copy_buf, M);
         /* P = 1 copies nothing of its own: it reads the caller's tensors. */
         const double own = P > 1 ? time_own_copy(pb, copy_buf, row0, M, 0) : 0.0;
@@ -270,7 +313,7 @@ static int run_op(problem *pb, int is_llsa, void *copy_buf) {
         double sbytes = 0.0;
         const double sc =
             with ? time_summary_copy(pb, &layout, summary[1], summary[0], row0, M, &sbytes) : 0.0;
-        if (t < 0 || c < 0 || sc < 0 || ov < 0 || own < 0 || own_pool < 0) {
+        if (t < 0 || c < 0 || sc < 0 || ov < 0 || own < 0 || own_pool < 0 || ox[0] < 0) {
           fprintf(stderr, "gpu_rows: %s P=%d rank %d failed: %s\n", name, P, r,
                   ditattn_last_error(pb->ctx));
           rc = 1;
@@ -281,6 +324,8 @@ static int run_op(problem *pb, int is_llsa, void *copy_buf) {
         copy_slowest = c > copy_slowest ? c : copy_slowest;
         sum_slowest = sc > sum_slowest ? sc : sum_slowest;
         own_slowest = own > own_slowest ? own : own_slowest;
+        for (int late = 0; late < 2; late++)
+          ox_slowest[late] = ox[late] > ox_slowest[late] ? ox[late] : ox_slowest[late];
         own_pool_slowest = own_pool > own_pool_slowest ? own_pool : own_pool_slowest;
         sum_mb = sbytes / 1e6 > sum_mb ? sbytes / 1e6 : sum_mb;
         sum += t;
@@ -300,6 +345,11 @@ static int run_op(problem *pb, int is_llsa, void *copy_buf) {
       else if (ov_slowest > 0)
         printf(" | with k/v copies overlapped: slowest %9.3f ms, eff %5.2f", 1e3 * ov_slowest,
                t1 / (P * ov_slowest));
+      if (ox_slowest[0] > 0)
+        printf(" | plus the summary exchange: slowest %9.3f ms, eff %5.2f (side copies after it: "
+               "%9.3f ms, eff %5.2f)",
+               1e3 * ox_slowest[0], t1 / (P * ox_slowest[0]), 1e3 * ox_slowest[1],
+               t1 / (P * ox_slowest[1]));
       if (P > 1)
         printf(" | own rows into the gather buffer: copy_2d %7.3f ms (pool_mean: %7.3f ms)",
                1e3 * own_slowest, 1e3 * own_pool_slowest);
