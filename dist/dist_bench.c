@@ -244,7 +244,8 @@ static result time_group(const bench_opts *o, MPI_Comm group, int is_llsa, ditat
     if (dev && r == 0 && rep == 0 && p > 1)
       fprintf(stderr, "bench --dist: %s P=%d: slices crossed %s%s; rank 0 received %.1f MB\n", name,
               p,
-              s.gpu_transfer == 3   ? "device to device by IPC"
+              s.gpu_transfer == 4   ? "between hosts by the ring, inside each host by IPC"
+              : s.gpu_transfer == 3 ? "device to device by IPC"
               : s.gpu_transfer == 2 ? "MPI as device pointers (CUDA-aware MPI)"
                                     : "MPI staged through host memory",
               s.keys_split ? ", key-side work split across the ranks" : "",
