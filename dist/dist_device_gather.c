@@ -62,9 +62,12 @@ static ditattn_status ipc_gather(dt_dist_job *job, dt_gather_cache *cache, gathe
 /* Several hosts of L ranks: the ring among the ranks with this rank's
  * index on their hosts writes their slices (this rank's included) into its
  * buffers, then the other slices come by IPC from the host-mates holding
- * them. Agreed; gpu_transfer DT_DIST_XFER_HOSTS. */
+ * them (k/v rows past early_end >= 0 deferred to the side stream in
+ * *chunks chunks, as on one host). Agreed; gpu_transfer
+ * DT_DIST_XFER_HOSTS. */
 static ditattn_status hosts_gather(dt_dist_job *job, dt_gather_cache *cache, gather *g,
-                                   const ditattn_tensor *xs, int64_t q_span) {
+                                   const ditattn_tensor *xs, int64_t q_span, int64_t early_end,
+                                   int *chunks) {
   const dt_dist_hosts *hosts = &job->hosts;
   int *members = dt_calloc((size_t)hosts->count, sizeof(int));
   ditattn_status st = dt_dist_agree(job, members ? DITATTN_OK
@@ -75,9 +78,9 @@ static ditattn_status hosts_gather(dt_dist_job *job, dt_gather_cache *cache, gat
   for (int h = 0; h < hosts->count; h++) members[h] = hosts->rank_at[h * hosts->per_host + local];
   st = dt_device_ring_run_among(job, members, hosts->count, xs, 3 - g->first, gather_step, g);
   dt_free(members);
-  int chunks = 0; /* nothing deferred (early_end -1) */
+  *chunks = 0;
   if (st == DITATTN_OK)
-    st = dt_dist_ipc_allgather(job, hosts, cache, g->whole, 3, q_span, -1, &chunks);
+    st = dt_dist_ipc_allgather(job, hosts, cache, g->whole, 3, q_span, early_end, chunks);
   if (st == DITATTN_OK) job->stats.gpu_transfer = DT_DIST_XFER_HOSTS;
   return st;
 }
@@ -104,8 +107,11 @@ ditattn_status dt_dist_device_gather_qkv(dt_dist_job *job, const ditattn_tensor 
     *deferred = chunks;
     return DITATTN_OK;
   }
-  if (mode == DT_IPC_PER_HOST && hosts_gather(job, cache, &g, xs, q_span) == DITATTN_OK)
+  if (mode == DT_IPC_PER_HOST &&
+      hosts_gather(job, cache, &g, xs, q_span, early_end, &chunks) == DITATTN_OK) {
+    *deferred = chunks;
     return DITATTN_OK;
+  }
   return dt_device_ring_run_n(job, xs, 3, gather_step, &g);
 }
 
@@ -115,7 +121,7 @@ ditattn_status dt_dist_device_gather_kv_ipc(dt_dist_job *job, int mode, const di
   TRY(whole_tensors(job, k, 0, &cache, gathered));
   const ditattn_tensor xs[2] = {*k, *v};
   gather g = {job->ctx, job, gathered, 1};
-  if (mode == DT_IPC_PER_HOST) return hosts_gather(job, cache, &g, xs, -1);
   int chunks = 0; /* none: nothing deferred */
+  if (mode == DT_IPC_PER_HOST) return hosts_gather(job, cache, &g, xs, -1, -1, &chunks);
   return ipc_gather(job, cache, &g, xs, -1, -1, &chunks);
 }

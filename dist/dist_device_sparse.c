@@ -41,7 +41,10 @@ static dt_summary_arg key_summary(dt_dist_job *job, const ditattn_tensor whole[3
                                   rows_forward_fn forward, const dt_key_summary *layout,
                                   const void *user) {
   const dt_summary_arg none = {DT_SUMMARY_NONE, NULL, 0, 0, 0, 0};
-  if (job->stats.gpu_transfer != DT_DIST_XFER_IPC) return none; /* agreed: the same everywhere */
+  /* Agreed: the same everywhere. (Several hosts: the units travel the ring
+   * between hosts first, dt_dist_summary_share.) */
+  if (job->stats.gpu_transfer != DT_DIST_XFER_IPC && job->stats.gpu_transfer != DT_DIST_XFER_HOSTS)
+    return none;
   /* One rank's DITATTN_DIST_SPLIT_KEYS=0 (or a backend without a layout)
    * keeps every rank out: the share is collective. */
   int want = layout != NULL, all = 0;

@@ -424,8 +424,10 @@ static void run_case(ditattn_context *ctx, uint64_t seed, int ci, fault f, op o)
   int expect =
       g_size > 1 && (f == F_NONE || f == F_SUMMARY_ON_LAST || f == F_SPLIT_OFF_ON_LAST) ? 3 : 1;
   if (f == F_HOSTS_OF_TWO) expect = g_size == 2 ? 3 : g_size == 4 ? 4 : 1;
-  /* RoPeSLR over IPC on one host splits its key summary, where copies have copy_2d. */
-  const int split = slr && expect == 3 && (f == F_NONE || f == F_HOSTS_OF_TWO) && ci % 3 != 0;
+  /* RoPeSLR over IPC splits its key summary, where copies have copy_2d (on
+   * several hosts after the units' ring between them). */
+  const int split =
+      slr && ci % 3 != 0 && ((expect == 3 && (f == F_NONE || f == F_HOSTS_OF_TWO)) || expect == 4);
   /* Second calls of the same shape: nothing mapped anew. */
   const int calls = f == F_NONE || f == F_HOSTS_OF_TWO ? 2 : 1;
   for (int call = 0; call < calls; call++) {
@@ -549,7 +551,20 @@ static void run_case(ditattn_context *ctx, uint64_t seed, int ci, fault f, op o)
         q_mate |= o != OP_DENSE && owner != g_rank && holder_of_two(owner) != g_rank && at < q_hi &&
                   at + lengths[r] > q_lo;
       }
-      const int mapped = 2 + q_mate;
+      /* Split: the host-mate's summary, where it holds units (its own, or
+       * those of the other host's rank with its index). */
+      dt_key_summary sl;
+      const dt_ropeslr_fwd shape = {.params = sp.params, .q = &q.t};
+      if (split) fake_layout_of(&shape, &sl);
+      int summary_mate = 0;
+      int64_t summary_all = 0;
+      for (int r = 0, at = 0; r < g_size && split; at += (int)lengths[r], r++) {
+        const int owner = ci % 2 ? g_size - 1 - r : r;
+        const int64_t owned = fake_owned_bytes(&sl, at, lengths[r]);
+        summary_all += owned;
+        summary_mate |= owner != g_rank && holder_of_two(owner) != g_rank && owned > 0;
+      }
+      const int mapped = 2 + q_mate + summary_mate;
       dtu_check(stats.ipc_opened == (call == 0 ? mapped : 0) && live(g_opened) == mapped,
                 "case %d (%s) call %d: %d peer buffers mapped, %d kept, expected %d", ci,
                 fault_names[f], call, stats.ipc_opened, live(g_opened), mapped);
@@ -565,7 +580,7 @@ static void run_case(ditattn_context *ctx, uint64_t seed, int ci, fault f, op o)
       const int other_piece = ci % 2 ? g_size - 1 - other : other;
       const int64_t ring = (o == OP_DENSE ? 2 : 3) * lengths[other_piece] * row;
       dtu_check(stats.ring_bytes_received > ring &&
-                    stats.ring_bytes_received <= ring + 3 * (N - len) * row,
+                    stats.ring_bytes_received <= ring + 3 * (N - len) * row + summary_all,
                 "case %d: received %lld bytes, the ring's %lld plus IPC", ci,
                 (long long)stats.ring_bytes_received, (long long)ring);
     } else {
@@ -576,7 +591,8 @@ static void run_case(ditattn_context *ctx, uint64_t seed, int ci, fault f, op o)
      * and v when it tried IPC (even if it then took its ring). */
     /* RoPeSLR adds its summary buffer where it tried the split, and a ring
      * its two packed-slice buffers (kept for the next call). */
-    const int summary_buf = slr && expect == 3 && ci % 3 != 0 && f != F_SPLIT_OFF_ON_LAST;
+    const int summary_buf =
+        slr && (expect == 3 || expect == 4) && ci % 3 != 0 && f != F_SPLIT_OFF_ON_LAST;
     const int ring_bufs = g_size > 1 && (expect == 1 || expect == 4) ? 2 : 0;
     const int cached = g_size == 1     ? 0
                        : o != OP_DENSE ? 3 + summary_buf + ring_bufs
