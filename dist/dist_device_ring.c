@@ -4,12 +4,18 @@
  * so that one message moves it; the pack is a device-side copy
  * (dt_dist_copy_tensor: the copy engines, or ditattn_pool_mean with block
  * 1, exact in every dtype). Step s computes on the slice it holds while MPI
- * sends it on and receives the next one into the other buffer; with host
- * staging, the received slice is uploaded once the step's compute is done. */
+ * sends it on and receives the next one into the other buffer. With host
+ * staging the message goes in chunks of DT_RING_CHUNK_BYTES, and each
+ * received chunk's upload is queued (behind the step's compute) while the
+ * later chunks are still in flight, so the upload hides under the transfer. */
 #include "dist_device.h"
 
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
+
+/* Staged messages travel in chunks of about this size (whole rows). */
+#define DT_RING_CHUNK_BYTES ((size_t)8 << 20)
 
 typedef struct device_ring {
   ditattn_context *ctx;
@@ -20,6 +26,8 @@ typedef struct device_ring {
   size_t row_bytes;
   MPI_Datatype row; /* one token row of D elements: counts stay in int range */
   int row_committed;
+  int64_t chunk_rows; /* rows per chunk of a staged message */
+  MPI_Request *req;   /* staged: a message's chunks received, then sent */
 } device_ring;
 
 static ditattn_status ring_alloc(dt_dist_job *job, const ditattn_tensor *k, device_ring *r) {
@@ -32,6 +40,24 @@ static ditattn_status ring_alloc(dt_dist_job *job, const ditattn_tensor *k, devi
     return dt_fail(job->ctx, DITATTN_ERR_OVERFLOW, "device ring buffer of %d*%lld*%lld*%lld rows",
                    r->nx, (long long)B, (long long)H, (long long)job->max_length);
   TRY(dt_gather_cache_ring(job->ctx, bytes, r->mode == DT_DIST_XFER_STAGED, r->dev, r->host));
+  /* DITATTN_DIST_RING_CHUNK_BYTES overrides the chunk size (a tuning knob
+   * for the link between hosts; the tests use tiny chunks). */
+  size_t chunk = DT_RING_CHUNK_BYTES;
+  const char *env = getenv("DITATTN_DIST_RING_CHUNK_BYTES");
+  if (env) {
+    char *end;
+    const long long v = strtoll(env, &end, 10);
+    if (end != env && *end == '\0' && v >= 1) chunk = (size_t)v;
+  }
+  r->chunk_rows = (int64_t)(chunk / r->row_bytes);
+  if (r->chunk_rows < 1) r->chunk_rows = 1;
+  if (r->mode == DT_DIST_XFER_STAGED) {
+    const int64_t most = ((int64_t)rows + r->chunk_rows - 1) / r->chunk_rows + 1;
+    r->req = dt_calloc(2 * (size_t)most, sizeof *r->req);
+    if (!r->req)
+      return dt_fail(job->ctx, DITATTN_ERR_OUT_OF_MEMORY, "device ring: %lld requests",
+                     (long long)(2 * most));
+  }
   int err = MPI_Type_contiguous((int)r->row_bytes, MPI_BYTE, &r->row);
   if (err == MPI_SUCCESS) err = MPI_Type_commit(&r->row);
   if (err != MPI_SUCCESS) return dt_dist_mpi_fail(job->ctx, err, "MPI_Type_contiguous");
@@ -42,6 +68,60 @@ static ditattn_status ring_alloc(dt_dist_job *job, const ditattn_tensor *k, devi
 /* The buffers stay with the context's cache for the next call. */
 static void ring_free(device_ring *r) {
   if (r->row_committed) MPI_Type_free(&r->row);
+  dt_free(r->req);
+}
+
+/* Chunks of a staged message of `rows` rows. */
+static int chunk_count(const device_ring *r, int64_t rows) {
+  return (int)((rows + r->chunk_rows - 1) / r->chunk_rows);
+}
+
+/* Posts a staged step's transfer, chunk by chunk (one tag per step: MPI
+ * matches messages of one source and tag in order): the receives of
+ * recv_rows rows into `to`, then the sends of send_rows rows from `from`.
+ * *nrecv, *nsend: the requests in r->req. MPI status. */
+static int post_chunks(device_ring *r, dt_dist_job *job, char *to, int64_t recv_rows, int left,
+                       const char *from, int64_t send_rows, int right, int tag, int *nrecv,
+                       int *nsend) {
+  *nrecv = chunk_count(r, recv_rows);
+  *nsend = chunk_count(r, send_rows);
+  int err = MPI_SUCCESS;
+  for (int c = 0; c < *nrecv + *nsend; c++) r->req[c] = MPI_REQUEST_NULL;
+  for (int c = 0; c < *nrecv && err == MPI_SUCCESS; c++) {
+    const int64_t at = c * r->chunk_rows,
+                  n = recv_rows - at < r->chunk_rows ? recv_rows - at : r->chunk_rows;
+    err =
+        MPI_Irecv(to + (size_t)at * r->row_bytes, (int)n, r->row, left, tag, job->comm, &r->req[c]);
+  }
+  for (int c = 0; c < *nsend && err == MPI_SUCCESS; c++) {
+    const int64_t at = c * r->chunk_rows,
+                  n = send_rows - at < r->chunk_rows ? send_rows - at : r->chunk_rows;
+    err = MPI_Isend(from + (size_t)at * r->row_bytes, (int)n, r->row, right, tag, job->comm,
+                    &r->req[*nrecv + c]);
+  }
+  return err;
+}
+
+/* Waits for the staged step's chunks; as each received chunk lands, its
+ * upload into `dev` is queued on the stream (copy_2d; else a blocking copy)
+ * unless *local already failed. MPI status. */
+static int land_chunks(device_ring *r, dt_dist_job *job, char *dev, const char *host,
+                       int64_t recv_rows, int nrecv, int nsend, ditattn_status *local) {
+  ditattn_context *ctx = job->ctx;
+  for (int done = 0; done < nrecv; done++) {
+    int c = MPI_UNDEFINED;
+    const int err = MPI_Waitany(nrecv, r->req, &c, MPI_STATUS_IGNORE);
+    if (err != MPI_SUCCESS) return err;
+    if (c == MPI_UNDEFINED) break; /* none posted (a failed post) or all done */
+    if (*local != DITATTN_OK) continue;
+    const int64_t at = c * r->chunk_rows,
+                  n = recv_rows - at < r->chunk_rows ? recv_rows - at : r->chunk_rows;
+    const size_t off = (size_t)at * r->row_bytes, bytes = (size_t)n * r->row_bytes;
+    *local = ctx->ops->copy_2d
+                 ? ctx->ops->copy_2d(ctx, dev + off, bytes, host + off, bytes, bytes, 1)
+                 : ditattn_copy_to_backend(ctx, dev + off, host + off, bytes);
+  }
+  return MPI_Waitall(nsend, r->req + nrecv, MPI_STATUSES_IGNORE);
 }
 
 /* The nx tensors of a packed buffer holding n tokens, one after another. */
@@ -126,19 +206,24 @@ ditattn_status dt_device_ring_run_among(dt_dist_job *job, const int *members, in
     const int src = ring_rank(members, (me - s + P) % P),
               next_src = ring_rank(members, (me - s - 1 + P) % P);
     const int staged = r.mode == DT_DIST_XFER_STAGED;
+    const int64_t recv_rows = BH2 * job->length[next_src], send_rows = BH2 * job->length[src];
     MPI_Request req[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
+    int nrecv = 0, nsend = 0; /* staged: chunk requests in r.req */
     if (s + 1 < P) {
       /* Step s+1 works on the slice of rank me-s-1, now held by the left. */
-      void *to = staged ? r.host[1 - cur] : r.dev[1 - cur];
-      void *from = staged ? r.host[cur] : r.dev[cur];
-      int e1 =
-          MPI_Irecv(to, (int)(BH2 * job->length[next_src]), r.row, left, s, job->comm, &req[0]);
-      int e2 = MPI_Isend(from, (int)(BH2 * job->length[src]), r.row, right, s, job->comm, &req[1]);
+      int e1 = MPI_SUCCESS, e2 = MPI_SUCCESS;
+      if (staged)
+        e1 = post_chunks(&r, job, r.host[1 - cur], recv_rows, left, r.host[cur], send_rows, right,
+                         s, &nrecv, &nsend);
+      else {
+        e1 = MPI_Irecv(r.dev[1 - cur], (int)recv_rows, r.row, left, s, job->comm, &req[0]);
+        e2 = MPI_Isend(r.dev[cur], (int)send_rows, r.row, right, s, job->comm, &req[1]);
+      }
       if (e1 != MPI_SUCCESS || e2 != MPI_SUCCESS)
         mpi =
             dt_dist_mpi_fail(job->ctx, e1 != MPI_SUCCESS ? e1 : e2, "device ring MPI_Irecv/Isend");
-      job->stats.bytes_sent += BH2 * job->length[src] * (int64_t)r.row_bytes;
-      job->stats.ring_bytes_received += BH2 * job->length[next_src] * (int64_t)r.row_bytes;
+      job->stats.bytes_sent += send_rows * (int64_t)r.row_bytes;
+      job->stats.ring_bytes_received += recv_rows * (int64_t)r.row_bytes;
     }
     if (local == DITATTN_OK) {
       ditattn_tensor held[DT_DEVICE_RING_MAX];
@@ -151,18 +236,20 @@ ditattn_status dt_device_ring_run_among(dt_dist_job *job, const int *members, in
       dt_dist_tick(&t0, &job->stats.compute_s);
     }
     t0 = MPI_Wtime();
-    int e = MPI_Waitall(2, req, MPI_STATUSES_IGNORE);
+    /* Staged: each chunk's upload into the other device buffer queues
+     * behind step s's compute, which no longer reads that buffer (it holds
+     * step s-1's slice). */
+    int e = staged && s + 1 < P ? land_chunks(&r, job, r.dev[1 - cur], r.host[1 - cur], recv_rows,
+                                              nrecv, nsend, &local)
+                                : MPI_Waitall(2, req, MPI_STATUSES_IGNORE);
     dt_dist_tick(&t0, &job->stats.comm_wait_s);
     if (e != MPI_SUCCESS && mpi == DITATTN_OK) mpi = dt_dist_mpi_fail(job->ctx, e, "ring wait");
     if (local == DITATTN_OK && mpi == DITATTN_OK && s + 1 < P) {
       /* Step s is done with its buffer before the next receive lands in it
-       * (device pointers) or the next upload queues behind it (staged). */
+       * (device pointers), and the uploads are done before the next step
+       * reads them and its receives overwrite their host copy (staged). */
       local = ditattn_synchronize(job->ctx);
       dt_dist_tick(&t0, &job->stats.compute_s);
-      if (local == DITATTN_OK && staged)
-        local = ditattn_copy_to_backend(job->ctx, r.dev[1 - cur], r.host[1 - cur],
-                                        (size_t)(BH2 * job->length[next_src]) * r.row_bytes);
-      dt_dist_tick(&t0, &job->stats.comm_wait_s);
     }
     cur = 1 - cur;
   }

@@ -168,7 +168,13 @@ int main(int argc, char **argv) {
     if (ditattn_context_create(backends[bi], &ctx) != DITATTN_OK) continue; /* not compiled */
     /* "0": staged through host buffers; "1": buffers handed to MPI as is. */
     setenv("DITATTN_DIST_CUDA_AWARE", "0", 1);
-    for (int ci = 0; ci < 6; ci++) dense_case(ctx, seed, ci, 1);
+    for (int ci = 0; ci < 6; ci++) {
+      /* Odd cases: staged messages in chunks of a few rows, uploaded as
+       * they land. */
+      if (ci % 2) setenv("DITATTN_DIST_RING_CHUNK_BYTES", ci == 1 ? "1" : "100", 1);
+      dense_case(ctx, seed, ci, 1);
+      unsetenv("DITATTN_DIST_RING_CHUNK_BYTES");
+    }
     setenv("DITATTN_DIST_CUDA_AWARE", "1", 1);
     for (int ci = 6; ci < 12; ci++) dense_case(ctx, seed, ci, 2);
     unsetenv("DITATTN_DIST_CUDA_AWARE");

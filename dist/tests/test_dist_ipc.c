@@ -441,6 +441,8 @@ static void run_case(ditattn_context *ctx, uint64_t seed, int ci, fault f, op o)
     char chunks_env[8];
     snprintf(chunks_env, sizeof chunks_env, "%d", side_chunks);
     setenv("DITATTN_DIST_SIDE_CHUNKS", chunks_env, 1);
+    /* Odd cases: the ring's staged messages in chunks of a few rows. */
+    if (ci % 2) setenv("DITATTN_DIST_RING_CHUNK_BYTES", "64", 1);
     if (slr)
       st = ditattn_dist_ropeslr_forward(ctx, MPI_COMM_WORLD, &slice, &sp.params, &sp.weights,
                                         sp.pos + 3 * offset, &ql.t, &kl.t, &vl.t, &ol.t, lse);
@@ -453,6 +455,7 @@ static void run_case(ditattn_context *ctx, uint64_t seed, int ci, fault f, op o)
     unsetenv("DITATTN_DIST_IPC");
     unsetenv("DITATTN_DIST_SPLIT_KEYS");
     unsetenv("DITATTN_DIST_SIDE_CHUNKS");
+    unsetenv("DITATTN_DIST_RING_CHUNK_BYTES");
     g_fail_export = g_fail_open = g_fail_export_summary = 0;
     ditattn_dist_stats stats;
     ditattn_dist_last_stats(&stats);
