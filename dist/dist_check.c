@@ -12,6 +12,7 @@ static const char *op_name(int64_t op) {
   case DT_DIST_OP_LLSA_BWD: return "LLSA backward";
   case DT_DIST_OP_ROPESLR_FWD: return "RoPeSLR forward";
   case DT_DIST_OP_ROPESLR_BWD: return "RoPeSLR backward";
+  case DT_DIST_OP_DENSE_BWD: return "dense backward";
   default: return "this operation";
   }
 }
@@ -37,7 +38,8 @@ ditattn_status dt_dist_check_local(ditattn_context *ctx, const ditattn_dist_slic
    * LLSA and RoPeSLR need a backend that computes a range of query rows. */
   const int device = dt_dist_is_device(ctx);
   const int64_t op = params[DT_DP_OP];
-  if (device && (op == DT_DIST_OP_LLSA_BWD || op == DT_DIST_OP_ROPESLR_BWD))
+  if (device &&
+      (op == DT_DIST_OP_LLSA_BWD || op == DT_DIST_OP_ROPESLR_BWD || op == DT_DIST_OP_DENSE_BWD))
     return dt_fail(ctx, DITATTN_ERR_UNSUPPORTED,
                    "dist on a GPU context (backend %s): %s needs a host context (ref, cpu)",
                    ditattn_backend_name(ctx->backend), op_name(op));
@@ -80,5 +82,45 @@ ditattn_status dt_dist_check_local(ditattn_context *ctx, const ditattn_dist_slic
   params[DT_DP_D] = D;
   params[DT_DP_DTYPE] = (int64_t)q->dtype;
   params[DT_DP_BACKEND] = (int64_t)ctx->backend;
+  return DITATTN_OK;
+}
+
+/* Shapes, dtypes and aliasing of a backward's extra tensors, the same
+ * rules as the single-process backwards (q, k, v, out checked by
+ * dt_dist_check_local). */
+ditattn_status dt_dist_check_grads(ditattn_context *ctx, const char *what,
+                                   const ditattn_dist_slice *slice, const ditattn_tensor *q,
+                                   const ditattn_tensor *k, const ditattn_tensor *v,
+                                   const ditattn_tensor *out, const float *lse,
+                                   const ditattn_tensor *dout, ditattn_tensor *dq,
+                                   ditattn_tensor *dk, ditattn_tensor *dv) {
+  /* Host memory only, whatever the shared checks allow for other calls. */
+  if (ctx->backend != DITATTN_BACKEND_REF && ctx->backend != DITATTN_BACKEND_CPU)
+    return dt_fail(ctx, DITATTN_ERR_UNSUPPORTED,
+                   "%s supports host backends (ref, cpu) only; backend %s is not", what,
+                   ditattn_backend_name(ctx->backend));
+  if (!lse) return dt_fail(ctx, DITATTN_ERR_NULL_POINTER, "lse is NULL (backward needs it)");
+  const int64_t B = q->shape[0], H = q->shape[1], D = q->shape[3];
+  TRY(dt_check_tensor(ctx, "dout", dout));
+  TRY(dt_check_shape(ctx, "dout", dout, B, H, slice->length, D));
+  TRY(dt_check_dtype(ctx, "dout", dout, DITATTN_F32));
+  const ditattn_tensor *ins[] = {q, k, v, out, dout};
+  const char *in_names[] = {"q", "k", "v", "out", "dout"};
+  ditattn_tensor *outs[] = {dq, dk, dv};
+  const char *out_names[] = {"dq", "dk", "dv"};
+  size_t lse_bytes = 0;
+  if (!dt_mul_size((size_t)B * (size_t)H, (size_t)slice->length, &lse_bytes) ||
+      !dt_mul_size(lse_bytes, sizeof(float), &lse_bytes))
+    return dt_fail(ctx, DITATTN_ERR_OVERFLOW, "lse size overflows");
+  for (int i = 0; i < 3; i++) {
+    TRY(dt_check_output(ctx, out_names[i], outs[i]));
+    TRY(dt_check_shape(ctx, out_names[i], outs[i], B, H, slice->length, D));
+    TRY(dt_check_dtype(ctx, out_names[i], outs[i], DITATTN_F32));
+    for (int j = 0; j < 5; j++)
+      TRY(dt_check_disjoint(ctx, out_names[i], outs[i], in_names[j], ins[j]));
+    for (int j = 0; j < i; j++)
+      TRY(dt_check_disjoint(ctx, out_names[i], outs[i], out_names[j], outs[j]));
+    TRY(dt_check_buffer_disjoint(ctx, "lse", lse, lse_bytes, out_names[i], outs[i]));
+  }
   return DITATTN_OK;
 }

@@ -45,7 +45,8 @@ enum {
   DT_DIST_OP_LLSA_FWD = 2,
   DT_DIST_OP_LLSA_BWD = 3,
   DT_DIST_OP_ROPESLR_FWD = 4,
-  DT_DIST_OP_ROPESLR_BWD = 5
+  DT_DIST_OP_ROPESLR_BWD = 5,
+  DT_DIST_OP_DENSE_BWD = 6
 };
 
 /* Which ranks share a host (dist_device_hosts.c): IPC reaches the GPUs of
@@ -94,6 +95,15 @@ void dt_dist_tick(double *t0, double *acc);
 /* Local checks shared by the entries: slice sane, q/k/v/out shapes
  * (B, H, length, D), outputs disjoint from inputs, lse disjoint from out.
  * Fills B/H/D/dtype/backend/n_global params when the inputs allow it. */
+/* The backwards' further local checks: a host context (ref, cpu), lse
+ * given, dout an f32 input and dq, dk, dv f32 outputs of the slice's shape,
+ * disjoint from every input and from lse. what names the call. */
+ditattn_status dt_dist_check_grads(ditattn_context *ctx, const char *what,
+                                   const ditattn_dist_slice *slice, const ditattn_tensor *q,
+                                   const ditattn_tensor *k, const ditattn_tensor *v,
+                                   const ditattn_tensor *out, const float *lse,
+                                   const ditattn_tensor *dout, ditattn_tensor *dq,
+                                   ditattn_tensor *dk, ditattn_tensor *dv);
 ditattn_status dt_dist_check_local(ditattn_context *ctx, const ditattn_dist_slice *slice,
                                    const ditattn_tensor *q, const ditattn_tensor *k,
                                    const ditattn_tensor *v, const ditattn_tensor *out,

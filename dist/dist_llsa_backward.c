@@ -44,44 +44,6 @@ static double *dpool_at(const llsa_bwd *W, int64_t bh, int l, int x) {
          (int64_t)x * W->R.pool.g.n[l] * W->R.D;
 }
 
-/* Shapes, dtypes and aliasing of the backward's extra tensors, the same
- * rules as ditattn_llsa_backward (q, k, v, out checked by the caller). */
-static ditattn_status check_grads(ditattn_context *ctx, const ditattn_dist_slice *slice,
-                                  const ditattn_tensor *q, const ditattn_tensor *k,
-                                  const ditattn_tensor *v, const ditattn_tensor *out,
-                                  const float *lse, const ditattn_tensor *dout, ditattn_tensor *dq,
-                                  ditattn_tensor *dk, ditattn_tensor *dv) {
-  /* Host memory only, whatever the shared checks allow for other calls. */
-  if (ctx->backend != DITATTN_BACKEND_REF && ctx->backend != DITATTN_BACKEND_CPU)
-    return dt_fail(ctx, DITATTN_ERR_UNSUPPORTED,
-                   "dist llsa backward supports host backends (ref, cpu) only; backend %s is not",
-                   ditattn_backend_name(ctx->backend));
-  if (!lse) return dt_fail(ctx, DITATTN_ERR_NULL_POINTER, "lse is NULL (backward needs it)");
-  const int64_t B = q->shape[0], H = q->shape[1], D = q->shape[3];
-  TRY(dt_check_tensor(ctx, "dout", dout));
-  TRY(dt_check_shape(ctx, "dout", dout, B, H, slice->length, D));
-  TRY(dt_check_dtype(ctx, "dout", dout, DITATTN_F32));
-  const ditattn_tensor *ins[] = {q, k, v, out, dout};
-  const char *in_names[] = {"q", "k", "v", "out", "dout"};
-  ditattn_tensor *outs[] = {dq, dk, dv};
-  const char *out_names[] = {"dq", "dk", "dv"};
-  size_t lse_bytes = 0;
-  if (!dt_mul_size((size_t)B * (size_t)H, (size_t)slice->length, &lse_bytes) ||
-      !dt_mul_size(lse_bytes, sizeof(float), &lse_bytes))
-    return dt_fail(ctx, DITATTN_ERR_OVERFLOW, "lse size overflows");
-  for (int i = 0; i < 3; i++) {
-    TRY(dt_check_output(ctx, out_names[i], outs[i]));
-    TRY(dt_check_shape(ctx, out_names[i], outs[i], B, H, slice->length, D));
-    TRY(dt_check_dtype(ctx, out_names[i], outs[i], DITATTN_F32));
-    for (int j = 0; j < 5; j++)
-      TRY(dt_check_disjoint(ctx, out_names[i], outs[i], in_names[j], ins[j]));
-    for (int j = 0; j < i; j++)
-      TRY(dt_check_disjoint(ctx, out_names[i], outs[i], out_names[j], outs[j]));
-    TRY(dt_check_buffer_disjoint(ctx, "lse", lse, lse_bytes, out_names[i], outs[i]));
-  }
-  return DITATTN_OK;
-}
-
 static void bwd_free(llsa_bwd *W) {
   dt_dist_pool_free(&W->R.pool);
   void *bufs[] = {W->R.sel_data, W->R.cand, W->R.scored, W->delta, W->dq,  W->home, W->dpool,
@@ -328,7 +290,9 @@ ditattn_dist_llsa_backward(ditattn_context *ctx, MPI_Comm comm, const ditattn_di
   prm[DT_DP_OP] = DT_DIST_OP_LLSA_BWD;
   float scale = 0.0f;
   ditattn_status local = dt_dist_check_local(ctx, slice, q, k, v, out, lse, prm);
-  if (local == DITATTN_OK) local = check_grads(ctx, slice, q, k, v, out, lse, dout, dq, dk, dv);
+  if (local == DITATTN_OK)
+    local =
+        dt_dist_check_grads(ctx, "dist llsa backward", slice, q, k, v, out, lse, dout, dq, dk, dv);
   if (local == DITATTN_OK) local = dt_dist_llsa_check_params(ctx, params, q->shape[3], &scale, prm);
   dt_dist_job job;
   TRY(dt_dist_begin(&job, ctx, comm, slice, local, prm));

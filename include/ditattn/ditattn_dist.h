@@ -56,6 +56,22 @@ ditattn_status ditattn_dist_dense_forward(ditattn_context *ctx, MPI_Comm comm,
                                           const ditattn_tensor *k, const ditattn_tensor *v,
                                           float scale, ditattn_tensor *out, float *lse);
 
+/* Dense attention backward on a sliced sequence: this rank's slice of dq,
+ * dk, dv, equal (f32, to rounding) to ditattn_dense_backward on the whole
+ * sequence. out and lse ([B][H][length], required) are this rank's slice
+ * of the forward's results (ditattn_dist_dense_forward gives them), dout
+ * the slice of the output gradient. dq is local; the K/V slices travel the
+ * ring with dK/dV accumulators (double) that return to their owners. f32,
+ * host contexts only (a GPU context gets DITATTN_ERR_UNSUPPORTED on every
+ * rank). q, k, v, out, dout, dq, dk, dv: (B, H, slice->length, D). */
+ditattn_status ditattn_dist_dense_backward(ditattn_context *ctx, MPI_Comm comm,
+                                           const ditattn_dist_slice *slice, const ditattn_tensor *q,
+                                           const ditattn_tensor *k, const ditattn_tensor *v,
+                                           const ditattn_tensor *out, const float *lse,
+                                           const ditattn_tensor *dout, float scale,
+                                           ditattn_tensor *dq, ditattn_tensor *dk,
+                                           ditattn_tensor *dv);
+
 /* LLSA forward (spec/llsa.md §1-3) on a sliced sequence. Pooled tokens of
  * every level are all-gathered so each rank selects GLOBALLY exactly as
  * the single-process operation (same tie rule; blocks may straddle slice
