@@ -110,8 +110,9 @@ static ditattn_status move_units(dt_dist_job *job, const dt_key_summary *layout,
 }
 
 /* Several hosts: the units of the ranks with this rank's index on their
- * hosts (one per host) travel their ring through page-locked host memory
- * (the context's ring buffers, free again once the gather's ring is done)
+ * hosts (one per host) travel their ring, through page-locked host memory
+ * or as device buffers to a CUDA-aware MPI (the context's ring buffers,
+ * free again once the gather's ring is done)
  * and are unpacked into this rank's summary buffer, waited for: the
  * host-mates copy them out next. Agreed status. */
 static ditattn_status ring_units(dt_dist_job *job, const dt_dist_hosts *hosts,
@@ -119,25 +120,27 @@ static ditattn_status ring_units(dt_dist_job *job, const dt_dist_hosts *hosts,
   ditattn_context *ctx = job->ctx;
   const int G = hosts->count, mine = hosts->host_of[job->rank];
   const int local = hosts->local_of[job->rank];
-  int64_t total = 0, most = 0;
+  int64_t most = 0;
   for (int h = 0; h < G; h++) {
     const int64_t b = owned_bytes(job, hosts->rank_at[h * hosts->per_host + local], layout);
-    total += b;
     most = b > most ? b : most;
   }
-  /* Blob h at offset h * most, on the device (dev[0]) and the host (host[0]). */
+  /* Blob h at offset h * most, on the device (dev[0]) and, staged, the host
+   * (host[0]); a CUDA-aware MPI moves the device blobs themselves. */
+  const int direct = dt_dist_device_transfer(ctx->backend) == DT_DIST_XFER_DEVICE;
   void *dev[2] = {NULL, NULL}, *host[2] = {NULL, NULL};
   char *buf = cache->buf[DT_GATHER_SUMMARY];
   ditattn_status local_st =
       most > INT_MAX
           ? dt_fail(ctx, DITATTN_ERR_OVERFLOW, "summary units of %lld bytes for MPI",
                     (long long)most)
-          : dt_gather_cache_ring(ctx, (size_t)(most * G > 0 ? most * G : 1), 1, dev, host);
+          : dt_gather_cache_ring(ctx, (size_t)(most * G > 0 ? most * G : 1), !direct, dev, host);
+  char *wire = direct ? dev[0] : host[0]; /* what MPI reads and writes */
   double t0 = MPI_Wtime();
   if (local_st == DITATTN_OK && most > 0)
     local_st = move_units(job, layout, job->rank, buf, (char *)dev[0] + (size_t)(mine * most), 1);
   if (local_st == DITATTN_OK) local_st = ditattn_synchronize(ctx);
-  if (local_st == DITATTN_OK && owned_bytes(job, job->rank, layout) > 0)
+  if (local_st == DITATTN_OK && !direct && owned_bytes(job, job->rank, layout) > 0)
     local_st = ditattn_copy_to_host(ctx, (char *)host[0] + (size_t)(mine * most),
                                     (char *)dev[0] + (size_t)(mine * most),
                                     (size_t)owned_bytes(job, job->rank, layout));
@@ -152,9 +155,9 @@ static ditattn_status ring_units(dt_dist_job *job, const dt_dist_hosts *hosts,
     const int send_r = hosts->rank_at[send_h * hosts->per_host + local];
     const int recv_r = hosts->rank_at[recv_h * hosts->per_host + local];
     const int64_t sb = owned_bytes(job, send_r, layout), rb = owned_bytes(job, recv_r, layout);
-    err = MPI_Sendrecv((char *)host[0] + (size_t)(send_h * most), (int)sb, MPI_BYTE, right, s,
-                       (char *)host[0] + (size_t)(recv_h * most), (int)rb, MPI_BYTE, left, s,
-                       job->comm, MPI_STATUS_IGNORE);
+    err = MPI_Sendrecv(wire + (size_t)(send_h * most), (int)sb, MPI_BYTE, right, s,
+                       wire + (size_t)(recv_h * most), (int)rb, MPI_BYTE, left, s, job->comm,
+                       MPI_STATUS_IGNORE);
     job->stats.bytes_sent += sb;
     job->stats.ring_bytes_received += rb;
   }
@@ -165,7 +168,8 @@ static ditattn_status ring_units(dt_dist_job *job, const dt_dist_hosts *hosts,
     const int64_t b = owned_bytes(job, r, layout);
     if (h == mine || b == 0) continue;
     char *d = (char *)dev[0] + (size_t)(h * most);
-    local_st = ditattn_copy_to_backend(ctx, d, (char *)host[0] + (size_t)(h * most), (size_t)b);
+    if (!direct)
+      local_st = ditattn_copy_to_backend(ctx, d, (char *)host[0] + (size_t)(h * most), (size_t)b);
     if (local_st == DITATTN_OK) local_st = move_units(job, layout, r, buf, d, 0);
   }
   if (local_st == DITATTN_OK) local_st = ditattn_synchronize(ctx); /* host-mates read it next */
