@@ -161,6 +161,66 @@ void dtu_check(int ok, const char *fmt, ...) {
   fprintf(stderr, "FAIL (rank %d): %s\n", rank, line);
 }
 
+void dtu_compare_ranks(MPI_Comm comm, ditattn_status st, const char *message, int *same_status,
+                       int *same_message) {
+  /* FNV-1a, cut to 62 bits so that it and its negation fit an int64_t. */
+  uint64_t h = 1469598103934665603ull;
+  for (const char *c = message ? message : ""; *c; c++) h = (h ^ (uint8_t)*c) * 1099511628211ull;
+  const int64_t mh = (int64_t)(h >> 2);
+  /* Minima of (x, -x) give both the smallest and the largest x. */
+  int64_t mine[4] = {(int64_t)st, -(int64_t)st, message ? mh : INT64_MAX,
+                     message ? -mh : INT64_MAX},
+          all[4];
+  MPI_Allreduce(mine, all, 4, MPI_INT64_T, MPI_MIN, comm);
+  *same_status = all[0] == -all[1];
+  *same_message = all[2] == INT64_MAX || all[2] == -all[3];
+}
+
+void dtu_run_faults(ditattn_context *ctx, MPI_Comm comm, uint64_t seed, dtu_faulty_call call,
+                    int nfaults, const char *const *names, const ditattn_status *expected) {
+  int rank = 0, P = 1;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &P);
+  const char *bname = ditattn_backend_name(ditattn_context_backend(ctx));
+  for (int f = 0; f < nfaults; f++) {
+    int same = 0;
+    double dt = 0.0;
+    ditattn_status st = call(ctx, comm, seed, f, 0, &same, &dt);
+    dtu_check(same, "%s, fault '%s', P=%d: ranks returned different statuses or messages", bname,
+              names[f], P);
+    dtu_check(st == expected[f], "%s, fault '%s', P=%d: status %s, expected %s (%s)", bname,
+              names[f], P, ditattn_strerror(st), ditattn_strerror(expected[f]),
+              ditattn_last_error(ctx));
+    dtu_check(dt < 10.0, "%s, fault '%s', P=%d: took %.1f s", bname, names[f], P, dt);
+    if (rank == 0 && st != DITATTN_OK)
+      printf("  %s, %s: %s: %s\n", bname, names[f], ditattn_strerror(st), ditattn_last_error(ctx));
+  }
+  /* Every library allocation made to fail in turn on the last rank. */
+  int64_t k = 1;
+  for (; k < 400; k++) {
+    int same = 0;
+    double dt = 0.0;
+    ditattn_status st = call(ctx, comm, seed, 0, k, &same, &dt);
+    dtu_check(same, "%s, allocation %lld fails on rank %d of %d: statuses differ", bname,
+              (long long)k, P - 1, P);
+    dtu_check(st == DITATTN_OK || st == DITATTN_ERR_OUT_OF_MEMORY,
+              "%s, allocation %lld fails on the last rank: status %s (%s)", bname, (long long)k,
+              ditattn_strerror(st), ditattn_last_error(ctx));
+    dtu_check(dt < 10.0, "%s, allocation %lld fails: took %.1f s", bname, (long long)k, dt);
+    if (st == DITATTN_OK) break; /* k is past the call's last allocation */
+  }
+  dtu_check(k > 1 && k < 400, "%s: allocation fault loop ended at %lld", bname, (long long)k);
+  if (rank == 0)
+    printf("  %s: allocations 1..%lld failed in turn on the last rank\n", bname,
+           (long long)(k - 1));
+  /* Afterwards a valid call still works everywhere. */
+  int same = 0;
+  double dt = 0.0;
+  ditattn_status st = call(ctx, comm, seed, 0, 0, &same, &dt);
+  dtu_check(st == DITATTN_OK && same, "%s: valid call after the faults: %s", bname,
+            ditattn_strerror(st));
+}
+
 int dtu_finish(MPI_Comm comm, const char *test_name) {
   int64_t mine[2] = {g_passed, g_failed}, all[2] = {0, 0};
   MPI_Allreduce(mine, all, 2, MPI_INT64_T, MPI_SUM, comm);

@@ -50,6 +50,23 @@ void dtu_check(int ok, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)))
 #endif
     ;
+/* Collective over comm: *same_status = every rank passed the same st;
+ * *same_message = every rank with a message (message NULL: none to
+ * compare) passed the same text. */
+void dtu_compare_ranks(MPI_Comm comm, ditattn_status st, const char *message, int *same_status,
+                       int *same_message);
+/* One call of the operation under test on fresh inputs, with fault f
+ * (0: none) injected on the last rank, or its fail_alloc-th library
+ * allocation failing there (0: none). *same: every rank returned the same
+ * status and message; *seconds: how long the call took. */
+typedef ditattn_status (*dtu_faulty_call)(ditattn_context *ctx, MPI_Comm comm, uint64_t seed, int f,
+                                          int64_t fail_alloc, int *same, double *seconds);
+/* The collective error discipline of a call: each fault f in [0, nfaults)
+ * (named names[f]) returns expected[f], the same on every rank, within
+ * 10 s; then every library allocation failing in turn on the last rank
+ * gives OK or OUT_OF_MEMORY, the same everywhere; then a valid call works. */
+void dtu_run_faults(ditattn_context *ctx, MPI_Comm comm, uint64_t seed, dtu_faulty_call call,
+                    int nfaults, const char *const *names, const ditattn_status *expected);
 /* Sums passes/failures over comm, prints "N passed, N failed" on rank 0 and
  * returns the process exit code (0 when nothing failed anywhere). */
 int dtu_finish(MPI_Comm comm, const char *test_name);

@@ -115,16 +115,10 @@ static ditattn_status expected(fault f, int P) {
   }
 }
 
-static uint64_t hash_str(const char *s) {
-  uint64_t h = 1469598103934665603ull;
-  for (; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ull;
-  return h;
-}
-
 /* One backward call on fresh inputs; `fault` on the last rank, or the
  * fail_alloc-th library allocation failing there (0: none). Returns the
  * status; *same is 1 when every rank returned the same status and message. */
-static ditattn_status faulty_call(ditattn_context *ctx, MPI_Comm comm, uint64_t seed, fault f,
+static ditattn_status faulty_call(ditattn_context *ctx, MPI_Comm comm, uint64_t seed, int f,
                                   int64_t fail_alloc, int *same, double *seconds) {
   int rank = 0, P = 1;
   MPI_Comm_rank(comm, &rank);
@@ -155,51 +149,21 @@ static ditattn_status faulty_call(ditattn_context *ctx, MPI_Comm comm, uint64_t 
   *seconds = MPI_Wtime() - t0;
   if (last && fail_alloc > 0) dt_debug_fail_alloc_at(0);
   if (last && f == F_DEVICE) unsetenv("DITATTN_DIST_DEVICE_PATH");
-  int64_t mine[4] = {(int64_t)st, -(int64_t)st, 0, 0}, all[4];
-  const uint64_t h = hash_str(st == DITATTN_OK ? "" : ditattn_last_error(ctx));
-  memcpy(&mine[2], &h, sizeof h);
-  mine[3] = -mine[2];
-  MPI_Allreduce(mine, all, 4, MPI_INT64_T, MPI_MIN, comm);
-  *same = all[0] == -all[1] && all[2] == -all[3];
+  int same_status = 0, same_message = 0;
+  dtu_compare_ranks(comm, st, st == DITATTN_OK ? "" : ditattn_last_error(ctx), &same_status,
+                    &same_message);
+  *same = same_status && same_message;
   for (int i = 0; i < 8; i++) dtu_tensor_free(&t[i]);
   free(lse);
   return st;
 }
 
 static void run_faults(ditattn_context *ctx, MPI_Comm comm, uint64_t seed) {
-  int rank = 0, P = 1;
-  MPI_Comm_rank(comm, &rank);
+  int P = 1;
   MPI_Comm_size(comm, &P);
-  const char *bname = ditattn_backend_name(ditattn_context_backend(ctx));
-  for (int f = 0; f < F_COUNT; f++) {
-    int same = 0;
-    double dt = 0.0;
-    const ditattn_status st = faulty_call(ctx, comm, seed, (fault)f, 0, &same, &dt);
-    dtu_check(same, "%s, fault '%s', P=%d: ranks returned different statuses or messages", bname,
-              fault_names[f], P);
-    dtu_check(st == expected((fault)f, P), "%s, fault '%s', P=%d: status %s, expected %s (%s)",
-              bname, fault_names[f], P, ditattn_strerror(st),
-              ditattn_strerror(expected((fault)f, P)), ditattn_last_error(ctx));
-    dtu_check(dt < 10.0, "%s, fault '%s', P=%d: took %.1f s", bname, fault_names[f], P, dt);
-  }
-  /* Every library allocation made to fail in turn on the last rank. */
-  int64_t k = 1;
-  for (; k < 400; k++) {
-    int same = 0;
-    double dt = 0.0;
-    const ditattn_status st = faulty_call(ctx, comm, seed, F_NONE, k, &same, &dt);
-    dtu_check(same, "%s, allocation %lld fails on rank %d of %d: statuses differ", bname,
-              (long long)k, P - 1, P);
-    dtu_check(st == DITATTN_OK || st == DITATTN_ERR_OUT_OF_MEMORY,
-              "%s, allocation %lld fails on the last rank: status %s (%s)", bname, (long long)k,
-              ditattn_strerror(st), ditattn_last_error(ctx));
-    dtu_check(dt < 10.0, "%s, allocation %lld fails: took %.1f s", bname, (long long)k, dt);
-    if (st == DITATTN_OK) break; /* k is past the call's last allocation */
-  }
-  dtu_check(k > 1 && k < 400, "%s: allocation fault loop ended at %lld", bname, (long long)k);
-  if (rank == 0)
-    printf("  %s: allocations 1..%lld failed in turn on the last rank\n", bname,
-           (long long)(k - 1));
+  ditattn_status want[F_COUNT];
+  for (int f = 0; f < F_COUNT; f++) want[f] = expected((fault)f, P);
+  dtu_run_faults(ctx, comm, seed, faulty_call, F_COUNT, fault_names, want);
 }
 
 int main(int argc, char **argv) {

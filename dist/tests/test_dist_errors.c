@@ -55,12 +55,6 @@ static ditattn_status expected(fault f, int P) {
   }
 }
 
-static uint64_t hash_str(const char *s) {
-  uint64_t h = 1469598103934665603ull;
-  for (; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ull;
-  return h;
-}
-
 static void run_fault(ditattn_context *ctx, MPI_Comm comm, uint64_t seed, int op, fault f) {
   int rank = 0, P = 1;
   MPI_Comm_rank(comm, &rank);
@@ -112,21 +106,15 @@ static void run_fault(ditattn_context *ctx, MPI_Comm comm, uint64_t seed, int op
   const char *msg = use_ctx ? ditattn_last_error(use_ctx) : "";
   /* Compare status and message over ranks (the rank with ctx NULL has no
    * message to compare). */
-  int64_t mine[4] = {(int64_t)st, -(int64_t)st, 0, 0}, all[4];
-  uint64_t h = hash_str(msg);
-  memcpy(&mine[2], &h, sizeof h);
-  mine[3] = -mine[2];
-  if (!use_ctx) mine[2] = INT64_MAX, mine[3] = INT64_MAX;
-  MPI_Allreduce(mine, all, 4, MPI_INT64_T, MPI_MIN, comm);
+  int same_status = 0, same_message = 0;
+  dtu_compare_ranks(comm, st, use_ctx ? msg : NULL, &same_status, &same_message);
   const char *opn = op == OP_DENSE ? "dense" : "llsa";
-  dtu_check(all[0] == -all[1], "%s, fault '%s', P=%d: ranks returned different statuses", opn,
+  dtu_check(same_status, "%s, fault '%s', P=%d: ranks returned different statuses", opn,
             fault_names[f], P);
   dtu_check(st == expected(f, P), "%s, fault '%s', P=%d: status %s, expected %s (message: %s)", opn,
             fault_names[f], P, ditattn_strerror(st), ditattn_strerror(expected(f, P)), msg);
-  if (use_ctx && all[2] != INT64_MAX)
-    dtu_check(mine[2] == all[2] && -mine[3] == -all[3],
-              "%s, fault '%s', P=%d: messages differ between ranks (mine: %s)", opn, fault_names[f],
-              P, msg);
+  dtu_check(same_message, "%s, fault '%s', P=%d: messages differ between ranks (mine: %s)", opn,
+            fault_names[f], P, msg);
   if (use_ctx && st != DITATTN_OK)
     dtu_check(msg[0] != '\0', "%s, fault '%s': empty message", opn, fault_names[f]);
   dtu_check(dt < 10.0, "%s, fault '%s', P=%d: took %.1f s", opn, fault_names[f], P, dt);

@@ -178,12 +178,6 @@ static ditattn_status expected(int f, int P, ditattn_backend backend) {
   }
 }
 
-static uint64_t hash_str(const char *s) {
-  uint64_t h = 1469598103934665603ull;
-  for (; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ull;
-  return h;
-}
-
 /* Runs one small call with fault f (or allocation k failing on the last
  * rank when k > 0), on the device-memory route when device (or f is
  * E_DEVICE); checks every rank returns the same status and message.
@@ -242,20 +236,16 @@ static ditattn_status run_error(ditattn_context *ctx, MPI_Comm comm, uint64_t se
   if (device || f == E_DEVICE) unsetenv("DITATTN_DIST_DEVICE_PATH");
   if (alloc_k > 0 && last) dt_debug_fail_alloc_at(0);
   const char *msg = ditattn_last_error(ctx);
-  int64_t mine[4] = {(int64_t)st, -(int64_t)st, 0, 0}, all[4];
-  uint64_t h = hash_str(msg);
-  memcpy(&mine[2], &h, sizeof h);
-  mine[3] = -mine[2];
-  MPI_Allreduce(mine, all, 4, MPI_INT64_T, MPI_MIN, comm);
+  int same_status = 0, same_message = 0;
+  dtu_compare_ranks(comm, st, msg, &same_status, &same_message);
   const ditattn_backend backend = ditattn_context_backend(ctx);
   const char *bname = ditattn_backend_name(backend);
   const char *route = device || f == E_DEVICE ? "device route" : "host route";
   const char *what = alloc_k > 0 ? "allocation fault" : error_names[f];
-  dtu_check(all[0] == -all[1],
-            "ropeslr (%s, %s), %s (k=%lld), P=%d: ranks returned different statuses", bname, route,
-            what, (long long)alloc_k, P);
-  dtu_check(all[2] == -all[3], "ropeslr (%s, %s), %s (k=%lld), P=%d: messages differ (mine: %s)",
-            bname, route, what, (long long)alloc_k, P, msg);
+  dtu_check(same_status, "ropeslr (%s, %s), %s (k=%lld), P=%d: ranks returned different statuses",
+            bname, route, what, (long long)alloc_k, P);
+  dtu_check(same_message, "ropeslr (%s, %s), %s (k=%lld), P=%d: messages differ (mine: %s)", bname,
+            route, what, (long long)alloc_k, P, msg);
   if (alloc_k == 0)
     dtu_check(st == expected(f, P, backend),
               "ropeslr (%s, %s), %s, P=%d: status %s, expected %s (%s)", bname, route, what, P,
