@@ -26,6 +26,8 @@ export NCCL_NVLS_ENABLE=0
 # Containers often forbid the cross-memory-attach single copy Open MPI's
 # shared-memory transport tries first; plain copies always work.
 export OMPI_MCA_btl_vader_single_copy_mechanism=none
+# Set for the bench runs below (every rank's time split); the checks run without.
+export DITATTN_BENCH_STATS=0
 
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
@@ -98,7 +100,8 @@ mpi() {
   [ "$threads" -ge 1 ] || threads=1
   OMP_NUM_THREADS=$threads timeout "$limit" mpirun --allow-run-as-root --oversubscribe \
     --bind-to none -x OMP_NUM_THREADS -x NCCL_NVLS_ENABLE \
-    -x OMPI_MCA_btl_vader_single_copy_mechanism -x DITATTN_TEST_SEED -n "$p" "$@"
+    -x OMPI_MCA_btl_vader_single_copy_mechanism -x DITATTN_TEST_SEED -x DITATTN_BENCH_STATS \
+    -n "$p" "$@"
 }
 
 # P = 4 also where fewer GPUs (ranks share them): its second half runs the
@@ -144,6 +147,7 @@ if [ "$BACKEND" = cuda ] && [ "${DITATTN_RUN_ROWS:-1}" = 1 ]; then
 fi
 
 bench_rows=()
+stats_rows=()
 # bench_op OP DTYPE D RANKS REPS: one `ditattn bench --dist` launch on RANKS
 # ranks (groups of 1, 2, 4, ...), its rows added to the table.
 bench_op() {
@@ -152,6 +156,8 @@ bench_op() {
   say "bench $op N=$N H=$HEADS D=$d $dtype, groups up to P=$ranks (log: $log)"
   local dtype_arg=(--dtype "$dtype")
   [ "$BACKEND" = cuda ] || dtype_arg=()
+  # Every rank's compute / comm-wait / other split of its last call (stderr).
+  export DITATTN_BENCH_STATS=1
   if mpi "$ranks" 150 "$CLI" bench --dist --backend "$BACKEND" --op "$op" --n "$N" \
     --heads "$HEADS" --d "$d" "${dtype_arg[@]}" --reps "$reps" \
     --json "$OUT/bench_${op}_${dtype}_D$d.json" >"$log" 2>&1; then
@@ -170,6 +176,10 @@ bench_op() {
   while IFS= read -r xfer; do
     bench_rows+=("$(printf '%-5s D=%-4s   (%s)' "$dtype" "$d" "$xfer")")
   done < <(grep 'slices crossed' "$log" | sed 's/^bench --dist: //' || true)
+  # The split of each rank at the largest group.
+  while IFS= read -r xfer; do
+    stats_rows+=("$(printf '%-5s D=%-4s %s' "$dtype" "$d" "$xfer")")
+  done < <(grep -E "P=$ranks rank [0-9]+: wall" "$log" | sed 's/^bench --dist: //' || true)
 }
 
 # DITATTN_RUN_BENCH_OPS: which ops to time (default all three). Dense on the
@@ -207,6 +217,10 @@ done
     "efficiency = T1/(P*TP); groups of 1, 2, 4, ... ranks up to the GPU count"
   echo "dtype D      op           P       wall s  efficiency   comm wait   MB sent/rank"
   for r in "${bench_rows[@]}"; do echo "$r" | cut -c1-85; done
+  if [ ${#stats_rows[@]} -gt 0 ]; then
+    echo "per-rank split at the largest P (DITATTN_BENCH_STATS=1; the last call of the group):"
+    for r in "${stats_rows[@]}"; do echo "$r"; done
+  fi
   if [ ${#rows_lines[@]} -gt 0 ]; then
     echo "per-rank compute on one GPU (ditattn_dist_gpu_rows; compute eff = T1/(P*slowest)):"
     for r in "${rows_lines[@]}"; do echo "$r"; done
