@@ -147,10 +147,15 @@ ditattn_status dt_dist_device_gather_kv_ipc(dt_dist_job *job, int mode, const di
  * set alike on every rank, makes hosts of n consecutive ranks). Collective;
  * agreed status. */
 ditattn_status dt_dist_hosts_find(dt_dist_job *job);
+/* The rank with index `local` on host `host` (needs hosts->per_host > 0). */
+int dt_dist_hosts_rank(const dt_dist_hosts *hosts, int host, int local);
 /* The rank on reader's host that holds rank src's slice after the ring
  * between hosts (dt_dist_device_gather_qkv): the one with src's index on
- * its host. Needs hosts->per_host > 0. */
+ * its host. hosts NULL (one host): src itself. */
 int dt_dist_hosts_holder(const dt_dist_hosts *hosts, int reader, int src);
+/* 1 when rank dst copies rank src's rows (or units) by IPC out of rank
+ * from's buffers: dst needs them from elsewhere and from holds them for it. */
+int dt_dist_hosts_reads_from(const dt_dist_hosts *hosts, int dst, int src, int from);
 
 /* How the device routes may use IPC (dt_dist_ipc_usable). */
 enum {

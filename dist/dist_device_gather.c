@@ -75,7 +75,7 @@ static ditattn_status hosts_gather(dt_dist_job *job, dt_gather_cache *cache, gat
                                                            "ring of %d hosts", hosts->count));
   if (st != DITATTN_OK) return st;
   const int local = hosts->local_of[job->rank];
-  for (int h = 0; h < hosts->count; h++) members[h] = hosts->rank_at[h * hosts->per_host + local];
+  for (int h = 0; h < hosts->count; h++) members[h] = dt_dist_hosts_rank(hosts, h, local);
   st = dt_device_ring_run_among(job, members, hosts->count, xs, 3 - g->first, gather_step, g);
   dt_free(members);
   *chunks = 0;

@@ -129,6 +129,14 @@ ditattn_status dt_dist_hosts_find(dt_dist_job *job) {
   return DITATTN_OK;
 }
 
+int dt_dist_hosts_rank(const dt_dist_hosts *hosts, int host, int local) {
+  return hosts->rank_at[host * hosts->per_host + local];
+}
+
 int dt_dist_hosts_holder(const dt_dist_hosts *hosts, int reader, int src) {
-  return hosts->rank_at[hosts->host_of[reader] * hosts->per_host + hosts->local_of[src]];
+  return hosts ? dt_dist_hosts_rank(hosts, hosts->host_of[reader], hosts->local_of[src]) : src;
+}
+
+int dt_dist_hosts_reads_from(const dt_dist_hosts *hosts, int dst, int src, int from) {
+  return src != dst && from != dst && dt_dist_hosts_holder(hosts, dst, src) == from;
 }

@@ -193,7 +193,7 @@ static ditattn_status copy_from_peers(dt_dist_job *job, const dt_dist_hosts *hos
       const int src = (me + s) % P;
       /* Rank src's rows, from the host-mate that holds them (one host:
        * src itself); none to copy where this rank holds them already. */
-      const int holder = hosts ? dt_dist_hosts_holder(hosts, me, src) : src;
+      const int holder = dt_dist_hosts_holder(hosts, me, src);
       for (int i = 0; i < nx && st == DITATTN_OK && holder != me; i++) {
         int64_t from, early;
         const int64_t rows = peer_rows(job, src, i, q_span, early_end, &from, &early);
@@ -226,9 +226,8 @@ static int64_t bytes_read_by_peers(const dt_dist_job *job, const dt_dist_hosts *
                                    int64_t q_span, int64_t row_bytes) {
   int64_t total = 0;
   for (int dst = 0; dst < job->size; dst++)
-    for (int src = 0; src < job->size && dst != job->rank; src++) {
-      const int holder = hosts ? dt_dist_hosts_holder(hosts, dst, src) : src;
-      if (src == dst || holder != job->rank || holder == dst) continue;
+    for (int src = 0; src < job->size; src++) {
+      if (!dt_dist_hosts_reads_from(hosts, dst, src, job->rank)) continue;
       for (int i = 0; i < nx; i++) {
         int64_t lo, hi, from;
         need_range(job, dst, i, q_span, &lo, &hi);

@@ -53,7 +53,7 @@ static ditattn_status copy_peer_units(dt_dist_job *job, const dt_dist_hosts *hos
     const int src = (job->rank + s) % job->size;
     /* From the host-mate holding src's units (one host: src); none where
      * the ring between hosts brought them here. */
-    const int holder = hosts ? dt_dist_hosts_holder(hosts, job->rank, src) : src;
+    const int holder = dt_dist_hosts_holder(hosts, job->rank, src);
     if (holder == job->rank || owned_bytes(job, src, layout) == 0) continue;
     void *peer = NULL;
     st = dt_dist_ipc_map(job, cache, holder, DT_GATHER_SUMMARY,
@@ -78,11 +78,9 @@ static int64_t read_by_host_mates(const dt_dist_job *job, const dt_dist_hosts *h
                                   const dt_key_summary *layout) {
   int64_t total = 0;
   for (int dst = 0; dst < job->size; dst++)
-    for (int src = 0; src < job->size && dst != job->rank; src++) {
-      const int holder = hosts ? dt_dist_hosts_holder(hosts, dst, src) : src;
-      if (src != dst && holder == job->rank && holder != dst)
+    for (int src = 0; src < job->size; src++)
+      if (dt_dist_hosts_reads_from(hosts, dst, src, job->rank))
         total += owned_bytes(job, src, layout);
-    }
   return total;
 }
 
@@ -122,7 +120,7 @@ static ditattn_status ring_units(dt_dist_job *job, const dt_dist_hosts *hosts,
   const int local = hosts->local_of[job->rank];
   int64_t most = 0;
   for (int h = 0; h < G; h++) {
-    const int64_t b = owned_bytes(job, hosts->rank_at[h * hosts->per_host + local], layout);
+    const int64_t b = owned_bytes(job, dt_dist_hosts_rank(hosts, h, local), layout);
     most = b > most ? b : most;
   }
   /* Blob h at offset h * most, on the device (dev[0]) and, staged, the host
@@ -147,13 +145,13 @@ static ditattn_status ring_units(dt_dist_job *job, const dt_dist_hosts *hosts,
   dt_dist_tick(&t0, &job->stats.compute_s);
   TRY(dt_dist_agree(job, local_st));
   /* G - 1 steps: send on the blob received last (first: this rank's). */
-  const int right = hosts->rank_at[(mine + 1) % G * hosts->per_host + local];
-  const int left = hosts->rank_at[(mine + G - 1) % G * hosts->per_host + local];
+  const int right = dt_dist_hosts_rank(hosts, (mine + 1) % G, local);
+  const int left = dt_dist_hosts_rank(hosts, (mine + G - 1) % G, local);
   int err = MPI_SUCCESS;
   for (int s = 0; s < G - 1 && err == MPI_SUCCESS; s++) {
     const int send_h = (mine - s + G) % G, recv_h = (mine - s - 1 + G) % G;
-    const int send_r = hosts->rank_at[send_h * hosts->per_host + local];
-    const int recv_r = hosts->rank_at[recv_h * hosts->per_host + local];
+    const int send_r = dt_dist_hosts_rank(hosts, send_h, local);
+    const int recv_r = dt_dist_hosts_rank(hosts, recv_h, local);
     const int64_t sb = owned_bytes(job, send_r, layout), rb = owned_bytes(job, recv_r, layout);
     err = MPI_Sendrecv(wire + (size_t)(send_h * most), (int)sb, MPI_BYTE, right, s,
                        wire + (size_t)(recv_h * most), (int)rb, MPI_BYTE, left, s, job->comm,
@@ -164,7 +162,7 @@ static ditattn_status ring_units(dt_dist_job *job, const dt_dist_hosts *hosts,
   dt_dist_tick(&t0, &job->stats.comm_wait_s);
   local_st = err == MPI_SUCCESS ? DITATTN_OK : dt_dist_mpi_fail(ctx, err, "summary ring");
   for (int h = 0; h < G && local_st == DITATTN_OK && most > 0; h++) {
-    const int r = hosts->rank_at[h * hosts->per_host + local];
+    const int r = dt_dist_hosts_rank(hosts, h, local);
     const int64_t b = owned_bytes(job, r, layout);
     if (h == mine || b == 0) continue;
     char *d = (char *)dev[0] + (size_t)(h * most);
