@@ -85,6 +85,15 @@ ditattn_status dt_dist_check_local(ditattn_context *ctx, const ditattn_dist_slic
   return DITATTN_OK;
 }
 
+ditattn_status dt_dist_scale_param(ditattn_context *ctx, float scale, int64_t D, float *resolved,
+                                   int64_t params[DT_DP_COUNT]) {
+  TRY(dt_resolve_scale(ctx, scale, D, resolved));
+  uint32_t bits = 0;
+  memcpy(&bits, resolved, sizeof bits);
+  params[DT_DP_SCALE_BITS] = bits;
+  return DITATTN_OK;
+}
+
 /* Shapes, dtypes and aliasing of a backward's extra tensors, the same
  * rules as the single-process backwards (q, k, v, out checked by
  * dt_dist_check_local). */

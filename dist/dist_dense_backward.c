@@ -67,10 +67,7 @@ ditattn_status ditattn_dist_dense_backward(ditattn_context *ctx, MPI_Comm comm,
   if (local == DITATTN_OK)
     local =
         dt_dist_check_grads(ctx, "dist dense backward", slice, q, k, v, out, lse, dout, dq, dk, dv);
-  if (local == DITATTN_OK) local = dt_resolve_scale(ctx, scale, q->shape[3], &resolved);
-  uint32_t bits = 0;
-  memcpy(&bits, &resolved, sizeof bits);
-  params[DT_DP_SCALE_BITS] = bits;
+  if (local == DITATTN_OK) local = dt_dist_scale_param(ctx, scale, q->shape[3], &resolved, params);
   dt_dist_job job;
   TRY(dt_dist_begin(&job, ctx, comm, slice, local, params));
 

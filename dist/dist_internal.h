@@ -104,6 +104,11 @@ ditattn_status dt_dist_check_grads(ditattn_context *ctx, const char *what,
                                    const ditattn_tensor *out, const float *lse,
                                    const ditattn_tensor *dout, ditattn_tensor *dq,
                                    ditattn_tensor *dk, ditattn_tensor *dv);
+/* The call's scale (dt_resolve_scale: <= 0 means 1/sqrt(D)) into
+ * *resolved, and its bit pattern into params[DT_DP_SCALE_BITS] so that the
+ * ranks agree on it like every parameter. */
+ditattn_status dt_dist_scale_param(ditattn_context *ctx, float scale, int64_t D, float *resolved,
+                                   int64_t params[DT_DP_COUNT]);
 ditattn_status dt_dist_check_local(ditattn_context *ctx, const ditattn_dist_slice *slice,
                                    const ditattn_tensor *q, const ditattn_tensor *k,
                                    const ditattn_tensor *v, const ditattn_tensor *out,

@@ -30,10 +30,7 @@ static ditattn_status check_params(ditattn_context *ctx, const ditattn_llsa_para
 ditattn_status dt_dist_llsa_check_params(ditattn_context *ctx, const ditattn_llsa_params *params,
                                          int64_t D, float *scale, int64_t prm[DT_DP_COUNT]) {
   TRY(check_params(ctx, params));
-  TRY(dt_resolve_scale(ctx, params->scale, D, scale));
-  uint32_t bits = 0;
-  memcpy(&bits, scale, sizeof bits);
-  prm[DT_DP_SCALE_BITS] = bits;
+  TRY(dt_dist_scale_param(ctx, params->scale, D, scale, prm));
   prm[DT_DP_BLOCK] = params->block;
   prm[DT_DP_LEVELS] = params->levels;
   for (int l = 0; l < params->levels; l++) prm[DT_DP_TOPK0 + l] = params->topk[l];

@@ -101,13 +101,10 @@ ditattn_status dt_dist_slr_check(ditattn_context *ctx, const ditattn_dist_slice 
     return dt_fail(ctx, DITATTN_ERR_OVERFLOW, "%lld blocks do not fit int32 selection indices",
                    (long long)n);
   float scale = 0.0f;
-  TRY(dt_resolve_scale(ctx, params->scale, D, &scale));
-  uint32_t sbits = 0;
-  memcpy(&sbits, &scale, sizeof sbits);
+  TRY(dt_dist_scale_param(ctx, params->scale, D, &scale, prm));
   int64_t rho_bits = 0, c_bits = 0;
   memcpy(&rho_bits, &params->rho, sizeof rho_bits);
   memcpy(&c_bits, &params->sqrt_c, sizeof c_bits);
-  prm[DT_DP_SCALE_BITS] = sbits;
   prm[DT_DP_BLOCK] = params->block;
   prm[DT_DP_SLR_POLICY] = params->policy;
   /* Only the policy's own parameter matters (the others may differ). */
