@@ -128,6 +128,18 @@ static ditattn_status queue_summary_copy(problem *pb, const dt_key_summary *l, v
   return DITATTN_OK;
 }
 
+/* The rank's FILL share of the summary (tokens [row0, row0 + M)), then,
+ * with `exchange` and a target pb->exchange_dst, the share waited for (the
+ * peers read it) and the exchange's copies of the other units queued. */
+static ditattn_status share(problem *pb, int is_llsa, int64_t row0, int64_t M, void *summary,
+                            int exchange) {
+  const dt_summary_arg fill = {DT_SUMMARY_FILL, summary, row0, row0 + M, 0, 0};
+  TRY(op_call(pb, is_llsa, row0, M, &fill, NULL));
+  if (!exchange || !pb->exchange_dst) return DITATTN_OK;
+  TRY(ditattn_synchronize(pb->ctx));
+  return queue_summary_copy(pb, pb->layout, pb->exchange_dst, summary, row0, M, NULL);
+}
+
 /* What rank r computes after its gather, waited for: without a summary
  * (summary NULL) the whole forward for its rows; with one, its FILL share
  * (tokens [row0, row0 + M)) and then the forward reading the summary
@@ -145,17 +157,10 @@ static ditattn_status rank_work(problem *pb, int is_llsa, int64_t row0, int64_t 
      * (pb->exchange_dst) queued, and the forward after them.
      * side_late: the side copies are queued after the exchange. */
     const int chunks = overlap_buf ? dt_dist_side_chunks(ctx, pb->o->H) : 0;
-    const dt_summary_arg fill = {DT_SUMMARY_FILL, summary, row0, row0 + M, 0, 0},
-                         read = {
-                             DT_SUMMARY_READ, summary, 0, 0, chunks, ctx->ops->side_mark != NULL};
-    if (overlap_buf && pb->side_late) {
-      st = op_call(pb, is_llsa, row0, M, &fill, NULL);
-      if (st == DITATTN_OK && pb->exchange_dst) {
-        st = ditattn_synchronize(ctx);
-        if (st == DITATTN_OK)
-          st = queue_summary_copy(pb, pb->layout, pb->exchange_dst, summary, row0, M, NULL);
-      }
-    }
+    const dt_summary_arg read = {
+        DT_SUMMARY_READ, summary, 0, 0, chunks, ctx->ops->side_mark != NULL};
+    const int late = overlap_buf && pb->side_late;
+    if (late) st = share(pb, is_llsa, row0, M, summary, 1);
     if (overlap_buf && st == DITATTN_OK) st = ctx->ops->side_fork(ctx);
     for (int c = 0; c < chunks && st == DITATTN_OK; c++) {
       int64_t h_lo, h_hi;
@@ -171,14 +176,7 @@ static ditattn_status rank_work(problem *pb, int is_llsa, int64_t row0, int64_t 
       }
       if (st == DITATTN_OK && ctx->ops->side_mark) st = ctx->ops->side_mark(ctx);
     }
-    if (st == DITATTN_OK && !(overlap_buf && pb->side_late)) {
-      st = op_call(pb, is_llsa, row0, M, &fill, NULL);
-      if (st == DITATTN_OK && overlap_buf && pb->exchange_dst) {
-        st = ditattn_synchronize(ctx);
-        if (st == DITATTN_OK)
-          st = queue_summary_copy(pb, pb->layout, pb->exchange_dst, summary, row0, M, NULL);
-      }
-    }
+    if (st == DITATTN_OK && !late) st = share(pb, is_llsa, row0, M, summary, overlap_buf != NULL);
     if (st == DITATTN_OK) st = op_call(pb, is_llsa, row0, M, &read, NULL);
     if (overlap_buf && st == DITATTN_OK) st = ctx->ops->side_join(ctx);
   } else {
