@@ -76,6 +76,13 @@ static int chunk_count(const device_ring *r, int64_t rows) {
   return (int)((rows + r->chunk_rows - 1) / r->chunk_rows);
 }
 
+/* Chunk c of a staged message of `rows` rows: its first row into *at, its
+ * row count returned. */
+static int64_t chunk_rows_at(const device_ring *r, int64_t rows, int c, int64_t *at) {
+  *at = c * r->chunk_rows;
+  return rows - *at < r->chunk_rows ? rows - *at : r->chunk_rows;
+}
+
 /* Posts a staged step's transfer, chunk by chunk (one tag per step: MPI
  * matches messages of one source and tag in order): the receives of
  * recv_rows rows into `to`, then the sends of send_rows rows from `from`.
@@ -88,14 +95,14 @@ static int post_chunks(device_ring *r, dt_dist_job *job, char *to, int64_t recv_
   int err = MPI_SUCCESS;
   for (int c = 0; c < *nrecv + *nsend; c++) r->req[c] = MPI_REQUEST_NULL;
   for (int c = 0; c < *nrecv && err == MPI_SUCCESS; c++) {
-    const int64_t at = c * r->chunk_rows,
-                  n = recv_rows - at < r->chunk_rows ? recv_rows - at : r->chunk_rows;
+    int64_t at;
+    const int64_t n = chunk_rows_at(r, recv_rows, c, &at);
     err =
         MPI_Irecv(to + (size_t)at * r->row_bytes, (int)n, r->row, left, tag, job->comm, &r->req[c]);
   }
   for (int c = 0; c < *nsend && err == MPI_SUCCESS; c++) {
-    const int64_t at = c * r->chunk_rows,
-                  n = send_rows - at < r->chunk_rows ? send_rows - at : r->chunk_rows;
+    int64_t at;
+    const int64_t n = chunk_rows_at(r, send_rows, c, &at);
     err = MPI_Isend(from + (size_t)at * r->row_bytes, (int)n, r->row, right, tag, job->comm,
                     &r->req[*nrecv + c]);
   }
@@ -114,8 +121,8 @@ static int land_chunks(device_ring *r, dt_dist_job *job, char *dev, const char *
     if (err != MPI_SUCCESS) return err;
     if (c == MPI_UNDEFINED) break; /* none posted (a failed post) or all done */
     if (*local != DITATTN_OK) continue;
-    const int64_t at = c * r->chunk_rows,
-                  n = recv_rows - at < r->chunk_rows ? recv_rows - at : r->chunk_rows;
+    int64_t at;
+    const int64_t n = chunk_rows_at(r, recv_rows, c, &at);
     const size_t off = (size_t)at * r->row_bytes, bytes = (size_t)n * r->row_bytes;
     *local = ctx->ops->copy_2d
                  ? ctx->ops->copy_2d(ctx, dev + off, bytes, host + off, bytes, bytes, 1)
