@@ -93,6 +93,13 @@ typedef struct dt_summary_arg {
   int side_marked; /* the chunks end at marks 0 .. side_chunks - 1 */
 } dt_summary_arg;
 
+/* One strided copy of a batch (dt_backend_ops.copy_2d's arguments). */
+typedef struct dt_copy_2d_desc {
+  void *dst;
+  const void *src;
+  size_t dpitch, spitch, width, height;
+} dt_copy_2d_desc;
+
 /* At most this many side marks between a side_fork and the next. */
 #define DT_SIDE_MARKS_MAX 8
 
@@ -210,6 +217,13 @@ typedef struct dt_backend_ops {
    * over NVLink/xGMI). NULL on host backends. */
   ditattn_status (*copy_2d)(ditattn_context *ctx, void *dst, size_t dpitch, const void *src,
                             size_t spitch, size_t width, size_t height);
+  /* copy_2d of each of `count` entries, queued on the stream as one launch
+   * (the key summary's exchange: a dozen small strided copies, each of
+   * which costs copy_2d a few microseconds of its own). Entries may run
+   * in any order and concurrently: no destination may overlap another
+   * entry's source or destination. NULL: dt_dist_copy_2d_each falls back to
+   * copy_2d. */
+  ditattn_status (*copy_2d_batch)(ditattn_context *ctx, const dt_copy_2d_desc *descs, int count);
   /* Page-locked host memory for staging device transfers (NULL: use
    * dt_malloc); host_free takes what host_alloc gave. */
   ditattn_status (*host_alloc)(ditattn_context *ctx, size_t bytes, void **ptr);

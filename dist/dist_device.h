@@ -196,6 +196,11 @@ ditattn_status dt_dist_copy_rows_of(ditattn_context *ctx, const ditattn_tensor *
                                     const void *peer, int64_t from, int64_t rows, int side,
                                     int64_t bh_lo, int64_t bh_hi);
 
+/* Every entry's copy_2d queued on ctx's stream: in one copy_2d_batch
+ * launch where the backend has one (DITATTN_DIST_COPY_BATCH=0: never),
+ * else one copy_2d each. The entries must not overlap (backend.h). */
+ditattn_status dt_dist_copy_2d_each(ditattn_context *ctx, const dt_copy_2d_desc *descs, int count);
+
 /* The deferred gather queues its side-stream copies in this many chunks of
  * (b, h) slices at most, so that a forward's attention of the first chunks
  * overlaps the copies of the later ones (dt_summary_arg.side_chunks). Each

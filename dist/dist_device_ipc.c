@@ -99,6 +99,17 @@ ditattn_status dt_dist_copy_tensor(ditattn_context *ctx, const ditattn_tensor *s
   return ditattn_pool_mean(ctx, src, 1, dst);
 }
 
+ditattn_status dt_dist_copy_2d_each(ditattn_context *ctx, const dt_copy_2d_desc *descs, int count) {
+  if (count <= 0) return DITATTN_OK;
+  if (ctx->ops->copy_2d_batch && !dt_dist_env_is("DITATTN_DIST_COPY_BATCH", "0"))
+    return ctx->ops->copy_2d_batch(ctx, descs, count);
+  for (int i = 0; i < count; i++) {
+    const dt_copy_2d_desc *d = &descs[i];
+    TRY(ctx->ops->copy_2d(ctx, d->dst, d->dpitch, d->src, d->spitch, d->width, d->height));
+  }
+  return DITATTN_OK;
+}
+
 ditattn_status dt_dist_copy_rows_of(ditattn_context *ctx, const ditattn_tensor *whole,
                                     const void *peer, int64_t from, int64_t rows, int side,
                                     int64_t bh_lo, int64_t bh_hi) {

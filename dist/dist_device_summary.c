@@ -39,15 +39,21 @@ static int64_t owned_bytes(const dt_dist_job *job, int r, const dt_key_summary *
 }
 
 /* Queues the copies of every peer's units out of its mapped buffer into
- * ours, on the stream: the forward that reads them comes after them there.
- * Nobody waits for them here: a peer refills its buffer only in its next
- * call, after the job's last agreement, which follows every rank's final
- * synchronize (dist_device_sparse.c). */
+ * ours, on the stream, as one batch (dt_dist_copy_2d_each): the forward
+ * that reads them comes after them there. Nobody waits for them here: a
+ * peer refills its buffer only in its next call, after the job's last
+ * agreement, which follows every rank's final synchronize
+ * (dist_device_sparse.c). */
 static ditattn_status copy_peer_units(dt_dist_job *job, const dt_dist_hosts *hosts,
                                       dt_gather_cache *cache, const dt_key_summary *layout,
                                       const unsigned char *handles) {
   ditattn_context *ctx = job->ctx;
   char *own = cache->buf[DT_GATHER_SUMMARY];
+  dt_copy_2d_desc *descs = dt_calloc((size_t)job->size * (size_t)layout->arrays, sizeof *descs);
+  if (!descs)
+    return dt_fail(ctx, DITATTN_ERR_OUT_OF_MEMORY, "summary copies of %d ranks", job->size);
+  int count = 0;
+  int64_t bytes = 0;
   ditattn_status st = DITATTN_OK;
   for (int s = 1; s < job->size && st == DITATTN_OK; s++) {
     const int src = (job->rank + s) % job->size;
@@ -64,11 +70,18 @@ static ditattn_status copy_peer_units(dt_dist_job *job, const dt_dist_hosts *hos
       if (hi <= lo) continue;
       const size_t pitch = (size_t)layout->units[a] * layout->unit_bytes[a];
       const size_t skip = layout->offset[a] + (size_t)lo * layout->unit_bytes[a];
-      st = ctx->ops->copy_2d(ctx, own + skip, pitch, (const char *)peer + skip, pitch,
-                             (size_t)(hi - lo) * layout->unit_bytes[a], (size_t)layout->rows[a]);
+      descs[count++] = (dt_copy_2d_desc){own + skip,
+                                         (const char *)peer + skip,
+                                         pitch,
+                                         pitch,
+                                         (size_t)(hi - lo) * layout->unit_bytes[a],
+                                         (size_t)layout->rows[a]};
     }
-    if (st == DITATTN_OK) job->stats.ring_bytes_received += owned_bytes(job, src, layout);
+    bytes += owned_bytes(job, src, layout);
   }
+  if (st == DITATTN_OK) st = dt_dist_copy_2d_each(ctx, descs, count);
+  if (st == DITATTN_OK) job->stats.ring_bytes_received += bytes;
+  dt_free(descs);
   return st;
 }
 

@@ -48,6 +48,16 @@ int DT_GPU_FN(ipc_close)(void *ptr);
 /* Strided device-to-device copy (cudaMemcpy2DAsync, any device). */
 int DT_GPU_FN(copy_2d)(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width,
                        size_t height, void *stream);
+/* One strided copy of a batch: backend.h's dt_copy_2d_desc, field for field. */
+typedef struct dt_gpu_copy_2d {
+  void *dst;
+  const void *src;
+  size_t dpitch, spitch, width, height;
+} dt_gpu_copy_2d;
+/* Every entry's strided copy, any device's memory to any (peers' mapped
+ * buffers included), on the SMs in one launch per 32 entries; entries may
+ * run concurrently and must not overlap. Pitches are not checked here. */
+int DT_GPU_FN(launch_copy_2d_batch)(const dt_gpu_copy_2d *copies, int count, void *stream);
 /* Page-locked host memory. */
 int DT_GPU_FN(host_alloc)(void **ptr, size_t bytes);
 int DT_GPU_FN(host_free)(void *ptr);

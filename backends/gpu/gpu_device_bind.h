@@ -79,6 +79,8 @@ GPU_BOUND(copy_2d,
           (ditattn_context * ctx, void *dst, size_t dpitch, const void *src, size_t spitch,
            size_t width, size_t height),
           (ctx, dst, dpitch, src, spitch, width, height))
+GPU_BOUND(copy_2d_batch, (ditattn_context * ctx, const dt_copy_2d_desc *descs, int count),
+          (ctx, descs, count))
 GPU_BOUND(host_alloc, (ditattn_context * ctx, size_t bytes, void **ptr), (ctx, bytes, ptr))
 GPU_BOUND(host_free, (ditattn_context * ctx, void *ptr), (ctx, ptr))
 GPU_BOUND(side_fork, (ditattn_context * ctx), (ctx))

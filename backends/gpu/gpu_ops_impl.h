@@ -15,6 +15,7 @@
 #include "../validate.h"
 #include "gpu_api.h"
 
+#include <stddef.h>
 #include <string.h>
 
 typedef struct gpu_state {
@@ -501,6 +502,10 @@ static ditattn_status gpu_llsa_forward(ditattn_context *ctx, const dt_llsa_fwd *
 
 /* ------------------------------------------------------------ IPC, staging */
 _Static_assert(DT_GPU_IPC_HANDLE_BYTES == DT_IPC_HANDLE_BYTES, "IPC handle size");
+_Static_assert(sizeof(dt_gpu_copy_2d) == sizeof(dt_copy_2d_desc) &&
+                   offsetof(dt_gpu_copy_2d, src) == offsetof(dt_copy_2d_desc, src) &&
+                   offsetof(dt_gpu_copy_2d, height) == offsetof(dt_copy_2d_desc, height),
+               "the batch copy's entries cross the C seam as they are");
 
 static ditattn_status gpu_ipc_export(ditattn_context *ctx, void *base, void *handle) {
   GPU_TRY(ctx, DT_GPU_FN(ipc_export)(base, handle), "IPC export");
@@ -521,6 +526,21 @@ static ditattn_status gpu_copy_2d(ditattn_context *ctx, void *dst, size_t dpitch
                                   size_t spitch, size_t width, size_t height) {
   GPU_TRY(ctx, DT_GPU_FN(copy_2d)(dst, dpitch, src, spitch, width, height, ctx->stream),
           "device copy");
+  return DITATTN_OK;
+}
+
+static ditattn_status gpu_copy_2d_batch(ditattn_context *ctx, const dt_copy_2d_desc *descs,
+                                        int count) {
+  /* As copy_2d (cudaMemcpy2DAsync) would refuse them. */
+  for (int i = 0; i < count; i++)
+    if (descs[i].height > 1 &&
+        (descs[i].dpitch < descs[i].width || descs[i].spitch < descs[i].width))
+      return dt_fail(ctx, DITATTN_ERR_INVALID_ARGUMENT,
+                     "%s device copy batch: entry %d's pitch %zu/%zu is under its width %zu",
+                     DT_GPU_NAME, i, descs[i].dpitch, descs[i].spitch, descs[i].width);
+  /* The same fields in the same order (backends/gpu/gpu_api.h). */
+  GPU_TRY(ctx, DT_GPU_FN(launch_copy_2d_batch)((const dt_gpu_copy_2d *)descs, count, ctx->stream),
+          "device copy batch");
   return DITATTN_OK;
 }
 
@@ -570,6 +590,7 @@ static const dt_backend_ops gpu_ops_table = {
     .ipc_open = gpu_bound_ipc_open,
     .ipc_close = gpu_bound_ipc_close,
     .copy_2d = gpu_bound_copy_2d,
+    .copy_2d_batch = gpu_bound_copy_2d_batch,
     .host_alloc = gpu_bound_host_alloc,
     .host_free = gpu_bound_host_free,
     .llsa_summary_layout = gpu_llsa_summary_layout,

@@ -3,6 +3,7 @@ set(DITATTN_GPU_DIR ${CMAKE_CURRENT_LIST_DIR})
 set(DITATTN_GPU_KERNELS
   ${DITATTN_GPU_DIR}/runtime.cu
   ${DITATTN_GPU_DIR}/small_ops.cu
+  ${DITATTN_GPU_DIR}/copy_batch.cu
   ${DITATTN_GPU_DIR}/dense.cu
   ${DITATTN_GPU_DIR}/dense_bwd.cu
   ${DITATTN_GPU_DIR}/llsa.cu

@@ -23,6 +23,7 @@
  *     --force-device-ptr 1   (host pointers are valid "device pointers" there) */
 #define _POSIX_C_SOURCE 200809L /* setenv */
 #include "dist_test_util.h"
+#include "gpu_check_copy.h"
 #include "gpu_check_sparse.h"
 #include "gpu_xfer.h"
 
@@ -250,6 +251,9 @@ int main(int argc, char **argv) {
            ditattn_backend_name(backend), local % count, count,
            ditattn_backend_name(ditattn_context_backend(g_cpu)));
   const uint64_t base = dtu_seed(MPI_COMM_WORLD);
+  /* The summary exchange's batched copy, on every rank's own GPU. */
+  int copy_ok = gcc_check_copy_batch(g_gpu, base, g_rank), copy_all = 0;
+  MPI_Allreduce(&copy_ok, &copy_all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
 
   /* Transfer modes: staged always; device pointers when MPI is CUDA-aware
    * (what the library picks on its own, DITATTN_DIST_CUDA_AWARE unset). */
@@ -265,7 +269,7 @@ int main(int argc, char **argv) {
            all_aware ? "detected on every rank: both modes checked"
                      : "not detected: the ring checked host-staged only (IPC separately)");
   const char *modes[2] = {"0", "1"};
-  int failed = 0, total = 0;
+  int failed = !copy_all, total = 1;
   /* Host contexts take the device path only under DITATTN_DIST_DEVICE_PATH=1. */
   const char *dp = getenv("DITATTN_DIST_DEVICE_PATH");
   const int device_path = !g_host_backend || (dp && !strcmp(dp, "1"));

@@ -106,11 +106,13 @@ static int summary_layout(problem *pb, int is_llsa, dt_key_summary *layout) {
 }
 
 /* The summary exchange's copies for the rank owning tokens [row0, row0 +
- * M): every unit it does not own, copied from src to dst with the strided
- * copies of dist_device_summary.c, queued; *bytes (if not NULL) gets their
- * size. */
+ * M): every unit it does not own, copied from src to dst as one batch of
+ * strided copies (dt_dist_copy_2d_each, as dist_device_summary.c), queued;
+ * *bytes (if not NULL) gets their size. */
 static ditattn_status queue_summary_copy(problem *pb, const dt_key_summary *l, void *dst,
                                          const void *src, int64_t row0, int64_t M, double *bytes) {
+  dt_copy_2d_desc descs[2 * DT_KEY_SUMMARY_MAX];
+  int count = 0;
   for (int a = 0; a < l->arrays; a++) {
     const int64_t lo = (row0 + l->span[a] - 1) / l->span[a],
                   hi = (row0 + M + l->span[a] - 1) / l->span[a];
@@ -121,11 +123,11 @@ static ditattn_status queue_summary_copy(problem *pb, const dt_key_summary *l, v
       const size_t skip = l->offset[a] + (size_t)from[part] * l->unit_bytes[a],
                    width = (size_t)(to[part] - from[part]) * l->unit_bytes[a];
       if (bytes) *bytes += (double)width * (double)l->rows[a];
-      TRY(pb->ctx->ops->copy_2d(pb->ctx, (char *)dst + skip, pitch, (const char *)src + skip, pitch,
-                                width, (size_t)l->rows[a]));
+      descs[count++] = (dt_copy_2d_desc){
+          (char *)dst + skip, (const char *)src + skip, pitch, pitch, width, (size_t)l->rows[a]};
     }
   }
-  return DITATTN_OK;
+  return dt_dist_copy_2d_each(pb->ctx, descs, count);
 }
 
 /* The rank's FILL share of the summary (tokens [row0, row0 + M)), then,
@@ -251,19 +253,22 @@ static double time_own_copy(problem *pb, void *dst_buf, int64_t row0, int64_t M,
   return best;
 }
 
-/* queue_summary_copy, waited for: best of reps, seconds; < 0 on failure. */
+/* queue_summary_copy, waited for: best of reps, seconds; < 0 on failure.
+ * one_each: as one copy_2d per array and part instead of the batch. */
 static double time_summary_copy(problem *pb, const dt_key_summary *l, void *dst, const void *src,
-                                int64_t row0, int64_t M, double *bytes) {
+                                int64_t row0, int64_t M, int one_each, double *bytes) {
   double best = 1e300;
   *bytes = 0.0;
-  for (int rep = 0; rep <= pb->o->reps; rep++) {
+  if (one_each) setenv("DITATTN_DIST_COPY_BATCH", "0", 1);
+  for (int rep = 0; rep <= pb->o->reps && best >= 0; rep++) {
     const double t0 = now_s();
-    if (queue_summary_copy(pb, l, dst, src, row0, M, rep == 0 ? bytes : NULL) != DITATTN_OK)
-      return -1.0;
-    if (ditattn_synchronize(pb->ctx) != DITATTN_OK) return -1.0;
+    if (queue_summary_copy(pb, l, dst, src, row0, M, rep == 0 ? bytes : NULL) != DITATTN_OK ||
+        ditattn_synchronize(pb->ctx) != DITATTN_OK)
+      best = -1.0;
     const double t = now_s() - t0;
     if (rep > 0 && t < best) best = t;
   }
+  if (one_each) unsetenv("DITATTN_DIST_COPY_BATCH");
   return best;
 }
 
@@ -284,7 +289,7 @@ static int run_op(problem *pb, int is_llsa, void *copy_buf) {
   for (int with = 0; with <= split && rc == 0; with++) {
     double t1 = 0.0;
     for (int P = 1; P <= o->max_p && rc == 0; P *= 2) {
-      double slowest = 0.0, sum = 0.0, copy_slowest = 0.0, sum_slowest = 0.0, sum_mb = 0.0;
+      double slowest = 0.0, sum = 0.0, copy_slowest = 0.0, sum_slowest[2] = {0, 0}, sum_mb = 0.0;
       double ov_slowest = 0.0, own_slowest = 0.0, own_pool_slowest = 0.0, ox_slowest[2] = {0, 0};
       for (int r = 0; r < P && rc == 0; r++) {
         const int64_t row0 = o->N * r / P, M = o->N * (r + 1) / P - row0;
@@ -309,9 +314,11 @@ static int run_op(problem *pb, int is_llsa, void *copy_buf) {
         const double own = P > 1 ? time_own_copy(pb, copy_buf, row0, M, 0) : 0.0;
         const double own_pool = P > 1 ? time_own_copy(pb, copy_buf, row0, M, 1) : 0.0;
         double sbytes = 0.0;
-        const double sc =
-            with ? time_summary_copy(pb, &layout, summary[1], summary[0], row0, M, &sbytes) : 0.0;
-        if (t < 0 || c < 0 || sc < 0 || ov < 0 || own < 0 || own_pool < 0 || ox[0] < 0) {
+        double sc[2] = {0.0, 0.0}; /* the batch, one copy_2d each */
+        for (int each = 0; each < 2 && with; each++)
+          sc[each] = time_summary_copy(pb, &layout, summary[1], summary[0], row0, M, each, &sbytes);
+        if (t < 0 || c < 0 || sc[0] < 0 || sc[1] < 0 || ov < 0 || own < 0 || own_pool < 0 ||
+            ox[0] < 0) {
           fprintf(stderr, "gpu_rows: %s P=%d rank %d failed: %s\n", name, P, r,
                   ditattn_last_error(pb->ctx));
           rc = 1;
@@ -320,7 +327,8 @@ static int run_op(problem *pb, int is_llsa, void *copy_buf) {
         slowest = t > slowest ? t : slowest;
         ov_slowest = ov > ov_slowest ? ov : ov_slowest;
         copy_slowest = c > copy_slowest ? c : copy_slowest;
-        sum_slowest = sc > sum_slowest ? sc : sum_slowest;
+        for (int each = 0; each < 2; each++)
+          sum_slowest[each] = sc[each] > sum_slowest[each] ? sc[each] : sum_slowest[each];
         own_slowest = own > own_slowest ? own : own_slowest;
         for (int late = 0; late < 2; late++)
           ox_slowest[late] = ox[late] > ox_slowest[late] ? ox[late] : ox_slowest[late];
@@ -336,7 +344,9 @@ static int run_op(problem *pb, int is_llsa, void *copy_buf) {
              name, o->dtype == DITATTN_BF16 ? "bf16" : "f32", (long long)o->D,
              with ? "split" : "whole", P, 1e3 * slowest, 1e3 * sum / P, t1 / (P * slowest), mb,
              1e3 * copy_slowest);
-      if (with) printf(" | summary %7.1f MB/rank, copy %7.3f ms", sum_mb, 1e3 * sum_slowest);
+      if (with)
+        printf(" | summary %7.1f MB/rank, copy %7.3f ms (one copy_2d each: %7.3f ms)", sum_mb,
+               1e3 * sum_slowest[0], 1e3 * sum_slowest[1]);
       if (ov_slowest > 0 && o->link_gbs > 0)
         printf(" | with k/v copies overlapped at %.0f GB/s (emulated): slowest %9.3f ms, eff %5.2f",
                o->link_gbs, 1e3 * ov_slowest, t1 / (P * ov_slowest));

@@ -157,6 +157,39 @@ static ditattn_status fake_copy_2d(ditattn_context *ctx, void *dst, size_t dpitc
   return DITATTN_OK;
 }
 
+static int g_batches, g_batch_overlaps; /* fake_copy_2d_batch calls, entries overlapping */
+
+/* Some row of copy side a (base, pitch; width bytes a row, height rows)
+ * shares a byte with some row of side b: row by row, exact (the test's
+ * copies have few rows; rows of interleaved copies do not meet). */
+static int sides_meet(const void *a, size_t a_pitch, const void *b, size_t b_pitch, size_t a_width,
+                      size_t a_height, size_t b_width, size_t b_height) {
+  for (size_t i = 0; i < a_height; i++)
+    for (size_t j = 0; j < b_height; j++) {
+      const uintptr_t a_lo = (uintptr_t)a + i * a_pitch, b_lo = (uintptr_t)b + j * b_pitch;
+      if (a_width && b_width && a_lo < b_lo + b_width && b_lo < a_lo + a_width) return 1;
+    }
+  return 0;
+}
+
+/* As the GPU's batch: copy_2d's checks for each entry, which the contract
+ * lets run in any order, so one entry's destination meeting another's
+ * source or destination is counted as a bug. */
+static ditattn_status fake_copy_2d_batch(ditattn_context *ctx, const dt_copy_2d_desc *d,
+                                         int count) {
+  for (int i = 0; i < count; i++)
+    for (int j = 0; j < count; j++)
+      g_batch_overlaps +=
+          (i != j && sides_meet(d[i].dst, d[i].dpitch, d[j].dst, d[j].dpitch, d[i].width,
+                                d[i].height, d[j].width, d[j].height)) ||
+          sides_meet(d[i].dst, d[i].dpitch, d[j].src, d[j].spitch, d[i].width, d[i].height,
+                     d[j].width, d[j].height);
+  for (int i = 0; i < count; i++)
+    TRY(fake_copy_2d(ctx, d[i].dst, d[i].dpitch, d[i].src, d[i].spitch, d[i].width, d[i].height));
+  g_batches++;
+  return DITATTN_OK;
+}
+
 /* The side stream: copies wait in a queue until side_join (or a wait for
  * a mark after them) performs them, so anything that reads their rows
  * before that reads NaN. */
@@ -421,6 +454,9 @@ static void run_case(ditattn_context *ctx, uint64_t seed, int ci, fault f, op o)
   /* Two cases in three copy with copy_2d (the copy engines' entry), the
    * third through ditattn_pool_mean (backends without it). */
   g_fake.copy_2d = ci % 3 ? fake_copy_2d : NULL;
+  /* Of those, every other one has the batch entry too. */
+  g_fake.copy_2d_batch = ci % 3 == 2 ? fake_copy_2d_batch : NULL;
+  g_batches = g_batch_overlaps = 0;
   const ditattn_dist_slice slice = {N, offset, len};
   /* IPC needs a peer; any rank's refusal or failure means the ring. Hosts
    * of two: P = 2 is one host, P = 3 hosts of 2 and 1 (the ring), P = 4
@@ -481,6 +517,12 @@ static void run_case(ditattn_context *ctx, uint64_t seed, int ci, fault f, op o)
               ci, fault_names[f], g_size, call, g_npending, g_side_copies, g_joins, g_chunks_seen,
               chunks);
     g_npending = 0;
+    /* The summary exchange is the batch's user: one batch per call that
+     * copies peers' units, where the table has the entry. */
+    dtu_check(g_batch_overlaps == 0 &&
+                  (ci % 3 == 2 && split ? g_batches == call + 1 : g_batches == 0),
+              "case %d (%s) P=%d call %d: %d copy batches, %d overlapping entries", ci,
+              fault_names[f], g_size, call, g_batches, g_batch_overlaps);
     dtu_check(stats.keys_split == split && g_summary_reads == split && g_summary_bad == 0,
               "case %d (%s) P=%d call %d: keys_split %d (expected %d), %lld summary reads, %lld "
               "summary units wrong",
