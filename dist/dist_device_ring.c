@@ -5,9 +5,10 @@
  * (dt_dist_copy_tensor: the copy engines, or ditattn_pool_mean with block
  * 1, exact in every dtype). Step s computes on the slice it holds while MPI
  * sends it on and receives the next one into the other buffer. With host
- * staging the message goes in chunks of DT_RING_CHUNK_BYTES, and each
+ * staging the message goes in chunks of DT_RING_CHUNK_BYTES: each chunk of
+ * this rank's own slice is sent as soon as it is downloaded, and each
  * received chunk's upload is queued (behind the step's compute) while the
- * later chunks are still in flight, so the upload hides under the transfer. */
+ * later chunks are still in flight, so both copies hide under the transfer. */
 #include "dist_device.h"
 
 #include <limits.h>
@@ -86,10 +87,14 @@ static int64_t chunk_rows_at(const device_ring *r, int64_t rows, int c, int64_t 
 /* Posts a staged step's transfer, chunk by chunk (one tag per step: MPI
  * matches messages of one source and tag in order): the receives of
  * recv_rows rows into `to`, then the sends of send_rows rows from `from`.
+ * With `download` (the first step: this rank's packed slice on the device)
+ * each chunk is first copied down into `from`, so that a chunk is on its
+ * way while the next one downloads; a failed download (*local) still sends
+ * every chunk (the peers wait for them) and the job agrees on the failure.
  * *nrecv, *nsend: the requests in r->req. MPI status. */
 static int post_chunks(device_ring *r, dt_dist_job *job, char *to, int64_t recv_rows, int left,
-                       const char *from, int64_t send_rows, int right, int tag, int *nrecv,
-                       int *nsend) {
+                       char *from, const char *download, int64_t send_rows, int right, int tag,
+                       int *nrecv, int *nsend, ditattn_status *local) {
   *nrecv = chunk_count(r, recv_rows);
   *nsend = chunk_count(r, send_rows);
   int err = MPI_SUCCESS;
@@ -103,8 +108,10 @@ static int post_chunks(device_ring *r, dt_dist_job *job, char *to, int64_t recv_
   for (int c = 0; c < *nsend && err == MPI_SUCCESS; c++) {
     int64_t at;
     const int64_t n = chunk_rows_at(r, send_rows, c, &at);
-    err = MPI_Isend(from + (size_t)at * r->row_bytes, (int)n, r->row, right, tag, job->comm,
-                    &r->req[*nrecv + c]);
+    const size_t off = (size_t)at * r->row_bytes;
+    if (download && *local == DITATTN_OK)
+      *local = ditattn_copy_to_host(job->ctx, from + off, download + off, (size_t)n * r->row_bytes);
+    err = MPI_Isend(from + off, (int)n, r->row, right, tag, job->comm, &r->req[*nrecv + c]);
   }
   return err;
 }
@@ -140,18 +147,15 @@ static void packed_views(void *buf, const ditattn_tensor *like, int64_t n, int n
     xs[i] = ditattn_tensor_bhnd((char *)buf + (size_t)i * one, like->dtype, B, H, n, D);
 }
 
-/* Packs the local tensors into dev[0] (and its host copy when staged). */
+/* Packs the local tensors into dev[0]. (Staged, the first step's sends
+ * download it to host[0] chunk by chunk: post_chunks.) */
 static ditattn_status ring_pack(dt_dist_job *job, device_ring *r, const ditattn_tensor *xs) {
   ditattn_tensor packed[DT_DEVICE_RING_MAX];
   const int64_t n = job->length[job->rank];
   packed_views(r->dev[0], &xs[0], n, r->nx, packed);
   for (int i = 0; i < r->nx; i++) TRY(dt_dist_copy_tensor(job->ctx, &xs[i], &packed[i], 0));
   /* MPI reads the buffer outside the stream: the pack must be complete. */
-  TRY(ditattn_synchronize(job->ctx));
-  if (r->mode == DT_DIST_XFER_STAGED)
-    TRY(ditattn_copy_to_host(job->ctx, r->host[0], r->dev[0],
-                             (size_t)(r->nx * xs[0].shape[0] * xs[0].shape[1] * n) * r->row_bytes));
-  return DITATTN_OK;
+  return ditattn_synchronize(job->ctx);
 }
 
 /* The K/V ring as a ring of two tensors. */
@@ -216,12 +220,13 @@ ditattn_status dt_device_ring_run_among(dt_dist_job *job, const int *members, in
     const int64_t recv_rows = BH2 * job->length[next_src], send_rows = BH2 * job->length[src];
     MPI_Request req[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
     int nrecv = 0, nsend = 0; /* staged: chunk requests in r.req */
+    t0 = MPI_Wtime();
     if (s + 1 < P) {
       /* Step s+1 works on the slice of rank me-s-1, now held by the left. */
       int e1 = MPI_SUCCESS, e2 = MPI_SUCCESS;
-      if (staged)
-        e1 = post_chunks(&r, job, r.host[1 - cur], recv_rows, left, r.host[cur], send_rows, right,
-                         s, &nrecv, &nsend);
+      if (staged) /* step 0 sends this rank's slice, downloaded as it goes */
+        e1 = post_chunks(&r, job, r.host[1 - cur], recv_rows, left, r.host[cur],
+                         s == 0 ? r.dev[0] : NULL, send_rows, right, s, &nrecv, &nsend, &local);
       else {
         e1 = MPI_Irecv(r.dev[1 - cur], (int)recv_rows, r.row, left, s, job->comm, &req[0]);
         e2 = MPI_Isend(r.dev[cur], (int)send_rows, r.row, right, s, job->comm, &req[1]);
@@ -232,6 +237,7 @@ ditattn_status dt_device_ring_run_among(dt_dist_job *job, const int *members, in
       job->stats.bytes_sent += send_rows * (int64_t)r.row_bytes;
       job->stats.ring_bytes_received += recv_rows * (int64_t)r.row_bytes;
     }
+    dt_dist_tick(&t0, &job->stats.comm_wait_s); /* posting (staged step 0: the download) */
     if (local == DITATTN_OK) {
       ditattn_tensor held[DT_DEVICE_RING_MAX];
       if (s == 0)
