@@ -235,6 +235,100 @@ ditattn_status dt_dist_block_fetch_finish(dt_dist_job *job, dt_dist_block_fetch 
       job, err == MPI_SUCCESS ? DITATTN_OK : dt_dist_mpi_fail(job->ctx, err, "MPI_Wait (rows)"));
 }
 
+/* Adds rows [a, e) (tokens) of a block's k and v gradients, laid out from
+ * the block's token `first`, into this rank's accumulators of bh. */
+static void add_home(const dt_dist_block_fetch *F, int64_t bh, int64_t off, int64_t len, int64_t a,
+                     int64_t e, const double *dk_rows, const double *dv_rows, double *home_dk,
+                     double *home_dv) {
+  const int64_t D = F->D;
+  for (int64_t tok = a; tok < e; tok++) {
+    double *hk = home_dk + (bh * len + (tok - off)) * D,
+           *hv = home_dv + (bh * len + (tok - off)) * D;
+    const double *gk = dk_rows + (tok - a) * D, *gv = dv_rows + (tok - a) * D;
+    for (int64_t d = 0; d < D; d++) hk[d] += gk[d], hv[d] += gv[d];
+  }
+}
+
+ditattn_status dt_dist_block_fetch_return(dt_dist_job *job, const dt_dist_block_fetch *F,
+                                          const double *slot_grad, double *home_dk,
+                                          double *home_dv) {
+  const int P = job->size;
+  const int64_t off = job->offset[job->rank], len = job->length[job->rank], D = F->D;
+  const int64_t slot_rows = 2 * F->block;
+  double t0 = MPI_Wtime();
+  /* The slots' rows in this rank's own slice. */
+  for (int64_t i = 0; i < F->nslots; i++) {
+    const int64_t key = F->slot_key[i], c = key % F->n;
+    int64_t a, e;
+    if (!clip(F, c, off, len, &a, &e)) continue;
+    const double *gk = slot_grad + (i * slot_rows + (a - c * F->block)) * D;
+    add_home(F, key / F->n, off, len, a, e, gk, gk + F->block * D, home_dk, home_dv);
+  }
+  /* The others' rows: packed as the fetch received them (per owner, per
+   * request: k rows, then v rows), and unpacked as it sent them. */
+  int64_t back_rows = 0, home_rows = 0;
+  for (int s = 0; s < P; s++) {
+    back_rows += F->counts[6 * P + s];
+    home_rows += F->counts[4 * P + s];
+  }
+  double *back = dt_malloc((size_t)((back_rows > 0 ? back_rows : 1) * D) * sizeof(double));
+  double *came = dt_malloc((size_t)((home_rows > 0 ? home_rows : 1) * D) * sizeof(double));
+  MPI_Datatype row = MPI_DATATYPE_NULL;
+  ditattn_status local = DITATTN_OK;
+  if (!back || !came)
+    local = dt_fail(job->ctx, DITATTN_ERR_OUT_OF_MEMORY, "gradient rows (%lld + %lld rows of %lld)",
+                    (long long)back_rows, (long long)home_rows, (long long)D);
+  if (local == DITATTN_OK) {
+    int err = MPI_Type_contiguous((int)D, MPI_DOUBLE, &row);
+    if (err == MPI_SUCCESS) err = MPI_Type_commit(&row);
+    if (err != MPI_SUCCESS) {
+      row = MPI_DATATYPE_NULL;
+      local = dt_dist_mpi_fail(job->ctx, err, "MPI_Type_contiguous (gradient rows)");
+    }
+  }
+  if (local == DITATTN_OK) {
+    double *dst = back;
+    for (int s = 0; s < P; s++)
+      for (int i = 0; i < F->counts[s]; i++) {
+        const int64_t key = F->req_out[F->counts[P + s] + i], c = key % F->n;
+        int64_t a, e;
+        const int64_t cnt = clip(F, c, job->offset[s], job->length[s], &a, &e);
+        const double *gk = slot_grad + (F->slot_of[key] * slot_rows + (a - c * F->block)) * D;
+        memcpy(dst, gk, (size_t)(cnt * D) * sizeof(double));
+        memcpy(dst + cnt * D, gk + F->block * D, (size_t)(cnt * D) * sizeof(double));
+        dst += 2 * cnt * D;
+      }
+  }
+  dt_dist_tick(&t0, &job->stats.compute_s);
+  ditattn_status st = dt_dist_agree(job, local);
+  if (st == DITATTN_OK) {
+    const int err = MPI_Alltoallv(back, F->counts + 6 * P, F->counts + 7 * P, row, came,
+                                  F->counts + 4 * P, F->counts + 5 * P, row, job->comm);
+    for (int s = 0; s < P; s++)
+      job->stats.bytes_sent += (int64_t)F->counts[6 * P + s] * D * (int64_t)sizeof(double);
+    dt_dist_tick(&t0, &job->stats.comm_wait_s);
+    st = dt_dist_agree(job, err == MPI_SUCCESS
+                                ? DITATTN_OK
+                                : dt_dist_mpi_fail(job->ctx, err, "MPI_Alltoallv (gradient rows)"));
+  }
+  if (st == DITATTN_OK) {
+    const double *src = came;
+    for (int s = 0; s < P; s++)
+      for (int i = 0; i < F->counts[2 * P + s]; i++) {
+        const int64_t key = F->req_in[F->counts[3 * P + s] + i];
+        int64_t a, e;
+        const int64_t cnt = clip(F, key % F->n, off, len, &a, &e);
+        add_home(F, key / F->n, off, len, a, e, src, src + cnt * D, home_dk, home_dv);
+        src += 2 * cnt * D;
+      }
+    dt_dist_tick(&t0, &job->stats.compute_s);
+  }
+  if (row != MPI_DATATYPE_NULL) MPI_Type_free(&row);
+  dt_free(back);
+  dt_free(came);
+  return st;
+}
+
 void dt_dist_block_fetch_free(dt_dist_block_fetch *F) {
   if (F->req != MPI_REQUEST_NULL) MPI_Wait(&F->req, MPI_STATUS_IGNORE);
   if (F->row != MPI_DATATYPE_NULL) MPI_Type_free(&F->row);

@@ -39,6 +39,16 @@ ditattn_status dt_dist_block_fetch_start(dt_dist_job *job, dt_dist_block_fetch *
                                          const ditattn_tensor *k, const ditattn_tensor *v);
 /* Collective: waits for the rows and places them in their slots. */
 ditattn_status dt_dist_block_fetch_finish(dt_dist_job *job, dt_dist_block_fetch *F);
+/* The way back, for a backward: slot_grad holds, per slot, gradients of
+ * the block's k rows then v rows laid out as the slots (2·block rows of D
+ * doubles). Each owner adds the rows of its slice into home_dk / home_dv
+ * (BH × length × D doubles, this rank's tokens): the parts of the slots
+ * that lie in this rank's slice directly, the others' through one
+ * MPI_Alltoallv, the fetch's row counts reversed. Collective, after
+ * dt_dist_block_fetch_finish; returns the agreed status. */
+ditattn_status dt_dist_block_fetch_return(dt_dist_job *job, const dt_dist_block_fetch *F,
+                                          const double *slot_grad, double *home_dk,
+                                          double *home_dv);
 /* Waits for a transfer still in flight (error paths) and frees. */
 void dt_dist_block_fetch_free(dt_dist_block_fetch *F);
 static inline float *dt_dist_block_fetch_k(const dt_dist_block_fetch *F, int64_t slot) {

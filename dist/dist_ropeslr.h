@@ -39,6 +39,19 @@ typedef struct slr_run {
   double *Sbg, *olr;        /* r·D + r: background factors; D: one low-rank row */
 } slr_run;
 
+/* R for this call (zeroed first; use_cpu 0): shapes, the resolved scale,
+ * the global block count and K, the query blocks of this rank's slice. */
+void dt_dist_slr_run_init(slr_run *R, dt_dist_job *job, const ditattn_ropeslr_params *params,
+                          const ditattn_ropeslr_weights *weights, const ditattn_tensor *q,
+                          const ditattn_tensor *k, const ditattn_tensor *v);
+/* The forward's workspace (features in double, or f32 with use_cpu). */
+ditattn_status dt_dist_slr_run_alloc(slr_run *R);
+void dt_dist_slr_run_free(slr_run *R);
+/* After the selection: the blocks the local query blocks selected get
+ * factor rows (R->fac_of, R->fac) and fetch flags (*want: BH × n bytes,
+ * dt_malloc'd; the caller frees it, also on failure). */
+ditattn_status dt_dist_slr_plan_factors(slr_run *R, unsigned char **want);
+
 /* Local argument checks; fills the agreed parameters. */
 ditattn_status dt_dist_slr_check(ditattn_context *ctx, const ditattn_dist_slice *slice,
                                  const ditattn_ropeslr_params *params,
@@ -46,6 +59,17 @@ ditattn_status dt_dist_slr_check(ditattn_context *ctx, const ditattn_dist_slice 
                                  const ditattn_tensor *q, const ditattn_tensor *k,
                                  const ditattn_tensor *v, const ditattn_tensor *out,
                                  const float *lse_sparse, int64_t prm[DT_DP_COUNT]);
+
+/* The backward's further local checks: a host context, dout f32, dq, dk,
+ * dv f32 of the slice's shape and dweights shaped as weights, each output
+ * disjoint from every input (q, k, v, dout, the weights, pos) and from the
+ * other outputs. dout's shape is checked by dt_dist_slr_check (as out). */
+ditattn_status dt_dist_slr_check_grads(ditattn_context *ctx, const ditattn_dist_slice *slice,
+                                       const ditattn_ropeslr_weights *weights, const int32_t *pos,
+                                       const ditattn_tensor *q, const ditattn_tensor *k,
+                                       const ditattn_tensor *v, const ditattn_tensor *dout,
+                                       ditattn_tensor *dq, ditattn_tensor *dk, ditattn_tensor *dv,
+                                       ditattn_ropeslr_weights *dweights);
 
 /* Collective: the N global positions into *whole (dt_malloc'd, the caller
  * frees it, also on failure): all-gather of every slice's triples, or
@@ -62,6 +86,11 @@ ditattn_status dt_dist_slr_select(slr_run *R);
 /* Features f of the local queries and g of the local keys, and this rank's
  * partial sums R->part (Σ_j g_j v_jᵀ, Σ_j g_j over its keys). */
 void dt_dist_slr_local_features(slr_run *R);
+/* φ(projᵀ x + E^t[t] + E^y[y] + E^x[x]) of head h (proj: the weights' A
+ * or Bk) for one row x of D floats at position p, as ref/ computes it:
+ * the pre-activation into u, the feature into out (r doubles each). */
+void dt_dist_slr_feature(const slr_run *R, const ditattn_tensor *proj, int64_t h, const float *x,
+                         const int32_t *p, double *u, double *out);
 /* g of one key row (x: D floats) at position p (3 ints) of head h, as ref/
  * computes it (double). u: r doubles of scratch. */
 void dt_dist_slr_key_feature(const slr_run *R, int64_t h, const float *x, const int32_t *p,

@@ -120,3 +120,47 @@ ditattn_status dt_dist_slr_check(ditattn_context *ctx, const ditattn_dist_slice 
   prm[DT_DP_SLR_POS_GIVEN] = pos != NULL;
   return DITATTN_OK;
 }
+
+ditattn_status dt_dist_slr_check_grads(ditattn_context *ctx, const ditattn_dist_slice *slice,
+                                       const ditattn_ropeslr_weights *weights, const int32_t *pos,
+                                       const ditattn_tensor *q, const ditattn_tensor *k,
+                                       const ditattn_tensor *v, const ditattn_tensor *dout,
+                                       ditattn_tensor *dq, ditattn_tensor *dk, ditattn_tensor *dv,
+                                       ditattn_ropeslr_weights *dweights) {
+  static const char *const dw_names[6] = {"dA", "dBk", "dEt", "dEy", "dEx", "dW"};
+  if (ctx->backend != DITATTN_BACKEND_REF && ctx->backend != DITATTN_BACKEND_CPU)
+    return dt_fail(ctx, DITATTN_ERR_UNSUPPORTED,
+                   "dist ropeslr backward supports host backends (ref, cpu) only; backend %s is "
+                   "not",
+                   ditattn_backend_name(ctx->backend));
+  if (!dweights) return dt_fail(ctx, DITATTN_ERR_NULL_POINTER, "dweights is NULL");
+  const int64_t B = q->shape[0], H = q->shape[1], D = q->shape[3], len = slice->length;
+  TRY(dt_check_dtype(ctx, "dout", dout, DITATTN_F32));
+  const ditattn_tensor *wv[6] = {&weights->A,  &weights->Bk, &weights->Et,
+                                 &weights->Ey, &weights->Ex, &weights->W};
+  ditattn_tensor *dwv[6] = {&dweights->A,  &dweights->Bk, &dweights->Et,
+                            &dweights->Ey, &dweights->Ex, &dweights->W};
+  /* Inputs: q, k, v, dout, the weights and pos; outputs: dq, dk, dv and the
+   * weight gradients, each disjoint from every input and every other. */
+  const ditattn_tensor *ins[10] = {q, k, v, dout, wv[0], wv[1], wv[2], wv[3], wv[4], wv[5]};
+  const char *in_names[10] = {"q", "k", "v", "dout", "A", "Bk", "Et", "Ey", "Ex", "W"};
+  ditattn_tensor *outs[9] = {dq, dk, dv, dwv[0], dwv[1], dwv[2], dwv[3], dwv[4], dwv[5]};
+  const char *out_names[9] = {"dq", "dk", "dv", "dA", "dBk", "dEt", "dEy", "dEx", "dW"};
+  for (int i = 0; i < 9; i++) {
+    TRY(dt_check_output(ctx, out_names[i], outs[i]));
+    if (i < 3)
+      TRY(dt_check_shape(ctx, out_names[i], outs[i], B, H, len, D));
+    else
+      TRY(dt_check_shape(ctx, dw_names[i - 3], outs[i], 1, H, wv[i - 3]->shape[2],
+                         wv[i - 3]->shape[3]));
+    TRY(dt_check_dtype(ctx, out_names[i], outs[i], DITATTN_F32));
+    for (int j = 0; j < 10; j++)
+      TRY(dt_check_disjoint(ctx, out_names[i], outs[i], in_names[j], ins[j]));
+    for (int j = 0; j < i; j++)
+      TRY(dt_check_disjoint(ctx, out_names[i], outs[i], out_names[j], outs[j]));
+    if (pos)
+      TRY(dt_check_buffer_disjoint(ctx, "pos", pos, (size_t)len * 3 * sizeof(int32_t), out_names[i],
+                                   outs[i]));
+  }
+  return DITATTN_OK;
+}

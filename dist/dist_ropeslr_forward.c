@@ -9,13 +9,37 @@
 #include <limits.h>
 #include <string.h>
 
-static void run_free(slr_run *R) {
+void dt_dist_slr_run_free(slr_run *R) {
   /* g, gf, vbuf, total and row_sum live in the blocks of f, ff, kbuf, part
    * and row_max. */
   void *bufs[] = {R->pos,  R->sel,  R->f,      R->ff,  R->kbuf, R->gblk,    R->Sf,
                   R->olrf, R->part, R->fac_of, R->fac, R->qs,   R->row_max, R->acc,
                   R->tile, R->u,    R->os,     R->Sbg, R->olr};
   for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) dt_free(bufs[i]);
+}
+
+void dt_dist_slr_run_init(slr_run *R, dt_dist_job *job, const ditattn_ropeslr_params *params,
+                          const ditattn_ropeslr_weights *weights, const ditattn_tensor *q,
+                          const ditattn_tensor *k, const ditattn_tensor *v) {
+  memset(R, 0, sizeof *R);
+  R->ctx = job->ctx;
+  R->job = job;
+  R->params = *params;
+  dt_resolve_scale(job->ctx, params->scale, q->shape[3], &R->params.scale); /* checked */
+  R->w = weights;
+  R->q = q, R->k = k, R->v = v;
+  R->H = q->shape[1];
+  R->BH = q->shape[0] * R->H;
+  R->D = q->shape[3];
+  R->r = params->rank;
+  R->N = job->n_global;
+  R->off = job->offset[job->rank];
+  R->len = job->length[job->rank];
+  const int64_t n = R->N / params->block + (R->N % params->block != 0);
+  R->s = (dt_slr_shape){R->N, R->D, R->r, params->block, n, dt_slr_resolve_topk(params, n)};
+  R->glo = R->off / params->block;
+  R->ghi = (R->off + R->len - 1) / params->block;
+  R->nloc = R->ghi - R->glo + 1;
 }
 
 /* count · elem bytes, 0 on overflow (a 0-byte malloc is then refused). */
@@ -25,7 +49,7 @@ static void *alloc_n(int64_t count, int64_t elem) {
   return dt_malloc(bytes > 0 ? bytes : 1);
 }
 
-static ditattn_status run_alloc(slr_run *R) {
+ditattn_status dt_dist_slr_run_alloc(slr_run *R) {
   const int64_t BH = R->BH, len = R->len, D = R->D, r = R->r, n = R->s.n;
   const int64_t rd = r * D + r, rows = BH * len;
   if (BH > INT_MAX / rd) /* the factor all-reduce counts doubles in an int */
@@ -68,8 +92,7 @@ static ditattn_status run_alloc(slr_run *R) {
   return DITATTN_OK;
 }
 
-/* Blocks selected by the local query blocks: factor rows and fetch flags. */
-static ditattn_status plan_factors(slr_run *R, unsigned char **want) {
+ditattn_status dt_dist_slr_plan_factors(slr_run *R, unsigned char **want) {
   const int64_t n = R->s.n, rd = R->r * R->D + R->r;
   *want = alloc_n(R->BH * n, 1);
   if (!*want) return dt_fail(R->ctx, DITATTN_ERR_OUT_OF_MEMORY, "fetch flags");
@@ -157,7 +180,7 @@ static ditattn_status compute(slr_run *R, ditattn_tensor *out, float *lse_sparse
   dt_dist_block_fetch_init(&F);
   MPI_Request sum_req = MPI_REQUEST_NULL;
   double t0 = MPI_Wtime();
-  ditattn_status local = plan_factors(R, &want);
+  ditattn_status local = dt_dist_slr_plan_factors(R, &want);
   if (local == DITATTN_OK) {
     if (R->use_cpu)
       dt_dist_slr_local_features_cpu(R);
@@ -250,27 +273,9 @@ ditattn_status ditattn_dist_ropeslr_forward(ditattn_context *ctx, MPI_Comm comm,
     return device_run(&job, params, weights, pos, q, k, v, out, lse_sparse);
 
   slr_run R;
-  memset(&R, 0, sizeof R);
-  R.ctx = ctx;
-  R.job = &job;
+  dt_dist_slr_run_init(&R, &job, params, weights, q, k, v);
   R.use_cpu = ctx->backend == DITATTN_BACKEND_CPU;
-  R.params = *params;
-  dt_resolve_scale(ctx, params->scale, q->shape[3], &R.params.scale); /* checked */
-  R.w = weights;
-  R.q = q, R.k = k, R.v = v;
-  R.H = q->shape[1];
-  R.BH = q->shape[0] * R.H;
-  R.D = q->shape[3];
-  R.r = params->rank;
-  R.N = slice->n_global;
-  R.off = slice->offset;
-  R.len = slice->length;
-  const int64_t n = R.N / params->block + (R.N % params->block != 0);
-  R.s = (dt_slr_shape){R.N, R.D, R.r, params->block, n, dt_slr_resolve_topk(params, n)};
-  R.glo = R.off / params->block;
-  R.ghi = (R.off + R.len - 1) / params->block;
-  R.nloc = R.ghi - R.glo + 1;
-  ditattn_status st = dt_dist_agree(&job, run_alloc(&R));
+  ditattn_status st = dt_dist_agree(&job, dt_dist_slr_run_alloc(&R));
   if (st == DITATTN_OK) st = dt_dist_slr_positions(&R, pos);
   if (st == DITATTN_OK) st = dt_dist_slr_select(&R);
   if (st == DITATTN_OK) {
@@ -278,6 +283,6 @@ ditattn_status ditattn_dist_ropeslr_forward(ditattn_context *ctx, MPI_Comm comm,
     st = compute(&R, out, lse_sparse);
     if (R.use_cpu) dt_cpu_blas_leave(saved);
   }
-  run_free(&R);
+  dt_dist_slr_run_free(&R);
   return dt_dist_end(&job, st);
 }

@@ -7,9 +7,8 @@
 
 #include <string.h>
 
-/* φ(projᵀ x + E^t[t] + E^y[y] + E^x[x]) of head h, ref/'s order. */
-static void feature(const slr_run *R, const ditattn_tensor *proj, int64_t h, const float *x,
-                    const int32_t *p, double *u, double *out) {
+void dt_dist_slr_feature(const slr_run *R, const ditattn_tensor *proj, int64_t h, const float *x,
+                         const int32_t *p, double *u, double *out) {
   const ditattn_ropeslr_weights *w = R->w;
   const int64_t r = R->r;
   const float *et = dt_f32_at(&w->Et, 0, h, p[0], 0);
@@ -26,7 +25,7 @@ static void feature(const slr_run *R, const ditattn_tensor *proj, int64_t h, con
 
 void dt_dist_slr_key_feature(const slr_run *R, int64_t h, const float *x, const int32_t *p,
                              double *u, double *g) {
-  feature(R, &R->w->Bk, h, x, p, u, g);
+  dt_dist_slr_feature(R, &R->w->Bk, h, x, p, u, g);
 }
 
 /* S += g vᵀ, z += g (S: r×D then z: r). */
@@ -49,8 +48,8 @@ void dt_dist_slr_local_features(slr_run *R) {
     for (int64_t i = 0; i < R->len; i++) {
       const int32_t *p = R->pos + 3 * (R->off + i);
       double *f = R->f + (bh * R->len + i) * r, *g = R->g + (bh * R->len + i) * r;
-      feature(R, &R->w->A, h, dt_f32_at(R->q, b, h, i, 0), p, R->u, f);
-      feature(R, &R->w->Bk, h, dt_f32_at(R->k, b, h, i, 0), p, R->u, g);
+      dt_dist_slr_feature(R, &R->w->A, h, dt_f32_at(R->q, b, h, i, 0), p, R->u, f);
+      dt_dist_slr_feature(R, &R->w->Bk, h, dt_f32_at(R->k, b, h, i, 0), p, R->u, g);
       add_outer(r, D, g, dt_f32_at(R->v, b, h, i, 0), S);
     }
   }
@@ -84,8 +83,8 @@ static void block_factor(slr_run *R, const dt_dist_block_fetch *F, int64_t bh, i
                               : dt_f32_at(R->v, b, h, j - R->off, 0);
     const double *g = local ? R->g + (bh * R->len + (j - R->off)) * r : gj;
     if (!local)
-      feature(R, &R->w->Bk, h, dt_dist_block_fetch_k(F, slot) + (j - first) * D, R->pos + 3 * j,
-              R->u, gj);
+      dt_dist_slr_feature(R, &R->w->Bk, h, dt_dist_block_fetch_k(F, slot) + (j - first) * D,
+                          R->pos + 3 * j, R->u, gj);
     add_outer(r, D, g, vj, S);
   }
 }

@@ -13,7 +13,7 @@
  * route works on ref and is refused by cpu, which cannot restrict its
  * forward to a range of rows. */
 #define _POSIX_C_SOURCE 200809L /* setenv */
-#include "dist_test_util.h"
+#include "slr_test_util.h"
 
 #include "backends/backend.h" /* dt_debug_fail_alloc_at */
 
@@ -21,24 +21,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-enum { POS_NULL = 0, POS_MORTON = 1, POS_RANDOM = 2 };
-
-typedef struct slr_case {
-  int64_t B, H, N, D, pad;
-  int bnhd, reversed;
-  int64_t block;
-  ditattn_slr_policy policy;
-  double rho;
-  int64_t topk;
-  int force_own;
-  int64_t rank;
-  ditattn_slr_feature feature;
-  int64_t grid[3];
-  int pos_mode; /* N = T·H·W unless POS_RANDOM */
-} slr_case;
-
-static const char *const pos_names[3] = {"NULL", "morton", "random"};
 
 #define SLR_FMT                                                                                    \
   "case %d: B=%lld H=%lld N=%lld D=%lld pad=%lld bnhd=%d b=%lld policy=%d rho=%g K=%lld own=%d "   \
@@ -48,60 +30,8 @@ static const char *const pos_names[3] = {"NULL", "morton", "random"};
   ci, (long long)c->B, (long long)c->H, (long long)c->N, (long long)c->D, (long long)c->pad,       \
       c->bnhd, (long long)c->block, (int)c->policy, c->rho, (long long)c->topk, c->force_own,      \
       (long long)c->rank, (int)c->feature, (long long)c->grid[0], (long long)c->grid[1],           \
-      (long long)c->grid[2], pos_names[c->pos_mode], P, (long long)offset, (long long)len,         \
+      (long long)c->grid[2], slr_pos_names[c->pos_mode], P, (long long)offset, (long long)len,     \
       c->reversed, bname, expect_transfer, what, e
-
-/* Weights (1, H, rows, cols), contiguous, random and nonzero (W included). */
-typedef struct slr_weights {
-  dtu_tensor t[6];
-  ditattn_ropeslr_weights w;
-} slr_weights;
-
-static slr_weights weights_new(const slr_case *c, dtu_rng *rng) {
-  slr_weights sw;
-  const int64_t rows[6] = {c->D, c->D, c->grid[0], c->grid[1], c->grid[2], c->D};
-  const int64_t cols[6] = {c->rank, c->rank, c->rank, c->rank, c->rank, c->D};
-  for (int a = 0; a < 6; a++) {
-    sw.t[a] = dtu_tensor_new(1, c->H, rows[a], cols[a], 0, 0);
-    const double amp = (a < 2 || a == 5) ? 1.0 / sqrt((double)c->D) : 0.5;
-    for (size_t i = 0; i < sw.t[a].count; i++) sw.t[a].buf[i] = (float)dtu_uniform(rng, -amp, amp);
-  }
-  sw.w =
-      (ditattn_ropeslr_weights){sw.t[0].t, sw.t[1].t, sw.t[2].t, sw.t[3].t, sw.t[4].t, sw.t[5].t};
-  return sw;
-}
-
-static void weights_free(slr_weights *sw) {
-  for (int a = 0; a < 6; a++) dtu_tensor_free(&sw->t[a]);
-}
-
-static ditattn_ropeslr_params params_of(const slr_case *c) {
-  ditattn_ropeslr_params p = ditattn_ropeslr_params_default();
-  p.block = c->block;
-  p.policy = c->policy;
-  p.rho = c->rho;
-  if (c->policy == DITATTN_SLR_SQRT) p.sqrt_c = c->rho; /* the case's rho column holds sqrt_c */
-  p.topk = c->topk;
-  p.force_own_block = c->force_own;
-  p.rank = c->rank;
-  p.feature = c->feature;
-  for (int a = 0; a < 3; a++) p.grid[a] = c->grid[a];
-  return p;
-}
-
-/* Whole-sequence positions (NULL for raster order). */
-static int32_t *positions(const slr_case *c, dtu_rng *rng) {
-  if (c->pos_mode == POS_NULL) return NULL;
-  int32_t *pos = malloc((size_t)c->N * 3 * sizeof(int32_t));
-  if (c->pos_mode == POS_MORTON) {
-    ditattn_order_params op = {
-        DITATTN_ORDER_MORTON, {c->grid[0], c->grid[1], c->grid[2]}, {1, 1, 1}};
-    if (ditattn_order_positions(&op, pos) != DITATTN_OK) dtu_check(0, "morton positions failed");
-  } else {
-    for (int64_t i = 0; i < 3 * c->N; i++) pos[i] = (int32_t)dtu_int(rng, 0, c->grid[i % 3] - 1);
-  }
-  return pos;
-}
 
 /* expect_transfer: ditattn_dist_stats.gpu_transfer of the route taken (0:
  * host route; 1: device route staged through host buffers). */
@@ -113,14 +43,14 @@ static void run_case(ditattn_context *ctx, MPI_Comm comm, uint64_t seed, int ci,
   dtu_rng rng = {seed * 1000033u + (uint64_t)ci};
   dtu_tensor q, k, v, ref;
   dtu_qkv_new(c->B, c->H, c->N, c->D, &rng, &q, &k, &v, &ref);
-  slr_weights sw = weights_new(c, &rng);
-  int32_t *pos = positions(c, &rng);
+  slr_weights sw = slr_weights_new(c, &rng);
+  int32_t *pos = slr_positions(c, &rng);
   int64_t lengths[64], offset = 0;
   dtu_partition(&rng, c->N, P, lengths);
   const int part = c->reversed ? P - 1 - rank : rank;
   for (int r = 0; r < part; r++) offset += lengths[r];
   const int64_t BH = c->B * c->H, len = lengths[part];
-  const ditattn_ropeslr_params prm = params_of(c);
+  const ditattn_ropeslr_params prm = slr_params_of(c);
   float *lse_ref = malloc((size_t)(BH * c->N) * sizeof(float));
   float *lse = malloc((size_t)(BH * len) * sizeof(float));
   for (int64_t i = 0; i < BH * len; i++) lse[i] = NAN;
@@ -155,7 +85,7 @@ static void run_case(ditattn_context *ctx, MPI_Comm comm, uint64_t seed, int ci,
   }
   dtu_tensor *all[] = {&q, &k, &v, &ref, &ql, &kl, &vl, &ol};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) dtu_tensor_free(all[i]);
-  weights_free(&sw);
+  slr_weights_free(&sw);
   free(pos);
   free(lse);
   free(lse_ref);
@@ -212,9 +142,9 @@ static ditattn_status run_error(ditattn_context *ctx, MPI_Comm comm, uint64_t se
   dtu_tensor t[4];
   for (int i = 0; i < 4; i++) t[i] = dtu_tensor_new(c.B, c.H, len, c.D, 0, 0);
   for (int i = 0; i < 3; i++) dtu_fill_uniform(&t[i], &rng);
-  slr_weights sw = weights_new(&c, &rng);
-  int32_t *pos = positions(&c, &rng);
-  ditattn_ropeslr_params prm = params_of(&c);
+  slr_weights sw = slr_weights_new(&c, &rng);
+  int32_t *pos = slr_positions(&c, &rng);
+  ditattn_ropeslr_params prm = slr_params_of(&c);
   ditattn_ropeslr_weights w = sw.w;
   if (f == E_RANK_DIFFERS && last) {
     /* r = 4 with views of the first 4 columns: valid locally, so only the
@@ -261,7 +191,7 @@ static ditattn_status run_error(ditattn_context *ctx, MPI_Comm comm, uint64_t se
   if (rank == 0 && st != DITATTN_OK && alloc_k == 0)
     printf("  ropeslr (%s, %s), %s: %s: %s\n", bname, route, what, ditattn_strerror(st), msg);
   for (int i = 0; i < 4; i++) dtu_tensor_free(&t[i]);
-  weights_free(&sw);
+  slr_weights_free(&sw);
   free(pos);
   return st;
 }

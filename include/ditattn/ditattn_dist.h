@@ -141,6 +141,28 @@ ditattn_status ditattn_dist_ropeslr_forward(ditattn_context *ctx, MPI_Comm comm,
                                             const ditattn_tensor *k, const ditattn_tensor *v,
                                             ditattn_tensor *out, float *lse_sparse);
 
+/* RoPeSLR backward on a sliced sequence: this rank's slice of dq, dk, dv
+ * and the weight gradients summed over the whole sequence (every rank gets
+ * the same totals), equal (f32, to rounding) to ditattn_ropeslr_backward
+ * on the whole sequence; like it, nothing from the forward is needed: the
+ * selection (held constant), both branches and the features are
+ * recomputed as ditattn_dist_ropeslr_forward computes them. The selected
+ * blocks' rows are fetched from their owners and their dk/dv contributions
+ * sent back; the low-rank branch's gradients reach the keys through one
+ * MPI_Allreduce of B·H·(n + 1)·(r·D + r) doubles (n = ceil(N / b) blocks:
+ * per key block, the summed gradient of the background factors it was
+ * left out of). Double accumulation (as ref/), f32 tensors, host contexts
+ * only (a GPU context gets DITATTN_ERR_UNSUPPORTED on every rank).
+ * q, k, v, dout, dq, dk, dv: (B, H, slice->length, D); pos as for the
+ * forward; dweights shaped as weights; no output may overlap an input or
+ * another output. */
+ditattn_status ditattn_dist_ropeslr_backward(
+    ditattn_context *ctx, MPI_Comm comm, const ditattn_dist_slice *slice,
+    const ditattn_ropeslr_params *params, const ditattn_ropeslr_weights *weights,
+    const int32_t *pos, const ditattn_tensor *q, const ditattn_tensor *k, const ditattn_tensor *v,
+    const ditattn_tensor *dout, ditattn_tensor *dq, ditattn_tensor *dk, ditattn_tensor *dv,
+    ditattn_ropeslr_weights *dweights);
+
 /* Timings of the last dist call made by this process (for profiling and
  * the benchmark; not thread-safe). comm_wait_s: time blocked waiting for
  * transfers or collectives after the local work that could overlap them
