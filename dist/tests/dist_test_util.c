@@ -145,6 +145,18 @@ void dtu_partition(dtu_rng *rng, int64_t N, int P, int64_t *lengths) {
   }
 }
 
+int64_t dtu_rank_slice(MPI_Comm comm, dtu_rng *rng, int64_t N, int reversed, int64_t *offset) {
+  int rank = 0, P = 1;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &P);
+  int64_t lengths[64]; /* the tests run at most 64 ranks */
+  dtu_partition(rng, N, P, lengths);
+  const int piece = reversed ? P - 1 - rank : rank;
+  *offset = 0;
+  for (int r = 0; r < piece; r++) *offset += lengths[r];
+  return lengths[piece];
+}
+
 void dtu_check(int ok, const char *fmt, ...) {
   if (ok) {
     g_passed++;

@@ -44,6 +44,11 @@ double dtu_rel_err_lse(const float *a, const float *b, int64_t BH, int64_t len, 
  * every rank given the same rng state. lengths has P entries. */
 void dtu_partition(dtu_rng *rng, int64_t N, int P, int64_t *lengths);
 
+/* This rank's slice of an uneven random partition (dtu_partition) of N
+ * tokens over comm's ranks: piece `rank`, or P − 1 − rank when reversed.
+ * Returns its length; *offset its first token. */
+int64_t dtu_rank_slice(MPI_Comm comm, dtu_rng *rng, int64_t N, int reversed, int64_t *offset);
+
 /* Counts one check; prints a one-line description when it fails. */
 void dtu_check(int ok, const char *fmt, ...)
 #if defined(__GNUC__)

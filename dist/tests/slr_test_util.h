@@ -23,6 +23,16 @@ typedef struct slr_case {
   int pos_mode; /* N = T·H·W unless POS_RANDOM */
 } slr_case;
 
+/* The cases both RoPeSLR tests run (*count of them): uneven shapes, every
+ * policy, both features, force_own 0/1, b = 1, b > N, rho = 1 (empty
+ * background), r > D, strided and DiT layouts, reversed slices, NULL /
+ * Morton / random positions. */
+const slr_case *slr_test_cases(int *count);
+
+/* The small case of the error tests: B = 1, H = 2, N = 45, D = 8, b = 4,
+ * FIXED_K 3, own block, r = 5, ELU1, grid 3×3×5, Morton positions. */
+slr_case slr_fault_case(void);
+
 /* Weights (1, H, rows, cols), contiguous, random and nonzero (W included). */
 typedef struct slr_weights {
   dtu_tensor t[6];

@@ -126,10 +126,8 @@ static ditattn_status faulty_call(ditattn_context *ctx, MPI_Comm comm, uint64_t 
   const int last = rank == P - 1;
   const int64_t B = 1, H = 2, N = 61, D = 8;
   dtu_rng rng = {seed + 79u * (uint64_t)f};
-  int64_t lengths[64], offset = 0;
-  dtu_partition(&rng, N, P, lengths);
-  for (int r = 0; r < rank; r++) offset += lengths[r];
-  const int64_t len = lengths[rank];
+  int64_t offset;
+  const int64_t len = dtu_rank_slice(comm, &rng, N, 0, &offset);
   dtu_tensor t[8];
   for (int i = 0; i < 8; i++) t[i] = dtu_tensor_new(B, H, len, D, 0, 0);
   for (int i = 0; i < 5; i++) dtu_fill_uniform(&t[i], &rng);

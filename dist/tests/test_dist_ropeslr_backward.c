@@ -36,11 +36,8 @@ static void run_case(ditattn_context *ctx, ditattn_context *oracle, MPI_Comm com
   slr_weights want = slr_weights_poisoned(c), got = slr_weights_poisoned(c);
   int32_t *pos = slr_positions(c, &rng);
   const ditattn_ropeslr_params prm = slr_params_of(c);
-  int64_t lengths[64], offset = 0;
-  dtu_partition(&rng, c->N, P, lengths);
-  const int part = c->reversed ? P - 1 - rank : rank;
-  for (int r = 0; r < part; r++) offset += lengths[r];
-  const int64_t len = lengths[part];
+  int64_t offset;
+  const int64_t len = dtu_rank_slice(comm, &rng, c->N, c->reversed, &offset);
   ditattn_status st =
       ditattn_ropeslr_backward(oracle, &prm, &sw.w, pos, &full[Q].t, &full[K].t, &full[V].t,
                                &full[DO].t, &full[DQ].t, &full[DK].t, &full[DV].t, &want.w);
@@ -121,27 +118,10 @@ static ditattn_status faulty_call(ditattn_context *ctx, MPI_Comm comm, uint64_t 
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &P);
   const int last = rank == P - 1;
-  const slr_case c = {1,
-                      2,
-                      45,
-                      8,
-                      0,
-                      0,
-                      0,
-                      4,
-                      DITATTN_SLR_FIXED_K,
-                      0.1,
-                      3,
-                      1,
-                      5,
-                      DITATTN_SLR_FEATURE_ELU1,
-                      {3, 3, 5},
-                      POS_MORTON};
+  const slr_case c = slr_fault_case();
   dtu_rng rng = {seed + 83u * (uint64_t)f};
-  int64_t lengths[64], offset = 0;
-  dtu_partition(&rng, c.N, P, lengths);
-  for (int r = 0; r < rank; r++) offset += lengths[r];
-  const int64_t len = lengths[rank];
+  int64_t offset;
+  const int64_t len = dtu_rank_slice(comm, &rng, c.N, 0, &offset);
   dtu_tensor t[7]; /* q k v dout dq dk dv */
   for (int i = 0; i < 7; i++) t[i] = dtu_tensor_new(c.B, c.H, len, c.D, 0, 0);
   for (int i = 0; i < 4; i++) dtu_fill_uniform(&t[i], &rng);
@@ -187,22 +167,8 @@ int main(int argc, char **argv) {
   MPI_Comm comm = MPI_COMM_WORLD;
   const uint64_t seed = dtu_seed(comm);
   unsetenv("DITATTN_DIST_DEVICE_PATH");
-  const ditattn_slr_policy KF = DITATTN_SLR_KEEP_FRACTION, FK = DITATTN_SLR_FIXED_K,
-                           SQ = DITATTN_SLR_SQRT;
-  const ditattn_slr_feature ELU = DITATTN_SLR_FEATURE_ELU1, SMX = DITATTN_SLR_FEATURE_SOFTMAX;
-  const slr_case cases[] = {
-      /* B  H    N   D pad bnhd rev  b  policy rho K own  r  feature  grid  pos */
-      {1, 1, 30, 8, 0, 0, 0, 4, KF, 0.3, 0, 1, 4, ELU, {2, 3, 5}, POS_NULL},
-      {2, 2, 64, 16, 2, 1, 0, 8, FK, 0.0, 3, 0, 8, SMX, {4, 4, 4}, POS_MORTON},
-      {1, 3, 101, 12, 1, 0, 1, 5, KF, 0.2, 0, 1, 20, ELU, {3, 5, 7}, POS_RANDOM},
-      {1, 1, 97, 32, 0, 0, 0, 16, FK, 0.0, 2, 1, 16, SMX, {2, 8, 8}, POS_RANDOM},
-      {1, 2, 48, 8, 0, 1, 1, 1, KF, 0.1, 0, 0, 3, ELU, {3, 4, 4}, POS_NULL},
-      {1, 1, 40, 8, 0, 0, 0, 64, KF, 0.1, 0, 1, 6, SMX, {2, 4, 5}, POS_RANDOM},
-      {1, 1, 50, 8, 0, 0, 0, 7, KF, 1.0, 0, 1, 5, ELU, {2, 5, 5}, POS_NULL},
-      {1, 2, 160, 32, 0, 1, 0, 16, KF, 0.25, 0, 1, 24, ELU, {4, 5, 8}, POS_MORTON},
-      {2, 1, 90, 16, 3, 0, 1, 6, FK, 0.0, 4, 0, 12, SMX, {2, 5, 9}, POS_NULL},
-      {1, 2, 120, 8, 0, 0, 0, 3, SQ, 0.7, 0, 1, 6, ELU, {3, 6, 6}, POS_RANDOM},
-  };
+  int ncases = 0;
+  const slr_case *cases = slr_test_cases(&ncases);
   ditattn_context *oracle = NULL;
   if (ditattn_context_create(DITATTN_BACKEND_REF, &oracle) != DITATTN_OK)
     dtu_check(0, "no ref context for the oracle");
@@ -210,8 +176,8 @@ int main(int argc, char **argv) {
   for (size_t bi = 0; bi < 2 && oracle; bi++) {
     ditattn_context *ctx = NULL;
     if (ditattn_context_create(backends[bi], &ctx) != DITATTN_OK) continue; /* not compiled */
-    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++)
-      run_case(ctx, oracle, comm, seed, (int)ci, &cases[ci], &g_max_err[bi]);
+    for (int ci = 0; ci < ncases; ci++)
+      run_case(ctx, oracle, comm, seed, ci, &cases[ci], &g_max_err[bi]);
     int P = 1;
     MPI_Comm_size(comm, &P);
     ditattn_status want[F_COUNT];
