@@ -190,6 +190,13 @@ ditattn_status dt_dist_copy_rows(ditattn_context *ctx, const ditattn_tensor *who
  * kernel with 64-bit index divisions, on the SMs). */
 ditattn_status dt_dist_copy_tensor(ditattn_context *ctx, const ditattn_tensor *src,
                                    ditattn_tensor *dst, int side);
+/* dst[i] = src[i] for `count` tensor pairs (each pair one shape) on ctx's
+ * stream, as one copy_2d_batch where the backend has it and every row of
+ * D is contiguous (one entry per tensor when its slices lie at one pitch,
+ * else one per (b, h) slice: the DiT layout too); otherwise
+ * dt_dist_copy_tensor each. DITATTN_DIST_COPY_BATCH=0: never the batch. */
+ditattn_status dt_dist_copy_tensors(ditattn_context *ctx, const ditattn_tensor *src,
+                                    ditattn_tensor *dst, int count);
 /* dt_dist_copy_rows for the (b, h) slices [bh_lo, bh_hi) only, through
  * dt_dist_copy_tensor. */
 ditattn_status dt_dist_copy_rows_of(ditattn_context *ctx, const ditattn_tensor *whole,

@@ -20,18 +20,18 @@ typedef struct gather {
   int first;             /* 1: q is not gathered (dense) */
 } gather;
 
-/* Copies the slices xs of rank src into their rows, by dt_dist_copy_tensor:
- * xs[0 .. 3 - g->first) are q, k, v, or (g->first = 1) k, v. */
+/* Copies the slices xs of rank src into their rows, in one batch where
+ * the backend can (dt_dist_copy_tensors): xs[0 .. 3 - g->first) are q, k,
+ * v, or (g->first = 1) k, v. */
 static ditattn_status gather_step(void *user, int step, int src, const ditattn_tensor *xs) {
   (void)step;
   const gather *g = user;
   const int64_t off = g->job->offset[src], len = g->job->length[src];
   if (len == 0) return DITATTN_OK;
-  for (int i = g->first; i < 3; i++) {
-    ditattn_tensor dst = dt_dist_rows_at(&g->whole[i], g->whole[i].data, off, len);
-    TRY(dt_dist_copy_tensor(g->ctx, &xs[i - g->first], &dst, 0));
-  }
-  return DITATTN_OK;
+  ditattn_tensor dst[3];
+  for (int i = g->first; i < 3; i++)
+    dst[i - g->first] = dt_dist_rows_at(&g->whole[i], g->whole[i].data, off, len);
+  return dt_dist_copy_tensors(g->ctx, xs, dst, 3 - g->first);
 }
 
 /* The cache's buffers as whole-sequence tensors like x (q's buffer only

@@ -99,6 +99,54 @@ ditattn_status dt_dist_copy_tensor(ditattn_context *ctx, const ditattn_tensor *s
   return ditattn_pool_mean(ctx, src, 1, dst);
 }
 
+/* The copies that move src into dst (same shape; a row of D is always
+ * contiguous) as strided-copy entries: one when the B·H slices of both lie
+ * at one pitch, else one per slice (n rows of D at each side's row stride,
+ * e.g. the DiT layout [B, N, H, D]). Fills descs (room for B·H); returns
+ * how many (0: nothing to copy). */
+static int copy_descs(const ditattn_tensor *src, const ditattn_tensor *dst,
+                      dt_copy_2d_desc *descs) {
+  const int64_t B = dst->shape[0], H = dst->shape[1], n = dst->shape[2], D = dst->shape[3];
+  const size_t es = ditattn_dtype_size(dst->dtype);
+  if (B * H * n * D == 0) return 0;
+  int64_t spitch = 0, dpitch = 0;
+  if (slices_at_one_pitch(src, &spitch) && slices_at_one_pitch(dst, &dpitch)) {
+    descs[0] = (dt_copy_2d_desc){
+        dst->data,      src->data, (size_t)dpitch * es, (size_t)spitch * es, (size_t)(n * D) * es,
+        (size_t)(B * H)};
+    return 1;
+  }
+  int count = 0;
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t h = 0; h < H; h++)
+      descs[count++] = (dt_copy_2d_desc){
+          (char *)dst->data + (size_t)(b * dst->stride[0] + h * dst->stride[1]) * es,
+          (const char *)src->data + (size_t)(b * src->stride[0] + h * src->stride[1]) * es,
+          (size_t)dst->stride[2] * es,
+          (size_t)src->stride[2] * es,
+          (size_t)D * es,
+          (size_t)n};
+  return count;
+}
+
+ditattn_status dt_dist_copy_tensors(ditattn_context *ctx, const ditattn_tensor *src,
+                                    ditattn_tensor *dst, int count) {
+  const int64_t per = dst[0].shape[0] * dst[0].shape[1]; /* entries per tensor, at most */
+  dt_copy_2d_desc *descs = NULL;
+  if (ctx->ops->copy_2d_batch && !dt_dist_env_is("DITATTN_DIST_COPY_BATCH", "0"))
+    descs = dt_calloc((size_t)(count * per), sizeof *descs);
+  int total = 0;
+  for (int i = 0; i < count && descs; i++) total += copy_descs(&src[i], &dst[i], descs + total);
+  ditattn_status st = DITATTN_OK;
+  if (descs)
+    st = total > 0 ? ctx->ops->copy_2d_batch(ctx, descs, total) : DITATTN_OK;
+  else /* no batch entry (or DITATTN_DIST_COPY_BATCH=0): one by one */
+    for (int i = 0; i < count && st == DITATTN_OK; i++)
+      st = dt_dist_copy_tensor(ctx, &src[i], &dst[i], 0);
+  dt_free(descs);
+  return st;
+}
+
 ditattn_status dt_dist_copy_2d_each(ditattn_context *ctx, const dt_copy_2d_desc *descs, int count) {
   if (count <= 0) return DITATTN_OK;
   if (ctx->ops->copy_2d_batch && !dt_dist_env_is("DITATTN_DIST_COPY_BATCH", "0"))

@@ -225,28 +225,35 @@ static double time_gather_copy(problem *pb, void *dst_buf, int64_t M) {
   return best;
 }
 
+/* How the own rows are copied (time_own_copy). */
+enum { OWN_BATCH, OWN_COPY_2D, OWN_POOL, OWN_WAYS };
+
 /* The rank's own rows [row0, row0 + M) of q, k and v copied into its
  * gather buffers (dst_buf, whole-sequence layout), as dist_device_gather.c
- * does before the peers read them: by dt_dist_copy_tensor (copy_2d), or
- * (via_pool) by the element-wise ditattn_pool_mean at block 1, the route
- * before session 14's fix. Best of reps, seconds; < 0 on failure. */
-static double time_own_copy(problem *pb, void *dst_buf, int64_t row0, int64_t M, int via_pool) {
+ * does before the peers read them: OWN_BATCH as it does now
+ * (dt_dist_copy_tensors: one batched launch), OWN_COPY_2D one copy_2d per
+ * tensor (sessions 15-16), OWN_POOL the element-wise ditattn_pool_mean at
+ * block 1 (before session 14's fix). Best of reps, seconds; < 0 on failure. */
+static double time_own_copy(problem *pb, void *dst_buf, int64_t row0, int64_t M, int way) {
   double best = 1e300;
   for (int rep = 0; rep <= pb->o->reps; rep++) {
     const double t0 = now_s();
+    ditattn_tensor src[3], dst[3];
     for (int i = 0; i < 3; i++) {
       const ditattn_tensor *whole = i == 0 ? &pb->q : i == 1 ? &pb->k : &pb->v;
-      const ditattn_tensor src = dt_dist_rows_at(whole, whole->data, row0, M);
-      ditattn_tensor dst =
+      src[i] = dt_dist_rows_at(whole, whole->data, row0, M);
+      dst[i] =
           dt_dist_rows_at(whole,
                           (char *)dst_buf + (size_t)i * (size_t)(pb->o->H * pb->o->N * pb->o->D) *
                                                 ditattn_dtype_size(pb->o->dtype),
                           row0, M);
-      const ditattn_status st = via_pool ? ditattn_pool_mean(pb->ctx, &src, 1, &dst)
-                                         : dt_dist_copy_tensor(pb->ctx, &src, &dst, 0);
-      if (st != DITATTN_OK) return -1.0;
     }
-    if (ditattn_synchronize(pb->ctx) != DITATTN_OK) return -1.0;
+    ditattn_status st = DITATTN_OK;
+    if (way == OWN_BATCH) st = dt_dist_copy_tensors(pb->ctx, src, dst, 3);
+    for (int i = 0; i < 3 && way != OWN_BATCH && st == DITATTN_OK; i++)
+      st = way == OWN_POOL ? ditattn_pool_mean(pb->ctx, &src[i], 1, &dst[i])
+                           : dt_dist_copy_tensor(pb->ctx, &src[i], &dst[i], 0);
+    if (st != DITATTN_OK || ditattn_synchronize(pb->ctx) != DITATTN_OK) return -1.0;
     const double t = now_s() - t0;
     if (rep > 0 && t < best) best = t;
   }
@@ -290,7 +297,7 @@ static int run_op(problem *pb, int is_llsa, void *copy_buf) {
     double t1 = 0.0;
     for (int P = 1; P <= o->max_p && rc == 0; P *= 2) {
       double slowest = 0.0, sum = 0.0, copy_slowest = 0.0, sum_slowest[2] = {0, 0}, sum_mb = 0.0;
-      double ov_slowest = 0.0, own_slowest = 0.0, own_pool_slowest = 0.0, ox_slowest[2] = {0, 0};
+      double ov_slowest = 0.0, own_slowest[OWN_WAYS] = {0, 0, 0}, ox_slowest[2] = {0, 0};
       for (int r = 0; r < P && rc == 0; r++) {
         const int64_t row0 = o->N * r / P, M = o->N * (r + 1) / P - row0;
         /* P = 1 holds the whole sequence: the plain forward, no split. */
@@ -311,14 +318,16 @@ static int run_op(problem *pb, int is_llsa, void *copy_buf) {
         pb->side_late = 0;
         const double c = time_gather_copy(pb, copy_buf, M);
         /* P = 1 copies nothing of its own: it reads the caller's tensors. */
-        const double own = P > 1 ? time_own_copy(pb, copy_buf, row0, M, 0) : 0.0;
-        const double own_pool = P > 1 ? time_own_copy(pb, copy_buf, row0, M, 1) : 0.0;
+        double own[OWN_WAYS] = {0, 0, 0}, own_min = 0.0;
+        for (int way = 0; way < OWN_WAYS && P > 1; way++) {
+          own[way] = time_own_copy(pb, copy_buf, row0, M, way);
+          own_min = own[way] < own_min ? own[way] : own_min;
+        }
         double sbytes = 0.0;
         double sc[2] = {0.0, 0.0}; /* the batch, one copy_2d each */
         for (int each = 0; each < 2 && with; each++)
           sc[each] = time_summary_copy(pb, &layout, summary[1], summary[0], row0, M, each, &sbytes);
-        if (t < 0 || c < 0 || sc[0] < 0 || sc[1] < 0 || ov < 0 || own < 0 || own_pool < 0 ||
-            ox[0] < 0) {
+        if (t < 0 || c < 0 || sc[0] < 0 || sc[1] < 0 || ov < 0 || own_min < 0 || ox[0] < 0) {
           fprintf(stderr, "gpu_rows: %s P=%d rank %d failed: %s\n", name, P, r,
                   ditattn_last_error(pb->ctx));
           rc = 1;
@@ -329,10 +338,10 @@ static int run_op(problem *pb, int is_llsa, void *copy_buf) {
         copy_slowest = c > copy_slowest ? c : copy_slowest;
         for (int each = 0; each < 2; each++)
           sum_slowest[each] = sc[each] > sum_slowest[each] ? sc[each] : sum_slowest[each];
-        own_slowest = own > own_slowest ? own : own_slowest;
+        for (int way = 0; way < OWN_WAYS; way++)
+          own_slowest[way] = own[way] > own_slowest[way] ? own[way] : own_slowest[way];
         for (int late = 0; late < 2; late++)
           ox_slowest[late] = ox[late] > ox_slowest[late] ? ox[late] : ox_slowest[late];
-        own_pool_slowest = own_pool > own_pool_slowest ? own_pool : own_pool_slowest;
         sum_mb = sbytes / 1e6 > sum_mb ? sbytes / 1e6 : sum_mb;
         sum += t;
       }
@@ -359,8 +368,10 @@ static int run_op(problem *pb, int is_llsa, void *copy_buf) {
                1e3 * ox_slowest[0], t1 / (P * ox_slowest[0]), 1e3 * ox_slowest[1],
                t1 / (P * ox_slowest[1]));
       if (P > 1)
-        printf(" | own rows into the gather buffer: copy_2d %7.3f ms (pool_mean: %7.3f ms)",
-               1e3 * own_slowest, 1e3 * own_pool_slowest);
+        printf(" | own rows into the gather buffer: batch %7.3f ms (copy_2d each: %7.3f ms, "
+               "pool_mean: %7.3f ms)",
+               1e3 * own_slowest[OWN_BATCH], 1e3 * own_slowest[OWN_COPY_2D],
+               1e3 * own_slowest[OWN_POOL]);
       printf("\n");
       fflush(stdout);
     }

@@ -157,7 +157,9 @@ static ditattn_status fake_copy_2d(ditattn_context *ctx, void *dst, size_t dpitc
   return DITATTN_OK;
 }
 
-static int g_batches, g_batch_overlaps; /* fake_copy_2d_batch calls, entries overlapping */
+/* fake_copy_2d_batch calls, those writing the summary buffer (the
+ * exchange), entries overlapping. */
+static int g_batches, g_summary_batches, g_batch_overlaps;
 
 /* Some row of copy side a (base, pitch; width bytes a row, height rows)
  * shares a byte with some row of side b: row by row, exact (the test's
@@ -187,6 +189,9 @@ static ditattn_status fake_copy_2d_batch(ditattn_context *ctx, const dt_copy_2d_
   for (int i = 0; i < count; i++)
     TRY(fake_copy_2d(ctx, d[i].dst, d[i].dpitch, d[i].src, d[i].spitch, d[i].width, d[i].height));
   g_batches++;
+  const mapping *sum = g_summary_buf ? find(g_own, g_summary_buf) : NULL;
+  g_summary_batches += count > 0 && sum && (char *)d[0].dst >= (char *)sum->ptr &&
+                       (char *)d[0].dst < (char *)sum->ptr + sum->size;
   return DITATTN_OK;
 }
 
@@ -456,7 +461,7 @@ static void run_case(ditattn_context *ctx, uint64_t seed, int ci, fault f, op o)
   g_fake.copy_2d = ci % 3 ? fake_copy_2d : NULL;
   /* Of those, every other one has the batch entry too. */
   g_fake.copy_2d_batch = ci % 3 == 2 ? fake_copy_2d_batch : NULL;
-  g_batches = g_batch_overlaps = 0;
+  g_batches = g_summary_batches = g_batch_overlaps = 0;
   const ditattn_dist_slice slice = {N, offset, len};
   /* IPC needs a peer; any rank's refusal or failure means the ring. Hosts
    * of two: P = 2 is one host, P = 3 hosts of 2 and 1 (the ring), P = 4
@@ -519,10 +524,11 @@ static void run_case(ditattn_context *ctx, uint64_t seed, int ci, fault f, op o)
     g_npending = 0;
     /* The summary exchange is the batch's user: one batch per call that
      * copies peers' units, where the table has the entry. */
-    dtu_check(g_batch_overlaps == 0 &&
-                  (ci % 3 == 2 && split ? g_batches == call + 1 : g_batches == 0),
-              "case %d (%s) P=%d call %d: %d copy batches, %d overlapping entries", ci,
-              fault_names[f], g_size, call, g_batches, g_batch_overlaps);
+    dtu_check(g_batch_overlaps == 0 && (ci % 3 == 2 || g_batches == 0) &&
+                  (ci % 3 == 2 && split ? g_summary_batches == call + 1 : g_summary_batches == 0),
+              "case %d (%s) P=%d call %d: %d copy batches, %d of the summary, %d overlapping "
+              "entries",
+              ci, fault_names[f], g_size, call, g_batches, g_summary_batches, g_batch_overlaps);
     dtu_check(stats.keys_split == split && g_summary_reads == split && g_summary_bad == 0,
               "case %d (%s) P=%d call %d: keys_split %d (expected %d), %lld summary reads, %lld "
               "summary units wrong",
