@@ -32,6 +32,14 @@ ditattn_status dt_dist_check_local(ditattn_context *ctx, const ditattn_dist_slic
                                    const ditattn_tensor *q, const ditattn_tensor *k,
                                    const ditattn_tensor *v, const ditattn_tensor *out,
                                    const float *lse, int64_t params[DT_DP_COUNT]) {
+  return dt_dist_check_local_as(ctx, slice, q, k, v, out, "out", lse, params);
+}
+
+ditattn_status dt_dist_check_local_as(ditattn_context *ctx, const ditattn_dist_slice *slice,
+                                      const ditattn_tensor *q, const ditattn_tensor *k,
+                                      const ditattn_tensor *v, const ditattn_tensor *out,
+                                      const char *out_name, const float *lse,
+                                      int64_t params[DT_DP_COUNT]) {
   TRY(dt_begin(ctx));
   TRY(check_slice(ctx, slice));
   /* GPU contexts: the forwards have device-memory paths (dist_device*.c);
@@ -53,12 +61,12 @@ ditattn_status dt_dist_check_local(ditattn_context *ctx, const ditattn_dist_slic
   TRY(dt_check_tensor(ctx, "q", q));
   TRY(dt_check_tensor(ctx, "k", k));
   TRY(dt_check_tensor(ctx, "v", v));
-  TRY(dt_check_output(ctx, "out", out));
+  TRY(dt_check_output(ctx, out_name, out));
   const int64_t B = q->shape[0], H = q->shape[1], D = q->shape[3];
   TRY(dt_check_shape(ctx, "q", q, B, H, slice->length, D));
   TRY(dt_check_shape(ctx, "k", k, B, H, slice->length, D));
   TRY(dt_check_shape(ctx, "v", v, B, H, slice->length, D));
-  TRY(dt_check_shape(ctx, "out", out, B, H, slice->length, D));
+  TRY(dt_check_shape(ctx, out_name, out, B, H, slice->length, D));
   /* Host dist is f32; device dense takes any dtype the backend does. */
   const ditattn_dtype dtype = device ? q->dtype : DITATTN_F32;
   if (device && !((ctx->ops->dtypes >> q->dtype) & 1u))
@@ -67,15 +75,15 @@ ditattn_status dt_dist_check_local(ditattn_context *ctx, const ditattn_dist_slic
   TRY(dt_check_dtype(ctx, "q", q, dtype));
   TRY(dt_check_dtype(ctx, "k", k, dtype));
   TRY(dt_check_dtype(ctx, "v", v, dtype));
-  TRY(dt_check_dtype(ctx, "out", out, dtype));
-  TRY(dt_check_disjoint(ctx, "out", out, "q", q));
-  TRY(dt_check_disjoint(ctx, "out", out, "k", k));
-  TRY(dt_check_disjoint(ctx, "out", out, "v", v));
+  TRY(dt_check_dtype(ctx, out_name, out, dtype));
+  TRY(dt_check_disjoint(ctx, out_name, out, "q", q));
+  TRY(dt_check_disjoint(ctx, out_name, out, "k", k));
+  TRY(dt_check_disjoint(ctx, out_name, out, "v", v));
   size_t lse_bytes = 0;
   if (!dt_mul_size((size_t)B * (size_t)H, (size_t)slice->length, &lse_bytes) ||
       !dt_mul_size(lse_bytes, sizeof(float), &lse_bytes))
     return dt_fail(ctx, DITATTN_ERR_OVERFLOW, "lse size overflows");
-  TRY(dt_check_buffer_disjoint(ctx, "lse", lse, lse_bytes, "out", out));
+  TRY(dt_check_buffer_disjoint(ctx, "lse", lse, lse_bytes, out_name, out));
   params[DT_DP_N_GLOBAL] = slice->n_global;
   params[DT_DP_B] = B;
   params[DT_DP_H] = H;

@@ -113,5 +113,12 @@ ditattn_status dt_dist_check_local(ditattn_context *ctx, const ditattn_dist_slic
                                    const ditattn_tensor *q, const ditattn_tensor *k,
                                    const ditattn_tensor *v, const ditattn_tensor *out,
                                    const float *lse, int64_t params[DT_DP_COUNT]);
+/* The same with `out` named out_name in messages (a backward's dout: the
+ * tensor of out's shape it takes instead). */
+ditattn_status dt_dist_check_local_as(ditattn_context *ctx, const ditattn_dist_slice *slice,
+                                      const ditattn_tensor *q, const ditattn_tensor *k,
+                                      const ditattn_tensor *v, const ditattn_tensor *out,
+                                      const char *out_name, const float *lse,
+                                      int64_t params[DT_DP_COUNT]);
 
 #endif

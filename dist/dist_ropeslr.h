@@ -52,18 +52,20 @@ void dt_dist_slr_run_free(slr_run *R);
  * dt_malloc'd; the caller frees it, also on failure). */
 ditattn_status dt_dist_slr_plan_factors(slr_run *R, unsigned char **want);
 
-/* Local argument checks; fills the agreed parameters. */
+/* Local argument checks; fills the agreed parameters. out_name: what the
+ * messages call `out` (the backward passes its dout there). */
 ditattn_status dt_dist_slr_check(ditattn_context *ctx, const ditattn_dist_slice *slice,
                                  const ditattn_ropeslr_params *params,
                                  const ditattn_ropeslr_weights *weights, const int32_t *pos,
                                  const ditattn_tensor *q, const ditattn_tensor *k,
                                  const ditattn_tensor *v, const ditattn_tensor *out,
-                                 const float *lse_sparse, int64_t prm[DT_DP_COUNT]);
+                                 const char *out_name, const float *lse_sparse,
+                                 int64_t prm[DT_DP_COUNT]);
 
 /* The backward's further local checks: a host context, dout f32, dq, dk,
  * dv f32 of the slice's shape and dweights shaped as weights, each output
  * disjoint from every input (q, k, v, dout, the weights, pos) and from the
- * other outputs. dout's shape is checked by dt_dist_slr_check (as out). */
+ * other outputs. dout's shape is checked by dt_dist_slr_check (as its out). */
 ditattn_status dt_dist_slr_check_grads(ditattn_context *ctx, const ditattn_dist_slice *slice,
                                        const ditattn_ropeslr_weights *weights, const int32_t *pos,
                                        const ditattn_tensor *q, const ditattn_tensor *k,

@@ -417,7 +417,7 @@ ditattn_status ditattn_dist_ropeslr_backward(
   /* The forward's checks with dout in out's place (its shape), then the
    * gradients'. */
   ditattn_status local =
-      dt_dist_slr_check(ctx, slice, params, weights, pos, q, k, v, dout, NULL, prm);
+      dt_dist_slr_check(ctx, slice, params, weights, pos, q, k, v, dout, "dout", NULL, prm);
   if (local == DITATTN_OK)
     local = dt_dist_slr_check_grads(ctx, slice, weights, pos, q, k, v, dout, dq, dk, dv, dweights);
   dt_dist_job job;

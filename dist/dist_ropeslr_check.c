@@ -56,7 +56,8 @@ static ditattn_status check_params(ditattn_context *ctx, const ditattn_ropeslr_p
 /* (1, H, rows, cols) f32 views, disjoint from out and lse_sparse. */
 static ditattn_status check_weights(ditattn_context *ctx, const ditattn_ropeslr_weights *w,
                                     const ditattn_ropeslr_params *p, int64_t H, int64_t D,
-                                    const ditattn_tensor *out, const float *lse, size_t lse_bytes) {
+                                    const ditattn_tensor *out, const char *out_name,
+                                    const float *lse, size_t lse_bytes) {
   static const char *const names[6] = {"A", "Bk", "Et", "Ey", "Ex", "W"};
   if (!w) return dt_fail(ctx, DITATTN_ERR_NULL_POINTER, "weights is NULL");
   const ditattn_tensor *views[6] = {&w->A, &w->Bk, &w->Et, &w->Ey, &w->Ex, &w->W};
@@ -68,7 +69,7 @@ static ditattn_status check_weights(ditattn_context *ctx, const ditattn_ropeslr_
     if (views[a]->dtype != DITATTN_F32)
       return dt_fail(ctx, DITATTN_ERR_DTYPE, "%s has dtype %d, RoPeSLR weights are f32 (%d)",
                      names[a], (int)views[a]->dtype, (int)DITATTN_F32);
-    TRY(dt_check_disjoint(ctx, "out", out, names[a], views[a]));
+    TRY(dt_check_disjoint(ctx, out_name, out, names[a], views[a]));
     TRY(dt_check_buffer_disjoint(ctx, "lse_sparse", lse, lse_bytes, names[a], views[a]));
   }
   return DITATTN_OK;
@@ -79,20 +80,22 @@ ditattn_status dt_dist_slr_check(ditattn_context *ctx, const ditattn_dist_slice 
                                  const ditattn_ropeslr_weights *weights, const int32_t *pos,
                                  const ditattn_tensor *q, const ditattn_tensor *k,
                                  const ditattn_tensor *v, const ditattn_tensor *out,
-                                 const float *lse_sparse, int64_t prm[DT_DP_COUNT]) {
-  TRY(dt_dist_check_local(ctx, slice, q, k, v, out, lse_sparse, prm));
+                                 const char *out_name, const float *lse_sparse,
+                                 int64_t prm[DT_DP_COUNT]) {
+  TRY(dt_dist_check_local_as(ctx, slice, q, k, v, out, out_name, lse_sparse, prm));
   int64_t grid_count = 0;
   TRY(check_params(ctx, params, &grid_count));
   const int64_t B = q->shape[0], H = q->shape[1], D = q->shape[3], len = slice->length;
   const size_t lse_bytes = (size_t)(B * H * len) * sizeof(float); /* checked by check_local */
-  TRY(check_weights(ctx, weights, params, H, D, out, lse_sparse, lse_bytes));
+  TRY(check_weights(ctx, weights, params, H, D, out, out_name, lse_sparse, lse_bytes));
   if (!pos && slice->n_global != grid_count)
     return dt_fail(ctx, DITATTN_ERR_SHAPE_MISMATCH,
                    "n_global = %lld tokens but the raster grid T·H·W has %lld (pass positions)",
                    (long long)slice->n_global, (long long)grid_count);
   if (pos) {
     TRY(dt_check_positions(ctx, params->grid, pos, len));
-    TRY(dt_check_buffer_disjoint(ctx, "pos", pos, (size_t)len * 3 * sizeof(int32_t), "out", out));
+    TRY(dt_check_buffer_disjoint(ctx, "pos", pos, (size_t)len * 3 * sizeof(int32_t), out_name,
+                                 out));
     TRY(dt_check_buffers_disjoint(ctx, "lse_sparse", lse_sparse, lse_bytes, "pos", pos,
                                   (size_t)len * 3 * sizeof(int32_t)));
   }

@@ -266,7 +266,7 @@ ditattn_status ditattn_dist_ropeslr_forward(ditattn_context *ctx, MPI_Comm comm,
   memset(prm, 0, sizeof prm);
   prm[DT_DP_OP] = DT_DIST_OP_ROPESLR_FWD;
   ditattn_status local =
-      dt_dist_slr_check(ctx, slice, params, weights, pos, q, k, v, out, lse_sparse, prm);
+      dt_dist_slr_check(ctx, slice, params, weights, pos, q, k, v, out, "out", lse_sparse, prm);
   dt_dist_job job;
   TRY(dt_dist_begin(&job, ctx, comm, slice, local, prm));
   if (dt_dist_is_device(ctx))

@@ -151,6 +151,10 @@ static ditattn_status faulty_call(ditattn_context *ctx, MPI_Comm comm, uint64_t 
   *seconds = MPI_Wtime() - t0;
   if (last && fail_alloc > 0) dt_debug_fail_alloc_at(0);
   if (last && f == F_DEVICE) unsetenv("DITATTN_DIST_DEVICE_PATH");
+  /* The message names the argument the caller got wrong. */
+  if (last && f == F_DOUT_NULL && fail_alloc == 0)
+    dtu_check(strstr(ditattn_last_error(ctx), "dout") != NULL,
+              "dout NULL: the message does not name dout: %s", ditattn_last_error(ctx));
   int same_status = 0, same_message = 0;
   dtu_compare_ranks(comm, st, st == DITATTN_OK ? "" : ditattn_last_error(ctx), &same_status,
                     &same_message);
