@@ -12,7 +12,8 @@
 # 3. times `ditattn bench --dist --backend cuda --op dense` at N = 131072
 #    (B = 1, H = 4, D = 64 and 128, bf16 and f32) with groups of 1, 2, 4, ...
 #    ranks up to the GPU count, then --op llsa and --op ropeslr (bf16) up to
-#    DITATTN_BENCH_RANKS ranks (default the GPU count);
+#    DITATTN_BENCH_RANKS ranks (default the GPU count) at each N of
+#    DITATTN_BENCH_SPARSE_NS (default 131072; e.g. "131072 262144");
 # 4. times the per-rank compute of the LLSA/RoPeSLR GPU route on one GPU
 #    (ditattn_dist_gpu_rows: rank r of P = 1..8's rows; DITATTN_RUN_ROWS=0 skips),
 #    with the gather's overlapped k/v copies at an emulated link of
@@ -150,35 +151,38 @@ bench_rows=()
 stats_rows=()
 # bench_op OP DTYPE D RANKS REPS: one `ditattn bench --dist` launch on RANKS
 # ranks (groups of 1, 2, 4, ...), its rows added to the table.
+# BENCH_N (default N): the sequence length.
 bench_op() {
-  local op=$1 dtype=$2 d=$3 ranks=$4 reps=$5 rc
-  local log=$OUT/bench_${op}_${dtype}_D$d.log
-  say "bench $op N=$N H=$HEADS D=$d $dtype, groups up to P=$ranks (log: $log)"
+  local op=$1 dtype=$2 d=$3 ranks=$4 reps=$5 rc n=${BENCH_N:-$N}
+  local tag=${op}_${dtype}_D$d
+  [ "$n" = "$N" ] || tag=${tag}_N$n
+  local log=$OUT/bench_$tag.log
+  say "bench $op N=$n H=$HEADS D=$d $dtype, groups up to P=$ranks (log: $log)"
   local dtype_arg=(--dtype "$dtype")
   [ "$BACKEND" = cuda ] || dtype_arg=()
   # Every rank's compute / comm-wait / other split of its last call (stderr).
   export DITATTN_BENCH_STATS=1
-  if mpi "$ranks" 150 "$CLI" bench --dist --backend "$BACKEND" --op "$op" --n "$N" \
+  if mpi "$ranks" 150 "$CLI" bench --dist --backend "$BACKEND" --op "$op" --n "$n" \
     --heads "$HEADS" --d "$d" "${dtype_arg[@]}" --reps "$reps" \
-    --json "$OUT/bench_${op}_${dtype}_D$d.json" >"$log" 2>&1; then
+    --json "$OUT/bench_$tag.json" >"$log" 2>&1; then
     rc=0
   else
     rc=$?
   fi
   if [ "$rc" -ne 0 ] || grep -q FAILED "$log"; then
-    failures+=("bench $op $dtype D=$d (exit $rc; $log)")
+    failures+=("bench $op $dtype D=$d N=$n (exit $rc; $log)")
     tail -n 15 "$log" >&2
   fi
   while IFS= read -r row; do
-    bench_rows+=("$(printf '%-5s D=%-4s %s' "$dtype" "$d" "$row")")
+    bench_rows+=("$(printf '%-5s D=%-4s N=%-7s %s' "$dtype" "$d" "$n" "$row")")
   done < <(grep -E "^$op[a-z/]* +[0-9]" "$log" || true)
   local xfer
   while IFS= read -r xfer; do
-    bench_rows+=("$(printf '%-5s D=%-4s   (%s)' "$dtype" "$d" "$xfer")")
+    bench_rows+=("$(printf '%-5s D=%-4s N=%-7s   (%s)' "$dtype" "$d" "$n" "$xfer")")
   done < <(grep 'slices crossed' "$log" | sed 's/^bench --dist: //' || true)
   # The split of each rank at the largest group.
   while IFS= read -r xfer; do
-    stats_rows+=("$(printf '%-5s D=%-4s %s' "$dtype" "$d" "$xfer")")
+    stats_rows+=("$(printf '%-5s D=%-4s N=%-7s %s' "$dtype" "$d" "$n" "$xfer")")
   done < <(grep -E "P=$ranks rank [0-9]+: wall" "$log" | sed 's/^bench --dist: //' || true)
 }
 
@@ -200,23 +204,28 @@ done
 RANKS=${DITATTN_BENCH_RANKS:-$NGPU}
 SPARSE_DTYPES=bf16
 [ "$BACKEND" = cuda ] || SPARSE_DTYPES=f32
-for dtype in $SPARSE_DTYPES; do
-  for d in 64 128; do
-    for op in llsa ropeslr; do
-      ! wants "$op" || bench_op "$op" "$dtype" "$d" "$RANKS" 3
+# DITATTN_BENCH_SPARSE_NS: the sequence lengths for these (default N; the
+# issue asks for 128K+, e.g. "131072 262144").
+for BENCH_N in ${DITATTN_BENCH_SPARSE_NS:-$N}; do
+  for dtype in $SPARSE_DTYPES; do
+    for d in 64 128; do
+      for op in llsa ropeslr; do
+        ! wants "$op" || bench_op "$op" "$dtype" "$d" "$RANKS" 3
+      done
     done
   done
 done
+unset BENCH_N
 
 # ------------------------------------------------------------------ table
 {
   echo
   echo "=== dist on GPU contexts: backend $BACKEND, $NGPU GPU(s), seed $SEED ==="
   for s in "${summary[@]}"; do echo "$s"; done
-  echo "bench: N=$N, B=1, H=$HEADS, best of 3 (dense f32: 1); wall = slowest rank;" \
+  echo "bench: N as shown (dense: $N), B=1, H=$HEADS, best of 3 (dense f32: 1); wall = slowest rank;" \
     "efficiency = T1/(P*TP); groups of 1, 2, 4, ... ranks up to the GPU count"
-  echo "dtype D      op           P       wall s  efficiency   comm wait   MB sent/rank"
-  for r in "${bench_rows[@]}"; do echo "$r" | cut -c1-85; done
+  echo "dtype D      N         op           P       wall s  efficiency   comm wait   MB sent/rank"
+  for r in "${bench_rows[@]}"; do echo "$r" | cut -c1-95; done
   if [ ${#stats_rows[@]} -gt 0 ]; then
     echo "per-rank split at the largest P (DITATTN_BENCH_STATS=1; the last call of the group):"
     for r in "${stats_rows[@]}"; do echo "$r"; done

@@ -105,7 +105,10 @@ void dtu_copy_slice(dtu_tensor *dst, const dtu_tensor *src, int64_t offset) {
                (size_t)s[3] * sizeof(float));
 }
 
-double dtu_rel_err_slice(const ditattn_tensor *a, const ditattn_tensor *b, int64_t offset) {
+/* Σ (a − b[offset:])² and Σ b[offset:]² over a's tokens into sums; 0
+ * when a value is NaN or Inf. */
+static int err_sums(const ditattn_tensor *a, const ditattn_tensor *b, int64_t offset,
+                    double sums[2]) {
   double num = 0.0, den = 0.0;
   const int64_t *s = a->shape;
   for (int64_t i = 0; i < s[0]; i++)
@@ -113,11 +116,29 @@ double dtu_rel_err_slice(const ditattn_tensor *a, const ditattn_tensor *b, int64
       for (int64_t n = 0; n < s[2]; n++)
         for (int64_t d = 0; d < s[3]; d++) {
           double x = *at(a, i, h, n, d), y = *at(b, i, h, offset + n, d);
-          if (!isfinite(x) || !isfinite(y)) return INFINITY;
+          if (!isfinite(x) || !isfinite(y)) return 0;
           num += (x - y) * (x - y);
           den += y * y;
         }
-  return den > 0.0 ? sqrt(num / den) : sqrt(num);
+  sums[0] = num, sums[1] = den;
+  return 1;
+}
+
+static double rel_of(const double sums[2]) {
+  return sums[1] > 0.0 ? sqrt(sums[0] / sums[1]) : sqrt(sums[0]);
+}
+
+double dtu_rel_err_slice(const ditattn_tensor *a, const ditattn_tensor *b, int64_t offset) {
+  double sums[2];
+  return err_sums(a, b, offset, sums) ? rel_of(sums) : INFINITY;
+}
+
+double dtu_rel_err_ranks(MPI_Comm comm, const ditattn_tensor *a, const ditattn_tensor *b,
+                         int64_t offset) {
+  double sums[3] = {0.0, 0.0, 0.0}, all[3];
+  if (!err_sums(a, b, offset, sums)) sums[2] = 1.0; /* a NaN or Inf on this rank */
+  MPI_Allreduce(sums, all, 3, MPI_DOUBLE, MPI_SUM, comm);
+  return all[2] > 0.0 ? INFINITY : rel_of(all);
 }
 
 double dtu_rel_err_lse(const float *a, const float *b, int64_t BH, int64_t len, int64_t n_global,

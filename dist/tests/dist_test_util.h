@@ -36,6 +36,13 @@ void dtu_qkv_new(int64_t B, int64_t H, int64_t N, int64_t D, dtu_rng *rng, dtu_t
 void dtu_copy_slice(dtu_tensor *dst, const dtu_tensor *src, int64_t offset);
 /* ‖a − b[offset:]‖ / ‖b[offset:]‖ over a's tokens; +inf on NaN/Inf. */
 double dtu_rel_err_slice(const ditattn_tensor *a, const ditattn_tensor *b, int64_t offset);
+/* Collective: the same over the whole sequence, every rank passing its
+ * slice a of b's tokens (b the whole-sequence result, on every rank): the
+ * error of the distributed result as one tensor. A rank's slice can be
+ * small beside the rounding of a gradient sum that cancels (the
+ * backwards' dk, dv) where the tensor as a whole is not. */
+double dtu_rel_err_ranks(MPI_Comm comm, const ditattn_tensor *a, const ditattn_tensor *b,
+                         int64_t offset);
 /* Same for lse arrays: a is [B][H][len], b is [B][H][n_global]. */
 double dtu_rel_err_lse(const float *a, const float *b, int64_t BH, int64_t len, int64_t n_global,
                        int64_t offset);

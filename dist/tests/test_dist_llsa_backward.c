@@ -93,7 +93,7 @@ static void run_case(ditattn_context *ctx, MPI_Comm comm, uint64_t seed, int ci,
   const int grads[] = {DQ, DK, DV};
   const char *names[] = {"dq", "dk", "dv"};
   for (int i = 0; i < 3; i++) {
-    const double e = dtu_rel_err_slice(&loc[grads[i]].t, &full[grads[i]].t, offset);
+    const double e = dtu_rel_err_ranks(comm, &loc[grads[i]].t, &full[grads[i]].t, offset);
     if (!(e <= *max_err)) *max_err = e;
     dtu_check(e <= 1e-5, BWD_FMT, ci, (long long)c->B, (long long)c->H, (long long)c->N,
               (long long)c->D, (long long)c->block, c->levels, (long long)c->topk[0],

@@ -56,7 +56,8 @@ static void run_case(ditattn_context *ctx, ditattn_context *oracle, MPI_Comm com
   /* dq, dk, dv: this rank's slice; the weight gradients: whole, on every rank. */
   double err[9];
   const char *names[9] = {"dq", "dk", "dv"};
-  for (int i = 0; i < 3; i++) err[i] = dtu_rel_err_slice(&loc[DQ + i].t, &full[DQ + i].t, offset);
+  for (int i = 0; i < 3; i++)
+    err[i] = dtu_rel_err_ranks(comm, &loc[DQ + i].t, &full[DQ + i].t, offset);
   for (int a = 0; a < 6; a++) {
     err[3 + a] = dtu_rel_err_slice(&got.t[a].t, &want.t[a].t, 0);
     names[3 + a] = weight_names[a];
