@@ -218,11 +218,11 @@ typedef struct dt_backend_ops {
   ditattn_status (*copy_2d)(ditattn_context *ctx, void *dst, size_t dpitch, const void *src,
                             size_t spitch, size_t width, size_t height);
   /* copy_2d of each of `count` entries, queued on the stream as one launch
-   * (the key summary's exchange: a dozen small strided copies, each of
-   * which costs copy_2d a few microseconds of its own). Entries may run
-   * in any order and concurrently: no destination may overlap another
-   * entry's source or destination. NULL: dt_dist_copy_2d_each falls back to
-   * copy_2d. */
+   * (dist's key summary exchange and gather: a dozen small strided copies,
+   * each of which costs copy_2d a few microseconds of its own, more across
+   * NVLink). Entries may run in any order and concurrently: no destination
+   * may overlap another entry's source or destination. NULL: dist falls
+   * back to copy_2d (dt_dist_copy_2d_each, dt_dist_copy_tensors). */
   ditattn_status (*copy_2d_batch)(ditattn_context *ctx, const dt_copy_2d_desc *descs, int count);
   /* Page-locked host memory for staging device transfers (NULL: use
    * dt_malloc); host_free takes what host_alloc gave. */
