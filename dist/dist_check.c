@@ -102,6 +102,15 @@ ditattn_status dt_dist_scale_param(ditattn_context *ctx, float scale, int64_t D,
   return DITATTN_OK;
 }
 
+/* Host memory only, whatever the shared checks allow for other calls. */
+ditattn_status dt_dist_check_host(ditattn_context *ctx, const char *what) {
+  if (ctx->backend != DITATTN_BACKEND_REF && ctx->backend != DITATTN_BACKEND_CPU)
+    return dt_fail(ctx, DITATTN_ERR_UNSUPPORTED,
+                   "%s supports host backends (ref, cpu) only; backend %s is not", what,
+                   ditattn_backend_name(ctx->backend));
+  return DITATTN_OK;
+}
+
 /* Shapes, dtypes and aliasing of a backward's extra tensors, the same
  * rules as the single-process backwards (q, k, v, out checked by
  * dt_dist_check_local). */
@@ -111,11 +120,7 @@ ditattn_status dt_dist_check_grads(ditattn_context *ctx, const char *what,
                                    const ditattn_tensor *out, const float *lse,
                                    const ditattn_tensor *dout, ditattn_tensor *dq,
                                    ditattn_tensor *dk, ditattn_tensor *dv) {
-  /* Host memory only, whatever the shared checks allow for other calls. */
-  if (ctx->backend != DITATTN_BACKEND_REF && ctx->backend != DITATTN_BACKEND_CPU)
-    return dt_fail(ctx, DITATTN_ERR_UNSUPPORTED,
-                   "%s supports host backends (ref, cpu) only; backend %s is not", what,
-                   ditattn_backend_name(ctx->backend));
+  TRY(dt_dist_check_host(ctx, what));
   if (!lse) return dt_fail(ctx, DITATTN_ERR_NULL_POINTER, "lse is NULL (backward needs it)");
   const int64_t B = q->shape[0], H = q->shape[1], D = q->shape[3];
   TRY(dt_check_tensor(ctx, "dout", dout));

@@ -129,12 +129,16 @@ static int copy_descs(const ditattn_tensor *src, const ditattn_tensor *dst,
   return count;
 }
 
+/* The backend's copy_2d_batch is there and not switched off. */
+static int batch_on(const ditattn_context *ctx) {
+  return ctx->ops->copy_2d_batch && !dt_dist_env_is("DITATTN_DIST_COPY_BATCH", "0");
+}
+
 ditattn_status dt_dist_copy_tensors(ditattn_context *ctx, const ditattn_tensor *src,
                                     ditattn_tensor *dst, int count) {
   const int64_t per = dst[0].shape[0] * dst[0].shape[1]; /* entries per tensor, at most */
   dt_copy_2d_desc *descs = NULL;
-  if (ctx->ops->copy_2d_batch && !dt_dist_env_is("DITATTN_DIST_COPY_BATCH", "0"))
-    descs = dt_calloc((size_t)(count * per), sizeof *descs);
+  if (batch_on(ctx)) descs = dt_calloc((size_t)(count * per), sizeof *descs);
   int total = 0;
   for (int i = 0; i < count && descs; i++) total += copy_descs(&src[i], &dst[i], descs + total);
   ditattn_status st = DITATTN_OK;
@@ -149,8 +153,7 @@ ditattn_status dt_dist_copy_tensors(ditattn_context *ctx, const ditattn_tensor *
 
 ditattn_status dt_dist_copy_2d_each(ditattn_context *ctx, const dt_copy_2d_desc *descs, int count) {
   if (count <= 0) return DITATTN_OK;
-  if (ctx->ops->copy_2d_batch && !dt_dist_env_is("DITATTN_DIST_COPY_BATCH", "0"))
-    return ctx->ops->copy_2d_batch(ctx, descs, count);
+  if (batch_on(ctx)) return ctx->ops->copy_2d_batch(ctx, descs, count);
   for (int i = 0; i < count; i++) {
     const dt_copy_2d_desc *d = &descs[i];
     TRY(ctx->ops->copy_2d(ctx, d->dst, d->dpitch, d->src, d->spitch, d->width, d->height));

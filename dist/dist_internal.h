@@ -95,6 +95,8 @@ void dt_dist_tick(double *t0, double *acc);
 /* Local checks shared by the entries: slice sane, q/k/v/out shapes
  * (B, H, length, D), outputs disjoint from inputs, lse disjoint from out.
  * Fills B/H/D/dtype/backend/n_global params when the inputs allow it. */
+/* UNSUPPORTED unless ctx is a host context (ref, cpu); what names the call. */
+ditattn_status dt_dist_check_host(ditattn_context *ctx, const char *what);
 /* The backwards' further local checks: a host context (ref, cpu), lse
  * given, dout an f32 input and dq, dk, dv f32 outputs of the slice's shape,
  * disjoint from every input and from lse. what names the call. */

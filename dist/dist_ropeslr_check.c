@@ -131,11 +131,7 @@ ditattn_status dt_dist_slr_check_grads(ditattn_context *ctx, const ditattn_dist_
                                        ditattn_tensor *dq, ditattn_tensor *dk, ditattn_tensor *dv,
                                        ditattn_ropeslr_weights *dweights) {
   static const char *const dw_names[6] = {"dA", "dBk", "dEt", "dEy", "dEx", "dW"};
-  if (ctx->backend != DITATTN_BACKEND_REF && ctx->backend != DITATTN_BACKEND_CPU)
-    return dt_fail(ctx, DITATTN_ERR_UNSUPPORTED,
-                   "dist ropeslr backward supports host backends (ref, cpu) only; backend %s is "
-                   "not",
-                   ditattn_backend_name(ctx->backend));
+  TRY(dt_dist_check_host(ctx, "dist ropeslr backward"));
   if (!dweights) return dt_fail(ctx, DITATTN_ERR_NULL_POINTER, "dweights is NULL");
   const int64_t B = q->shape[0], H = q->shape[1], D = q->shape[3], len = slice->length;
   TRY(dt_check_dtype(ctx, "dout", dout, DITATTN_F32));

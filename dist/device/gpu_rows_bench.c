@@ -266,7 +266,10 @@ static double time_summary_copy(problem *pb, const dt_key_summary *l, void *dst,
                                 int64_t row0, int64_t M, int one_each, double *bytes) {
   double best = 1e300;
   *bytes = 0.0;
-  if (one_each) setenv("DITATTN_DIST_COPY_BATCH", "0", 1);
+  /* The caller's DITATTN_DIST_COPY_BATCH=0 (every timing without the
+   * batch) stays as it is. */
+  const int toggle = one_each && !dt_dist_env_is("DITATTN_DIST_COPY_BATCH", "0");
+  if (toggle) setenv("DITATTN_DIST_COPY_BATCH", "0", 1);
   for (int rep = 0; rep <= pb->o->reps && best >= 0; rep++) {
     const double t0 = now_s();
     if (queue_summary_copy(pb, l, dst, src, row0, M, rep == 0 ? bytes : NULL) != DITATTN_OK ||
@@ -275,7 +278,7 @@ static double time_summary_copy(problem *pb, const dt_key_summary *l, void *dst,
     const double t = now_s() - t0;
     if (rep > 0 && t < best) best = t;
   }
-  if (one_each) unsetenv("DITATTN_DIST_COPY_BATCH");
+  if (toggle) unsetenv("DITATTN_DIST_COPY_BATCH");
   return best;
 }
 
